@@ -1,0 +1,35 @@
+# Two entry points: `make run` (serve + demo call) and `make test` (everything CI checks).
+# Both (re)build .venv from the package registries, idempotently: the stamp depends on pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mise serve --demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine actors api models tests bench
+	$(BIN)/ruff format --check engine actors api models tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .mise-data .pytest_cache .mypy_cache .ruff_cache

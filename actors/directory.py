@@ -1,0 +1,130 @@
+"""CallDirectory: the one named actor that places calls on hosts and finds them by call SID.
+
+Any API process (the WebSocket may land on one, the webhook or a reader on another) asks it where a
+call lives. It packs calls onto ``CallHost`` actors, ``calls_per_host`` each, keeps ``spare_hosts``
+empty hosts warm so a new call never waits for a Ray process to start, and kills hosts left empty
+beyond that (with 1 call per host: a call's process ends with the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.host import CallHost
+
+log = logging.getLogger("mise.directory")
+
+DIRECTORY_NAME = "mise-directory"
+
+
+class CallAlreadyLive(Exception):
+    pass
+
+
+@dataclass
+class _Host:
+    name: str
+    handle: ActorHandle[Any]
+    calls: set[str] = field(default_factory=set)
+
+
+class CallDirectory:
+    def __init__(self, *, calls_per_host: int, spare_hosts: int, ring_seconds: float, namespace: str) -> None:
+        if calls_per_host < 1:
+            raise ValueError("calls_per_host must be >= 1")
+        self._per_host = calls_per_host
+        self._spare = spare_hosts
+        self._ring_seconds = ring_seconds
+        self._namespace = namespace
+        self._hosts: dict[str, _Host] = {}
+        self._where: dict[str, _Host] = {}
+        self._tenant: dict[str, str] = {}
+        self._ids = itertools.count()
+        self._warming: set[asyncio.Task[None]] = set()
+
+    async def ready(self) -> int:
+        """Wait until the spare hosts are up; returns how many hosts exist."""
+        await self._top_up()
+        return len(self._hosts)
+
+    async def assign(self, call_sid: str, tenant: str) -> tuple[str, ActorHandle[Any]]:
+        """Place a new live call; raises CallAlreadyLive if the SID is live already."""
+        if call_sid in self._where:
+            raise CallAlreadyLive(call_sid)
+        host = self._pick() or await self._new_host()
+        host.calls.add(call_sid)
+        self._where[call_sid] = host
+        self._tenant[call_sid] = tenant
+        self._warm_in_background()
+        return host.name, host.handle
+
+    async def lookup(self, call_sid: str) -> tuple[str, str, ActorHandle[Any]] | None:
+        """(tenant, host name, host handle) of a live call, or None."""
+        host = self._where.get(call_sid)
+        return None if host is None else (self._tenant[call_sid], host.name, host.handle)
+
+    async def release(self, call_sid: str) -> None:
+        host = self._where.pop(call_sid, None)
+        self._tenant.pop(call_sid, None)
+        if host is None:
+            return
+        host.calls.discard(call_sid)
+        empty = [h for h in self._hosts.values() if not h.calls]
+        if not host.calls and len(empty) > self._spare:
+            del self._hosts[host.name]
+            ray.kill(host.handle)
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        return [{"name": h.name, "handle": h.handle, "calls": len(h.calls)} for h in self._hosts.values()]
+
+    async def live_calls(self) -> int:
+        return len(self._where)
+
+    def _pick(self) -> _Host | None:
+        """The fullest host that still has room: packing leaves whole hosts free to reclaim."""
+        open_hosts = [h for h in self._hosts.values() if len(h.calls) < self._per_host]
+        return max(open_hosts, key=lambda h: len(h.calls), default=None)
+
+    async def _new_host(self) -> _Host:
+        name = f"mise-host-{next(self._ids)}"
+        handle: ActorHandle[Any] = cast(
+            ActorHandle[Any],
+            ray.remote(CallHost)
+            .options(
+                name=name,
+                namespace=self._namespace,
+                num_cpus=0,
+                lifetime="detached",
+                scheduling_strategy="SPREAD",
+                max_concurrency=1,
+            )
+            .remote(ring_seconds=self._ring_seconds),
+        )
+        host = _Host(name, handle)
+        self._hosts[name] = host
+        await handle.ready.remote()
+        return host
+
+    async def _top_up(self) -> None:
+        while sum(1 for h in self._hosts.values() if not h.calls) < self._spare:
+            await self._new_host()
+
+    def _warm_in_background(self) -> None:
+        if self._warming:
+            return
+        task = asyncio.get_running_loop().create_task(self._top_up())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def shutdown(self) -> None:
+        for host in self._hosts.values():
+            ray.kill(host.handle)
+        self._hosts.clear()
+        self._where.clear()

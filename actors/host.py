@@ -1,0 +1,126 @@
+"""CallHost: the Ray actor process that holds up to ``MISE_CALLS_PER_ACTOR`` live calls.
+
+Each call is its own ``LiveCall`` (state, lifecycle) inside the host; the host is its mailbox. The API
+process sends the audio of every call bound for one host in ONE Ray call per tick (``push``), so Ray's
+per-call cost (~2.5 ms of CPU) is paid per host and tick, not per frame. With 1 call per host this is
+the plain "a Ray actor per call"; with N it multiplexes N calls in one process.
+
+Isolation: every per-call operation runs under its own ``try``; a call that raises is marked failed
+and logged, and the host and its other calls go on. Torch-free by design (see tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.call import CallMeta, LiveCall
+
+log = logging.getLogger("mise.host")
+
+# One entry of a push: (call_sid, track, timestamp_ms, mu-law payload, arrival time at the API, epoch s)
+PushItem = tuple[str, str, int, bytes, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PushAck:
+    applied: int  # frames handed to a live call
+    orphaned: int  # frames for calls this host does not hold (already finished or never opened)
+    failed: int  # frames for calls that raised
+
+
+class CallHost:
+    def __init__(self, *, ring_seconds: float = 60.0, latency_window: int = 200_000) -> None:
+        self._ring_seconds = ring_seconds
+        self._calls: dict[str, LiveCall] = {}
+        self._failed: dict[str, str] = {}
+        # Arrival-at-API to applied-in-actor delays (s), for the ingest benchmark and /metrics.
+        self._latency: deque[float] = deque(maxlen=latency_window)
+        self._frames = 0
+        self._pushes = 0
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def open(self, meta: CallMeta) -> None:
+        if meta.call_sid in self._calls:
+            raise ValueError(f"call {meta.call_sid} is already open on this host")
+        self._failed.pop(meta.call_sid, None)
+        self._calls[meta.call_sid] = LiveCall(meta, ring_seconds=self._ring_seconds)
+
+    def push(self, items: list[PushItem]) -> PushAck:
+        applied = orphaned = failed = 0
+        now = time.time()
+        for call_sid, track, timestamp_ms, payload, arrived in items:
+            call = self._calls.get(call_sid)
+            if call is None:
+                if call_sid in self._failed:
+                    failed += 1
+                else:
+                    orphaned += 1
+                continue
+            try:
+                call.write(track, timestamp_ms, payload)
+            except Exception as exc:
+                self._fail(call_sid, exc)
+                failed += 1
+                continue
+            applied += 1
+            self._latency.append(now - arrived)
+        self._frames += applied
+        self._pushes += 1
+        return PushAck(applied, orphaned, failed)
+
+    def finish(self, call_sid: str) -> dict[str, Any] | None:
+        """Close a call and return its final per-track figures; None if this host never held it."""
+        call = self._calls.pop(call_sid, None)
+        if call is None:
+            error = self._failed.pop(call_sid, None)
+            return {"error": error} if error else None
+        return {"tracks": call.track_stats(), "duration_ms": call.duration_ms}
+
+    def snapshot(self, call_sid: str) -> dict[str, Any] | None:
+        call = self._calls.get(call_sid)
+        if call is None:
+            return None
+        return {"tracks": call.track_stats(), "duration_ms": call.duration_ms}
+
+    def audio(self, call_sid: str, track: str) -> npt.NDArray[np.int16] | None:
+        call = self._calls.get(call_sid)
+        return None if call is None else call.audio(track)
+
+    def stats(self, *, reset_latency: bool = False) -> dict[str, Any]:
+        lat = np.fromiter(self._latency, dtype=np.float64)
+        if reset_latency:
+            self._latency.clear()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "pid": os.getpid(),
+            "calls": len(self._calls),
+            "frames": self._frames,
+            "pushes": self._pushes,
+            "latency_count": int(lat.size),
+            "latency_p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else None,
+            "latency_p95_ms": float(np.percentile(lat, 95) * 1000) if lat.size else None,
+            "latency_max_ms": float(lat.max() * 1000) if lat.size else None,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "rss_bytes": _rss_bytes(),
+        }
+
+    def _fail(self, call_sid: str, exc: Exception) -> None:
+        log.exception("call %s failed on this host; its other calls go on", call_sid, exc_info=exc)
+        self._calls.pop(call_sid, None)
+        self._failed[call_sid] = f"{type(exc).__name__}: {exc}"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,69 @@
+"""Starting or joining Ray, and finding the shared actors.
+
+Embedded by default: a local, loopback-only, quiet Ray instance owned by this process. With an
+address (``MISE_RAY_ADDRESS``) every API process joins one cluster and shares one call directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, cast
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.directory import DIRECTORY_NAME, CallDirectory
+
+NAMESPACE = "mise"
+
+# Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
+_QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start an embedded one. Idempotent."""
+    if ray.is_initialized():
+        return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    common = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **common)  # type: ignore[arg-type]
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            object_store_memory=256 << 20,
+            **common,  # type: ignore[arg-type]
+        )
+
+
+def directory(*, calls_per_host: int, spare_hosts: int, ring_seconds: float) -> ActorHandle[Any]:
+    """The cluster's call directory, created by the first process that asks."""
+    return cast(
+        ActorHandle[Any],
+        ray.remote(CallDirectory)
+        .options(
+            name=DIRECTORY_NAME,
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(
+            calls_per_host=calls_per_host,
+            spare_hosts=spare_hosts,
+            ring_seconds=ring_seconds,
+            namespace=NAMESPACE,
+        ),
+    )
+
+
+def gcs_address() -> str:
+    return str(ray.get_runtime_context().gcs_address)

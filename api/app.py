@@ -1,0 +1,129 @@
+"""The Starlette app: routes, and the resources that live as long as the process (store, Ray, pump)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from actors import runtime
+from actors.pump import AudioPump
+from api.auth import KeyRing, TwilioSignature
+from api.calls import Calls
+from api.ingest import Ingest
+from api.metrics import Metrics
+from api.settings import ConfigError, Settings
+from api.webhooks import Webhooks
+from engine.store.sqlite import SqliteStore
+
+log = logging.getLogger("mise.app")
+
+
+@dataclass
+class _Parts:
+    ingest: Ingest
+    webhooks: Webhooks
+    calls: Calls
+    directory: ActorHandle[Any]
+    pump: AudioPump
+
+
+def create_app(settings: Settings) -> Starlette:
+    if not settings.api_keys:
+        raise ConfigError("no API keys: set MISE_API_KEYS='key:tenant' or MISE_API_KEYS_FILE")
+    keys = KeyRing(settings.api_keys)
+    signature = TwilioSignature(settings.twilio_auth_token, settings.public_url) if settings.twilio_auth_token else None
+    metrics = Metrics()
+    parts: _Parts | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal parts
+        store = SqliteStore(settings.data_dir / "mise.db")
+        embedded = settings.ray_address is None
+        runtime.connect(settings.ray_address)
+        directory = runtime.directory(
+            calls_per_host=settings.calls_per_actor,
+            spare_hosts=settings.spare_hosts,
+            ring_seconds=settings.ring_seconds,
+        )
+        await directory.ready.remote()
+        pump = AudioPump(
+            interval_s=settings.push_interval_ms / 1000,
+            on_push=metrics.count_push,
+            on_error=metrics.push_errors.inc,
+        )
+        pump.start()
+        parts = _Parts(
+            ingest=Ingest(
+                keys=keys,
+                signature=signature,
+                metrics=metrics,
+                directory=directory,
+                pump=pump,
+                store=store,
+                start_timeout_s=settings.start_timeout_s,
+                max_message_bytes=settings.max_message_bytes,
+            ),
+            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store),
+            calls=Calls(keys=keys, store=store, directory=directory),
+            directory=directory,
+            pump=pump,
+        )
+        log.info(
+            "mise ready: %s Ray, %d calls per host actor, data in %s",
+            "embedded" if embedded else f"cluster at {settings.ray_address}",
+            settings.calls_per_actor,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            await pump.stop()
+            if embedded:
+                await directory.shutdown.remote()
+                ray.shutdown()
+            store.close()
+
+    def _parts() -> _Parts:
+        assert parts is not None, "the app is not started"
+        return parts
+
+    async def stream(ws: WebSocket) -> None:
+        await _parts().ingest(ws)
+
+    async def webhook(request: Request) -> Response:
+        return await _parts().webhooks(request)
+
+    async def list_calls(request: Request) -> Response:
+        return await _parts().calls.list(request)
+
+    async def get_call(request: Request) -> Response:
+        return await _parts().calls.get(request)
+
+    async def healthz(request: Request) -> Response:
+        live = await _parts().directory.live_calls.remote()
+        return JSONResponse({"status": "ok", "live_calls_cluster": live})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    routes = [
+        WebSocketRoute("/v1/stream/twilio", stream),
+        Route("/v1/webhook/twilio", webhook, methods=["POST"]),
+        Route("/v1/calls", list_calls),
+        Route("/v1/calls/{call_sid}", get_call),
+        Route("/healthz", healthz),
+        Route("/metrics", prometheus),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,176 @@
+"""The ``mise`` command line: serve, twiml, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from importlib import resources
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from api.settings import ConfigError, Settings
+
+log = logging.getLogger("mise")
+
+DEMO_PARAMETERS = {"demo": "true", "customer": "Northwind Energy"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mise", description="Listen to live phone calls and index how they sound.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (settings from MISE_* environment variables)")
+    serve.add_argument("--host", help="bind address (MISE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (MISE_PORT, default 8000)")
+    serve.add_argument("--demo", action="store_true", help="stream the bundled sample call through the real endpoint")
+
+    twiml = sub.add_parser("twiml", help="print the TwiML that forks a call's audio to Mise")
+    twiml.add_argument(
+        "--url", required=True, help="public WebSocket URL, e.g. wss://mise.example.com/v1/stream/twilio"
+    )
+    twiml.add_argument("--api-key", default=os.environ.get("MISE_API_KEY", "YOUR_API_KEY"))
+    twiml.add_argument("--track", default="both_tracks", choices=["both_tracks", "inbound_track", "outbound_track"])
+
+    sim = sub.add_parser("simulate", help="play a .jsonl capture or WAV tracks to a server as Twilio would")
+    sim.add_argument("capture", nargs="?", help="a Twilio .jsonl capture (one message per line)")
+    sim.add_argument("--inbound", help="caller track (WAV, any format soundfile reads)")
+    sim.add_argument("--outbound", help="agent track (WAV)")
+    sim.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream/twilio")
+    sim.add_argument("--api-key", default=os.environ.get("MISE_API_KEY"), help="sent as the api_key custom parameter")
+    sim.add_argument("--speed", type=float, default=1.0, help="N x real time (0: as fast as possible)")
+    sim.add_argument("--calls", type=int, default=1, help="concurrent copies, each with fresh SIDs")
+    sim.add_argument("--stagger", type=float, default=0.0, help="seconds between starting copies")
+    sim.add_argument("--skip-silence", action="store_true", help="leave out digitally silent frames, as Twilio may")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "twiml":
+            print(render_twiml(args.url, args.api_key, args.track))
+            return 0
+        return asyncio.run(_simulate(args))
+    except ConfigError as exc:
+        print(f"mise: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def render_twiml(url: str, api_key: str, track: str) -> str:
+    base = url.split("/v1/stream/twilio")[0].replace("wss://", "https://").replace("ws://", "http://")
+    callback = f"{base}/v1/webhook/twilio?api_key={api_key}"
+    return "\n".join(
+        [
+            "<!-- Forks both legs of the call to Mise; the TwiML after <Start> keeps running. -->",
+            f"<!-- Set the number's (or REST call's) StatusCallback to {callback}",
+            "     with StatusCallbackEvent 'initiated ringing answered completed'. -->",
+            "<Response>",
+            "  <Start>",
+            f"    <Stream url={quoteattr(url)} track={quoteattr(track)}>",
+            f'      <Parameter name="api_key" value={quoteattr(api_key)}/>',
+            "    </Stream>",
+            "  </Start>",
+            "  <!-- ... your call flow: <Dial>, <Connect><Stream> to a voice agent, ... -->",
+            "</Response>",
+        ]
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings.from_env()
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    if not settings.api_keys:
+        key = _local_key(settings.data_dir)
+        overrides["api_keys"] = {key: "default"}
+        log.info(
+            "no MISE_API_KEYS set: using the local key in %s (tenant 'default')",
+            settings.data_dir / "api_key",
+        )
+    settings = Settings(**{**settings.__dict__, **overrides})
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, ws_max_size=1 << 20, log_level="info")
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        if not args.demo:
+            await server.serve()
+            return
+        demo = asyncio.create_task(_play_demo(server, settings))
+        await server.serve()
+        demo.cancel()
+
+    asyncio.run(run())
+    return 0
+
+
+def _local_key(data_dir: Path) -> str:
+    """A per-install key, created once (mode 600), so a fresh `mise serve` is never open to anyone."""
+    path = data_dir / "api_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+async def _play_demo(server: object, settings: Settings) -> None:
+    from api.simulate import messages_from_tracks, play, read_ulaw_track
+
+    while not getattr(server, "started", False):
+        await asyncio.sleep(0.05)
+    demo = resources.files("api") / "demo"
+    with (
+        resources.as_file(demo / "inbound.wav") as inbound,
+        resources.as_file(demo / "outbound.wav") as outbound,
+    ):
+        messages = messages_from_tracks(
+            read_ulaw_track(inbound), read_ulaw_track(outbound), custom_parameters=DEMO_PARAMETERS
+        )
+    key = next(iter(settings.api_keys))
+    messages[1]["start"]["customParameters"]["api_key"] = key
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"ws://{host}:{settings.port}/v1/stream/twilio"
+    base = f"http://{host}:{settings.port}"
+    log.info("demo: streaming a sample call in real time to %s; watch %s/v1/calls?api_key=...", url, base)
+    result = await play(url, messages, speed=1.0)
+    log.info("demo: call %s streamed (%d frames, %.1f s)", result.call_sid, result.media_sent, result.seconds)
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from api.simulate import load_jsonl, messages_from_tracks, play, read_ulaw_track, with_fresh_sids
+
+    if args.capture:
+        source = load_jsonl(args.capture)
+    elif args.inbound:
+        outbound = read_ulaw_track(args.outbound) if args.outbound else None
+        source = messages_from_tracks(read_ulaw_track(args.inbound), outbound)
+    else:
+        raise ConfigError("give a .jsonl capture or --inbound WAV")
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * args.stagger)
+        result = await play(
+            args.url,
+            with_fresh_sids(source, api_key=args.api_key),
+            speed=args.speed,
+            skip_silence=args.skip_silence,
+        )
+        print(
+            f"call {result.call_sid}: {result.media_sent} media frames sent, {result.skipped} silent skipped,"
+            f" {result.seconds:.1f} s, server closed with {result.close_code}"
+        )
+
+    await asyncio.gather(*(one(i) for i in range(args.calls)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

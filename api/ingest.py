@@ -1,0 +1,230 @@
+"""``WS /v1/stream/twilio``: Twilio Media Streams in, audio batched to the call's host actor.
+
+Per message the socket does only pure work (decode, check against the stream, append to the pump's
+batch): nothing here waits on Ray while a call is streaming, so nothing adds latency to the call.
+A stream is refused before any work (close 1008) without a valid handshake signature (when a Twilio
+auth token is configured) or without a valid API key; an open call is always finalized, whether its
+stream ended with ``stop`` or the socket just closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ray.actor import ActorHandle
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketState
+
+from actors.pump import AudioPump
+from api.auth import KeyRing, TwilioSignature, key_from_request
+from api.metrics import Metrics
+from engine import codec
+from engine.call import CallMeta
+from engine.frames import TRACKS, Frame, Media, Rejected, Start, Stop, redact_parameters
+from engine.session import StreamSession
+from engine.store.base import CallStore
+
+log = logging.getLogger("mise.ingest")
+
+POLICY_VIOLATION = 1008
+LOGGED_PER_REASON = 3  # per stream: the first few refusals of each kind are logged, all are counted
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Placement:
+    meta: CallMeta
+    host_name: str
+    host: ActorHandle[Any]
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        keys: KeyRing,
+        signature: TwilioSignature | None,
+        metrics: Metrics,
+        directory: ActorHandle[Any],
+        pump: AudioPump,
+        store: CallStore,
+        start_timeout_s: float,
+        max_message_bytes: int,
+    ) -> None:
+        self._keys = keys
+        self._signature = signature
+        self._metrics = metrics
+        self._directory = directory
+        self._pump = pump
+        self._store = store
+        self._start_timeout = start_timeout_s
+        self._max_bytes = max_message_bytes
+        self._received = {t: metrics.frames_received.labels(t) for t in TRACKS}
+
+    async def __call__(self, ws: WebSocket) -> None:
+        if self._signature and not self._signature.valid(ws, {}, ws.headers.get("x-twilio-signature")):
+            return await self._refuse(ws, "bad_signature", accepted=False)
+        tenant: str | None = None
+        if (early_key := key_from_request(ws)) is not None:
+            tenant = self._keys.tenant_for(early_key)
+            if tenant is None:
+                return await self._refuse(ws, "bad_key", accepted=False)
+        await ws.accept()
+        session = StreamSession()
+        refusals: Counter[str] = Counter()
+        try:
+            start = await asyncio.wait_for(self._await_start(ws, session, refusals), self._start_timeout)
+        except TimeoutError:
+            return await self._refuse(ws, "no_start")
+        if start is None:  # closed before start: nothing was opened
+            return self._log_refusals(None, refusals)
+        received_at = time.perf_counter()
+        if tenant is None:
+            tenant = self._keys.tenant_for(start.custom_parameters.get("api_key"))
+            if tenant is None:
+                reason = "bad_key" if start.custom_parameters.get("api_key") else "missing_key"
+                return await self._refuse(ws, reason)
+        try:
+            placement = await self._open(tenant, start)
+        except Exception:
+            log.exception("call %s: could not be placed on a call host", start.call_sid)
+            self._metrics.connections_rejected.labels("internal_error").inc()
+            return await ws.close(1011, reason="internal_error")
+        if placement is None:
+            return await self._refuse(ws, "call_already_live")
+        self._metrics.call_setup.observe(time.perf_counter() - received_at)
+        end_reason = "disconnect"
+        try:
+            end_reason = await self._stream(ws, session, placement, refusals)
+        finally:
+            await asyncio.shield(self._finalize(placement, end_reason))
+            self._log_refusals(placement.meta.call_sid, refusals)
+        if end_reason == "stop" and ws.client_state is WebSocketState.CONNECTED:
+            await ws.close(1000)
+
+    async def _await_start(self, ws: WebSocket, session: StreamSession, refusals: Counter[str]) -> Start | None:
+        while True:
+            data = await self._receive(ws)
+            if data is None:
+                return None
+            frame = self._check(session, data, refusals, None)
+            if isinstance(frame, Start):
+                return frame
+
+    async def _stream(
+        self, ws: WebSocket, session: StreamSession, placement: _Placement, refusals: Counter[str]
+    ) -> str:
+        """Pump media until ``stop`` ("stop") or the socket closes ("disconnect")."""
+        call_sid = placement.meta.call_sid
+        enqueue = self._pump.enqueue
+        while True:
+            data = await self._receive(ws)
+            if data is None:
+                return "disconnect"
+            frame = self._check(session, data, refusals, call_sid)
+            if isinstance(frame, Media):
+                self._received[frame.track].inc()
+                enqueue(
+                    placement.host_name,
+                    placement.host,
+                    (call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time()),
+                )
+            elif isinstance(frame, Stop):
+                return "stop"
+
+    async def _receive(self, ws: WebSocket) -> str | bytes | None:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        self._metrics.messages_received.inc()
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    def _check(
+        self, session: StreamSession, data: str | bytes, refusals: Counter[str], call_sid: str | None
+    ) -> Frame | None:
+        frame = codec.decode(data, max_message_bytes=self._max_bytes)
+        if not isinstance(frame, Rejected):
+            frame = session.accept(frame)
+        if isinstance(frame, Rejected):
+            self._metrics.frames_rejected.labels(frame.reason.value).inc()
+            refusals[frame.reason.value] += 1
+            if refusals[frame.reason.value] <= LOGGED_PER_REASON:
+                log.warning("call %s: refused a message: %s (%s)", call_sid or "-", frame.reason.value, frame.detail)
+            return None
+        return frame
+
+    async def _open(self, tenant: str, start: Start) -> _Placement | None:
+        meta = CallMeta(
+            tenant=tenant,
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
+            tracks=start.tracks,
+            custom_parameters=redact_parameters(start.custom_parameters),
+            started_at=utc_now(),
+        )
+        placed = await self._directory.assign.remote(start.call_sid, tenant)
+        if placed is None:
+            return None
+        host_name, host = placed
+        try:
+            await host.open.remote(meta)
+            await run_in_threadpool(self._store.stream_started, meta)
+        except BaseException:
+            await self._directory.release.remote(start.call_sid)
+            raise
+        self._metrics.live_calls.inc()
+        log.info("call %s: stream %s started on %s (tenant %s)", meta.call_sid, meta.stream_sid, host_name, tenant)
+        return _Placement(meta, host_name, host)
+
+    async def _finalize(self, placement: _Placement, end_reason: str) -> None:
+        meta = placement.meta
+        final: dict[str, Any] = {}
+        try:
+            await self._pump.flush(placement.host_name)
+            final = await placement.host.finish.remote(meta.call_sid) or {}
+        except Exception:
+            log.exception("call %s: its host failed while finalizing; recording what is known", meta.call_sid)
+            final = {"error": "host unavailable at finalization"}
+        finally:
+            try:
+                await self._directory.release.remote(meta.call_sid)
+            except Exception:
+                log.exception("call %s: could not release it from the directory", meta.call_sid)
+            await run_in_threadpool(
+                self._store.stream_ended,
+                meta.tenant,
+                meta.call_sid,
+                ended_at=utc_now(),
+                end_reason=end_reason,
+                final=final,
+            )
+            self._metrics.live_calls.dec()
+            self._metrics.streams.labels(end_reason).inc()
+            log.info("call %s: stream ended (%s), %.0f ms", meta.call_sid, end_reason, final.get("duration_ms", 0))
+
+    async def _refuse(self, ws: WebSocket, reason: str, *, accepted: bool = True) -> None:
+        """Close 1008 before any work; before ``accept`` this is an HTTP 403 to the handshake."""
+        self._metrics.connections_rejected.labels(reason).inc()
+        log.warning("refused a stream from %s: %s", ws.client.host if ws.client else "?", reason)
+        if not accepted or ws.client_state is WebSocketState.CONNECTED:
+            await ws.close(POLICY_VIOLATION, reason=reason)
+
+    def _log_refusals(self, call_sid: str | None, refusals: Counter[str]) -> None:
+        if sum(refusals.values()) > LOGGED_PER_REASON:
+            log.warning(
+                "call %s: %d messages refused in all: %s",
+                call_sid or "-",
+                sum(refusals.values()),
+                dict(refusals),
+            )

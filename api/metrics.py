@@ -1,0 +1,47 @@
+"""Prometheus metrics of one API process (each process is its own scrape target)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_received = Counter(
+            "mise_frames_received_total", "Media frames accepted from Twilio", ["track"], registry=r
+        )
+        self.messages_received = Counter(
+            "mise_messages_received_total", "WebSocket messages received, any event", registry=r
+        )
+        self.frames_rejected = Counter(
+            "mise_frames_rejected_total", "Messages refused, by reason", ["reason"], registry=r
+        )
+        self.connections_rejected = Counter(
+            "mise_connections_rejected_total",
+            "Streams refused before any work, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.streams = Counter(
+            "mise_streams_total", "Streams that reached start, by how they ended", ["end_reason"], registry=r
+        )
+        self.live_calls = Gauge("mise_live_calls", "Calls streaming into this process now", registry=r)
+        self.pushes = Counter("mise_actor_pushes_total", "Batched Ray calls carrying audio to call hosts", registry=r)
+        self.frames_pushed = Counter("mise_frames_pushed_total", "Media frames carried by those pushes", registry=r)
+        self.push_errors = Counter("mise_actor_push_errors_total", "Pushes to call hosts that failed", registry=r)
+        self.webhooks = Counter("mise_webhooks_total", "Status callbacks, by outcome", ["outcome"], registry=r)
+        self.call_setup = Histogram(
+            "mise_call_setup_seconds",
+            "From a stream's start message to its call being open in its host actor",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+
+    def count_push(self, frames: int) -> None:
+        self.pushes.inc()
+        self.frames_pushed.inc(frames)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""Configuration: one typed object read once from ``MISE_*`` (and ``TWILIO_AUTH_TOKEN``) at start-up.
+
+A wrong value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Chosen by bench/ingest.py (see README "Density"): 50 calls share one Ray host process.
+DEFAULT_CALLS_PER_ACTOR = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".mise-data")
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> tenant; never logged
+    twilio_auth_token: str | None = None
+    public_url: str | None = None  # e.g. https://mise.example.com, as Twilio calls it (behind proxies)
+    ray_address: str | None = None
+    calls_per_actor: int = DEFAULT_CALLS_PER_ACTOR
+    spare_hosts: int = 1
+    push_interval_ms: int = 50
+    ring_seconds: float = 60.0
+    start_timeout_s: float = 10.0
+    max_message_bytes: int = 128 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        keys = _parse_keys(env.get("MISE_API_KEYS", ""), "MISE_API_KEYS")
+        key_file = env.get("MISE_API_KEYS_FILE")
+        if key_file:
+            try:
+                text = Path(key_file).read_text()
+            except OSError as exc:
+                raise ConfigError(f"MISE_API_KEYS_FILE: cannot read {key_file}: {exc}") from None
+            keys.update(_parse_keys(text, "MISE_API_KEYS_FILE"))
+        return cls(
+            host=env.get("MISE_HOST", cls.host),
+            port=_int(env, "MISE_PORT", cls.port, 0, 65535),
+            data_dir=Path(env.get("MISE_DATA_DIR", str(cls.data_dir))),
+            api_keys=keys,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            public_url=(env.get("MISE_PUBLIC_URL") or "").rstrip("/") or None,
+            ray_address=env.get("MISE_RAY_ADDRESS") or None,
+            calls_per_actor=_int(env, "MISE_CALLS_PER_ACTOR", DEFAULT_CALLS_PER_ACTOR, 1, 10_000),
+            spare_hosts=_int(env, "MISE_SPARE_HOSTS", cls.spare_hosts, 0, 100),
+            push_interval_ms=_int(env, "MISE_PUSH_INTERVAL_MS", cls.push_interval_ms, 5, 1000),
+            ring_seconds=_float(env, "MISE_RING_SECONDS", cls.ring_seconds, 1.0, 3600.0),
+            start_timeout_s=_float(env, "MISE_START_TIMEOUT_S", cls.start_timeout_s, 0.1, 600.0),
+            max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
+        )
+
+
+def _parse_keys(text: str, name: str) -> dict[str, str]:
+    """``key:tenant`` pairs separated by commas or newlines; ``#`` starts a comment line."""
+    keys: dict[str, str] = {}
+    for raw in text.replace(",", "\n").splitlines():
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        key, sep, tenant = item.partition(":")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ConfigError(f"{name}: each entry must be 'key:tenant' (entry {len(keys) + 1} is not)")
+        if len(key.strip()) < 8:
+            raise ConfigError(f"{name}: key for tenant {tenant.strip()!r} is shorter than 8 characters")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is outside [{lo}, {hi}]")
+    return value

@@ -1,0 +1,88 @@
+"""``POST /v1/webhook/twilio``: call status callbacks and stream status callbacks.
+
+Signature-checked with the twilio package's RequestValidator when ``TWILIO_AUTH_TOKEN`` is set (403
+otherwise), scoped to the tenant of the API key in the callback URL (``?api_key=`` or basic auth).
+Idempotent: a retried callback changes nothing. Stored with the call whether it arrives before,
+during or after the stream; the call's status follows the highest SequenceNumber.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.auth import KeyRing, TwilioSignature, key_from_request
+from api.ingest import utc_now
+from api.metrics import Metrics
+from engine.store.base import CallStore, StatusCallback
+
+log = logging.getLogger("mise.webhooks")
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+class Webhooks:
+    def __init__(self, *, keys: KeyRing, signature: TwilioSignature | None, metrics: Metrics, store: CallStore) -> None:
+        self._keys = keys
+        self._signature = signature
+        self._metrics = metrics
+        self._store = store
+
+    async def __call__(self, request: Request) -> Response:
+        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+            return self._outcome("too_large", 413, "form over 64 KiB")
+        form = await request.form()
+        params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        if self._signature and not self._signature.valid(request, params, request.headers.get("x-twilio-signature")):
+            return self._outcome("bad_signature", 403, "X-Twilio-Signature does not match")
+        tenant = self._keys.tenant_for(key_from_request(request))
+        if tenant is None:
+            return self._outcome("bad_key", 401, "missing or unknown API key")
+        try:
+            callback = parse_callback(params)
+        except ValueError as exc:
+            return self._outcome("bad_request", 400, str(exc))
+        fresh = await run_in_threadpool(self._store.status_callback, tenant, callback)
+        self._metrics.webhooks.labels("stored" if fresh else "duplicate").inc()
+        return Response(status_code=204)
+
+    def _outcome(self, outcome: str, status: int, detail: str) -> Response:
+        self._metrics.webhooks.labels(outcome).inc()
+        log.warning("refused a status callback: %s", detail)
+        return JSONResponse({"error": outcome, "detail": detail}, status_code=status)
+
+
+def parse_callback(params: dict[str, str]) -> StatusCallback:
+    """A status callback from its form fields; ValueError names what is missing or wrong."""
+    call_sid = params.get("CallSid", "")
+    if not call_sid or len(call_sid) > 64:
+        raise ValueError("CallSid is missing or too long")
+    at = _iso(params.get("Timestamp"))
+    if stream_event := params.get("StreamEvent"):
+        key = f"stream:{params.get('StreamSid', '')}:{stream_event}"
+        return StatusCallback(call_sid, params.get("AccountSid", ""), stream_event, at, None, key, params)
+    status = params.get("CallStatus")
+    if not status:
+        raise ValueError("neither CallStatus nor StreamEvent is present")
+    raw_seq = params.get("SequenceNumber")
+    if raw_seq is not None and not (raw_seq.isascii() and raw_seq.isdigit()):
+        raise ValueError(f"SequenceNumber {raw_seq[:20]!r} is not a non-negative integer")
+    sequence = int(raw_seq) if raw_seq is not None else None
+    key = f"seq:{sequence}" if sequence is not None else f"status:{status}"
+    return StatusCallback(call_sid, params.get("AccountSid", ""), status, at, sequence, key, params)
+
+
+def _iso(rfc2822: str | None) -> str:
+    if rfc2822:
+        try:
+            return (
+                parsedate_to_datetime(rfc2822).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            )
+        except (TypeError, ValueError):
+            pass
+    return utc_now()

@@ -1,0 +1,47 @@
+"""The storage seam: what the API needs to keep call records, whatever holds them.
+
+Every method is scoped to a tenant; no method can read or write another tenant's calls.
+Implementations: ``engine.store.sqlite.SqliteStore`` (embedded default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.call import CallMeta
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """One Twilio status callback (or stream status callback), already parsed from the form."""
+
+    call_sid: str
+    account_sid: str
+    status: str  # CallStatus, or "stream-started"/"stream-stopped"/"stream-error" for stream events
+    at: str  # ISO 8601 UTC (from Twilio's Timestamp, else time of receipt)
+    sequence: int | None  # SequenceNumber; None for stream status callbacks
+    dedup_key: str  # identical callbacks share it (retries are idempotent)
+    fields: dict[str, str]  # From, To, Direction, CallDuration, ParentCallSid, StreamError...
+
+
+class CallStore(Protocol):
+    def stream_started(self, meta: CallMeta) -> None:
+        """Record a call's stream start (creates the call if no callback came first)."""
+
+    def stream_ended(
+        self, tenant: str, call_sid: str, *, ended_at: str, end_reason: str, final: dict[str, Any]
+    ) -> None:
+        """Record how the stream ended and its final figures (``tracks``, ``duration_ms``, ...)."""
+
+    def status_callback(self, tenant: str, callback: StatusCallback) -> bool:
+        """Store a callback; False if it was a duplicate. Status follows the highest SequenceNumber."""
+
+    def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None: ...
+
+    def recent(
+        self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` pages by ``started_at``/first-seen time."""
+
+    def close(self) -> None: ...

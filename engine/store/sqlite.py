@@ -1,0 +1,218 @@
+"""Embedded call store on SQLite (WAL): the zero-setup default, shared by API processes on one machine.
+
+Call records survive restarts. A status callback may arrive before, during or after the stream: each
+lands in ``lifecycle`` keyed by (tenant, call_sid, dedup_key), so retries are no-ops, and the call's
+status is always the one with the highest SequenceNumber, whatever order they came in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.call import CallMeta
+from engine.store.base import StatusCallback
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    tenant TEXT NOT NULL,
+    call_sid TEXT NOT NULL,
+    account_sid TEXT,
+    stream_sid TEXT,
+    from_number TEXT,
+    to_number TEXT,
+    direction TEXT,
+    parent_call_sid TEXT,
+    call_duration_s INTEGER,
+    tracks_declared TEXT,
+    custom_parameters TEXT,
+    first_seen_at TEXT NOT NULL,
+    started_at TEXT,
+    ended_at TEXT,
+    end_reason TEXT,
+    live INTEGER NOT NULL DEFAULT 0,
+    final TEXT,
+    PRIMARY KEY (tenant, call_sid)
+);
+CREATE INDEX IF NOT EXISTS calls_by_time ON calls (tenant, first_seen_at);
+CREATE TABLE IF NOT EXISTS lifecycle (
+    tenant TEXT NOT NULL,
+    call_sid TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at TEXT NOT NULL,
+    sequence INTEGER,
+    PRIMARY KEY (tenant, call_sid, dedup_key)
+);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _ensure(self, tenant: str, call_sid: str, at: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO calls (tenant, call_sid, first_seen_at) VALUES (?, ?, ?)",
+            (tenant, call_sid, at),
+        )
+
+    def stream_started(self, meta: CallMeta) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._ensure(meta.tenant, meta.call_sid, meta.started_at)
+            self._db.execute(
+                """UPDATE calls SET account_sid = ?, stream_sid = ?, tracks_declared = ?, custom_parameters = ?,
+                   started_at = ?, ended_at = NULL, end_reason = NULL, live = 1, final = NULL
+                   WHERE tenant = ? AND call_sid = ?""",
+                (
+                    meta.account_sid,
+                    meta.stream_sid,
+                    orjson.dumps(list(meta.tracks)).decode(),
+                    orjson.dumps(meta.custom_parameters).decode(),
+                    meta.started_at,
+                    meta.tenant,
+                    meta.call_sid,
+                ),
+            )
+
+    def stream_ended(
+        self, tenant: str, call_sid: str, *, ended_at: str, end_reason: str, final: dict[str, Any]
+    ) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._ensure(tenant, call_sid, ended_at)
+            self._db.execute(
+                "UPDATE calls SET ended_at = ?, end_reason = ?, live = 0, final = ? WHERE tenant = ? AND call_sid = ?",
+                (ended_at, end_reason, orjson.dumps(final).decode(), tenant, call_sid),
+            )
+
+    def status_callback(self, tenant: str, callback: StatusCallback) -> bool:
+        f = callback.fields
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._ensure(tenant, callback.call_sid, callback.at)
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO lifecycle (tenant, call_sid, dedup_key, status, at, sequence)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    tenant,
+                    callback.call_sid,
+                    callback.dedup_key,
+                    callback.status,
+                    callback.at,
+                    callback.sequence,
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            duration = f.get("CallDuration")
+            self._db.execute(
+                """UPDATE calls SET account_sid = COALESCE(account_sid, NULLIF(?, '')),
+                   from_number = COALESCE(NULLIF(?, ''), from_number), to_number = COALESCE(NULLIF(?, ''), to_number),
+                   direction = COALESCE(NULLIF(?, ''), direction),
+                   parent_call_sid = COALESCE(NULLIF(?, ''), parent_call_sid),
+                   call_duration_s = COALESCE(?, call_duration_s)
+                   WHERE tenant = ? AND call_sid = ?""",
+                (
+                    callback.account_sid,
+                    f.get("From", ""),
+                    f.get("To", ""),
+                    f.get("Direction", ""),
+                    f.get("ParentCallSid", ""),
+                    int(duration) if duration and duration.isascii() and duration.isdigit() else None,
+                    tenant,
+                    callback.call_sid,
+                ),
+            )
+            return True
+
+    def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM calls WHERE tenant = ? AND call_sid = ?", (tenant, call_sid)
+            ).fetchone()
+            if row is None:
+                return None
+            return self._record(row, self._lifecycle(tenant, [call_sid])[call_sid])
+
+    def recent(
+        self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM calls WHERE tenant = ?"
+        args: list[Any] = [tenant]
+        if before:
+            sql += " AND first_seen_at < ?"
+            args.append(before)
+        if live is not None:
+            sql += " AND live = ?"
+            args.append(int(live))
+        sql += " ORDER BY first_seen_at DESC, call_sid LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            lifecycles = self._lifecycle(tenant, [r["call_sid"] for r in rows])
+            return [self._record(r, lifecycles[r["call_sid"]]) for r in rows]
+
+    def _lifecycle(self, tenant: str, call_sids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in call_sids}
+        if not call_sids:
+            return out
+        marks = ",".join("?" * len(call_sids))
+        rows = self._db.execute(
+            f"SELECT call_sid, status, at, sequence FROM lifecycle WHERE tenant = ? AND call_sid IN ({marks})"
+            " ORDER BY sequence IS NULL, sequence, at",
+            [tenant, *call_sids],
+        )
+        for r in rows:
+            out[r["call_sid"]].append({"status": r["status"], "at": r["at"], "sequence": r["sequence"]})
+        return out
+
+    @staticmethod
+    def _record(row: sqlite3.Row, lifecycle: list[dict[str, Any]]) -> dict[str, Any]:
+        final = orjson.loads(row["final"]) if row["final"] else {}
+        sequenced = [e for e in lifecycle if e["sequence"] is not None]
+        if sequenced:
+            status = max(sequenced, key=lambda e: e["sequence"])["status"]
+        elif row["live"]:
+            status = "in-progress"
+        else:
+            status = "completed" if row["ended_at"] else "unknown"
+        return {
+            "call_sid": row["call_sid"],
+            "account_sid": row["account_sid"],
+            "stream_sid": row["stream_sid"],
+            "from": row["from_number"],
+            "to": row["to_number"],
+            "direction": row["direction"],
+            "parent_call_sid": row["parent_call_sid"],
+            "status": status,
+            "live": bool(row["live"]),
+            "first_seen_at": row["first_seen_at"],
+            "started_at": row["started_at"],
+            "ended_at": row["ended_at"],
+            "duration_ms": final.get("duration_ms"),
+            "call_duration_s": row["call_duration_s"],
+            "tracks_declared": orjson.loads(row["tracks_declared"]) if row["tracks_declared"] else [],
+            "tracks": final.get("tracks", {}),
+            "custom_parameters": orjson.loads(row["custom_parameters"]) if row["custom_parameters"] else {},
+            "lifecycle": lifecycle,
+            "end_reason": row["end_reason"],
+            "summary": final.get("summary", {}),
+        }
