@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import ray
+from ray import ObjectRef
 from ray.actor import ActorHandle
 
 from actors.host import CallHost
@@ -24,14 +25,11 @@ log = logging.getLogger("mise.directory")
 DIRECTORY_NAME = "mise-directory"
 
 
-class CallAlreadyLive(Exception):
-    pass
-
-
 @dataclass
 class _Host:
     name: str
     handle: ActorHandle[Any]
+    started: ObjectRef[int]  # resolves once the host's process is up
     calls: set[str] = field(default_factory=set)
 
 
@@ -54,15 +52,17 @@ class CallDirectory:
         await self._top_up()
         return len(self._hosts)
 
-    async def assign(self, call_sid: str, tenant: str) -> tuple[str, ActorHandle[Any]]:
-        """Place a new live call; raises CallAlreadyLive if the SID is live already."""
+    async def assign(self, call_sid: str, tenant: str) -> tuple[str, ActorHandle[Any]] | None:
+        """Place a new live call on a host; None if that call SID is live already."""
         if call_sid in self._where:
-            raise CallAlreadyLive(call_sid)
-        host = self._pick() or await self._new_host()
+            return None
+        # Choose and reserve before any await: concurrent assigns must never share a slot.
+        host = self._pick() or self._new_host()
         host.calls.add(call_sid)
         self._where[call_sid] = host
         self._tenant[call_sid] = tenant
         self._warm_in_background()
+        await host.started
         return host.name, host.handle
 
     async def lookup(self, call_sid: str) -> tuple[str, str, ActorHandle[Any]] | None:
@@ -92,7 +92,7 @@ class CallDirectory:
         open_hosts = [h for h in self._hosts.values() if len(h.calls) < self._per_host]
         return max(open_hosts, key=lambda h: len(h.calls), default=None)
 
-    async def _new_host(self) -> _Host:
+    def _new_host(self) -> _Host:
         name = f"mise-host-{next(self._ids)}"
         handle: ActorHandle[Any] = cast(
             ActorHandle[Any],
@@ -107,14 +107,13 @@ class CallDirectory:
             )
             .remote(ring_seconds=self._ring_seconds),
         )
-        host = _Host(name, handle)
+        host = _Host(name, handle, handle.ready.remote())
         self._hosts[name] = host
-        await handle.ready.remote()
         return host
 
     async def _top_up(self) -> None:
         while sum(1 for h in self._hosts.values() if not h.calls) < self._spare:
-            await self._new_host()
+            await self._new_host().started
 
     def _warm_in_background(self) -> None:
         if self._warming:

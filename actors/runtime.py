@@ -15,8 +15,6 @@ from ray.actor import ActorHandle
 
 from actors.directory import DIRECTORY_NAME, CallDirectory
 
-NAMESPACE = "mise"
-
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
 _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -25,13 +23,13 @@ _QUIET_ENV = {
 }
 
 
-def connect(address: str | None, *, num_cpus: int | None = None) -> None:
+def connect(address: str | None, *, namespace: str, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start an embedded one. Idempotent."""
     if ray.is_initialized():
         return
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    common = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
+    common = {"namespace": namespace, "log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **common)  # type: ignore[arg-type]
     else:
@@ -43,14 +41,14 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
         )
 
 
-def directory(*, calls_per_host: int, spare_hosts: int, ring_seconds: float) -> ActorHandle[Any]:
+def directory(*, namespace: str, calls_per_host: int, spare_hosts: int, ring_seconds: float) -> ActorHandle[Any]:
     """The cluster's call directory, created by the first process that asks."""
     return cast(
         ActorHandle[Any],
         ray.remote(CallDirectory)
         .options(
             name=DIRECTORY_NAME,
-            namespace=NAMESPACE,
+            namespace=namespace,
             get_if_exists=True,
             lifetime="detached",
             num_cpus=0,
@@ -60,7 +58,7 @@ def directory(*, calls_per_host: int, spare_hosts: int, ring_seconds: float) -> 
             calls_per_host=calls_per_host,
             spare_hosts=spare_hosts,
             ring_seconds=ring_seconds,
-            namespace=NAMESPACE,
+            namespace=namespace,
         ),
     )
 

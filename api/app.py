@@ -51,8 +51,9 @@ def create_app(settings: Settings) -> Starlette:
         nonlocal parts
         store = SqliteStore(settings.data_dir / "mise.db")
         embedded = settings.ray_address is None
-        runtime.connect(settings.ray_address)
+        runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
         directory = runtime.directory(
+            namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
             spare_hosts=settings.spare_hosts,
             ring_seconds=settings.ring_seconds,

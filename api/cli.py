@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (MISE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (MISE_PORT, default 8000)")
     serve.add_argument("--demo", action="store_true", help="stream the bundled sample call through the real endpoint")
+    serve.add_argument("--demo-speed", type=float, default=1.0, help="demo call pace, N x real time")
 
     twiml = sub.add_parser("twiml", help="print the TwiML that forks a call's audio to Mise")
     twiml.add_argument(
@@ -103,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.demo:
             await server.serve()
             return
-        demo = asyncio.create_task(_play_demo(server, settings))
+        demo = asyncio.create_task(_play_demo(server, settings, args.demo_speed))
         await server.serve()
         demo.cancel()
 
@@ -121,7 +122,7 @@ def _local_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _play_demo(server: object, settings: Settings) -> None:
+async def _play_demo(server: object, settings: Settings, speed: float) -> None:
     from api.simulate import messages_from_tracks, play, read_ulaw_track
 
     while not getattr(server, "started", False):
@@ -140,7 +141,7 @@ async def _play_demo(server: object, settings: Settings) -> None:
     url = f"ws://{host}:{settings.port}/v1/stream/twilio"
     base = f"http://{host}:{settings.port}"
     log.info("demo: streaming a sample call in real time to %s; watch %s/v1/calls?api_key=...", url, base)
-    result = await play(url, messages, speed=1.0)
+    result = await play(url, messages, speed=speed)
     log.info("demo: call %s streamed (%d frames, %.1f s)", result.call_sid, result.media_sent, result.seconds)
 
 

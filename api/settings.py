@@ -28,6 +28,7 @@ class Settings:
     twilio_auth_token: str | None = None
     public_url: str | None = None  # e.g. https://mise.example.com, as Twilio calls it (behind proxies)
     ray_address: str | None = None
+    ray_namespace: str = "mise"  # one directory per namespace: several deployments can share a cluster
     calls_per_actor: int = DEFAULT_CALLS_PER_ACTOR
     spare_hosts: int = 1
     push_interval_ms: int = 50
@@ -54,6 +55,7 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             public_url=(env.get("MISE_PUBLIC_URL") or "").rstrip("/") or None,
             ray_address=env.get("MISE_RAY_ADDRESS") or None,
+            ray_namespace=env.get("MISE_RAY_NAMESPACE") or cls.ray_namespace,
             calls_per_actor=_int(env, "MISE_CALLS_PER_ACTOR", DEFAULT_CALLS_PER_ACTOR, 1, 10_000),
             spare_hosts=_int(env, "MISE_SPARE_HOSTS", cls.spare_hosts, 0, 100),
             push_interval_ms=_int(env, "MISE_PUSH_INTERVAL_MS", cls.push_interval_ms, 5, 1000),

@@ -95,6 +95,8 @@ def _media(obj: dict[str, Any]) -> Media:
         raise _Bad(Reason.BAD_BASE64, f"media.payload: {exc}") from None
     if not payload:
         raise _Bad(Reason.BAD_FIELD, "media.payload is empty")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise _Bad(Reason.PAYLOAD_TOO_LARGE, f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     return Media(
         sequence=_seq(obj),
         stream_sid=_str(obj, "streamSid"),

@@ -1,0 +1,190 @@
+"""Helpers for tests that run the real thing: a `mise serve` process, its metrics, its Ray actors."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from engine.g711 import decode_ulaw
+
+REPO = Path(__file__).resolve().parent.parent
+API_KEY = "test-key-acme-0001"
+OTHER_KEY = "test-key-globex-002"
+
+
+def data_path(relative: str) -> Path:
+    """A file of the shared corpora (MISE_TEST_DATA, default ../shared/data). Missing: skip with the
+    reason, except in CI, where a missing corpus is a failure."""
+    root = Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data"))
+    path = root / relative
+    if not path.exists():
+        message = f"test data {path} is absent (set MISE_TEST_DATA to the shared data folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A real `mise serve` subprocess (uvicorn) joined to a Ray cluster, in a namespace of its own."""
+
+    port: int
+    namespace: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream/twilio"
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, ray_address: str, data_dir: Path, **env: str) -> Iterator[Server]:
+        srv = cls.launch(ray_address, data_dir, **env)
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+    @classmethod
+    def launch(cls, ray_address: str, data_dir: Path, namespace: str | None = None, **env: str) -> Server:
+        port = free_port()
+        namespace = namespace or "t" + secrets.token_hex(4)
+        full_env = {
+            **os.environ,
+            "MISE_PORT": str(port),
+            "MISE_DATA_DIR": str(data_dir),
+            "MISE_API_KEYS": f"{API_KEY}:acme,{OTHER_KEY}:globex",
+            "MISE_RAY_ADDRESS": ray_address,
+            "MISE_RAY_NAMESPACE": namespace,
+            "MISE_RING_SECONDS": "120",
+            **env,
+        }
+        log_path = data_dir / f"server-{port}.log"
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve"], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        srv = cls(port, namespace, data_dir, process, log_path, env)
+        srv.wait_ready()
+        return srv
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http + "/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.cleanup_actors()
+
+    def cleanup_actors(self) -> None:
+        import ray
+
+        with contextlib.suppress(ValueError):
+            directory = ray.get_actor("mise-directory", namespace=self.namespace)
+            ray.get(directory.shutdown.remote())
+            ray.kill(directory)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    # --- reading the server back -------------------------------------------------------------------
+    def get(self, path: str, key: str = API_KEY, **params: Any) -> httpx.Response:
+        return httpx.get(self.http + path, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples as {'name{labels}': value}."""
+        out: dict[str, float] = {}
+        for line in httpx.get(self.http + "/metrics", timeout=10).text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def directory(self) -> Any:
+        import ray
+
+        return ray.get_actor("mise-directory", namespace=self.namespace)
+
+    def host_of(self, call_sid: str) -> Any:
+        import ray
+
+        found = ray.get(self.directory().lookup.remote(call_sid))
+        assert found is not None, f"call {call_sid} is not live"
+        return found[2]
+
+    def wait_call(self, call_sid: str, *, live: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        """The call record once it exists (and, unless ``live``, once the stream has ended)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.get(f"/v1/calls/{call_sid}")
+            if r.status_code == 200 and (live or not r.json()["live"]):
+                return dict(r.json())
+            time.sleep(0.05)
+        raise TimeoutError(f"call {call_sid} not {'live' if live else 'finished'} after {timeout} s")
+
+    def wait_no_live_calls(self, timeout: float = 30.0) -> None:
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ray.get(self.directory().live_calls.remote()) == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("calls still live")
+
+
+def metric_delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def track_audio(messages: list[dict[str, Any]], track: str) -> np.ndarray:
+    """The decoded audio of one track of a capture, placed by timestamp (gaps as silence)."""
+    media = [m["media"] for m in messages if m.get("event") == "media" and m["media"]["track"] == track]
+    end = max(int(m["timestamp"]) * 8 + len(base64.b64decode(m["payload"])) for m in media)
+    out = np.zeros(end, dtype=np.int16)
+    for m in media:
+        pcm = decode_ulaw(base64.b64decode(m["payload"]))
+        at = int(m["timestamp"]) * 8
+        out[at : at + len(pcm)] = pcm
+    return out
