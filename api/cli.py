@@ -85,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.wsprotocol import LosslessWebSocketProtocol
 
     settings = Settings.from_env()
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
@@ -97,7 +98,14 @@ def _serve(args: argparse.Namespace) -> int:
         )
     settings = Settings(**{**settings.__dict__, **overrides})
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, ws_max_size=1 << 20, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws=LosslessWebSocketProtocol,
+        ws_max_size=1 << 20,  # a Twilio message is ~300 bytes; bigger frames close the socket (1009)
+        log_level="info",
+    )
     server = uvicorn.Server(config)
 
     async def run() -> None:

@@ -57,7 +57,7 @@ def speak(text: str, voice: str, extra: list[str], tmp: Path) -> np.ndarray:
     audio, rate = soundfile.read(out, dtype="float32")
     assert rate == RATE, rate
     loud = np.flatnonzero(np.abs(audio) > 10 ** (-50 / 20))
-    return audio[loud[0] : loud[-1] + 1]
+    return np.asarray(audio[loud[0] : loud[-1] + 1], dtype=np.float32)
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
         length = int(frames * 0.02 * RATE) + RATE  # a little spare; sox trims to whole frames below
         tracks = {"inbound": np.zeros(length, np.float32), "outbound": np.zeros(length, np.float32)}
         for track, start, u in utterances:
-            at = int(round(start * RATE))
+            at = round(start * RATE)
             tracks[track][at : at + len(u)] += u * 0.5
             print(f"{track:8s} {start:6.2f}-{start + len(u) / RATE:6.2f} s")
         for track, audio in tracks.items():
