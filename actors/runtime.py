@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any, cast
 
 import ray
@@ -27,6 +28,17 @@ def connect(address: str | None, *, namespace: str, num_cpus: int | None = None)
     """Join the cluster at ``address``, or start an embedded one. Idempotent."""
     if ray.is_initialized():
         return
+    # ray.init installs its own SIGTERM/SIGINT handlers (sys.exit) over the server's; keep the server's,
+    # so a stop is graceful: sockets close and every live call is finalized.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _init(address, namespace=namespace, num_cpus=num_cpus)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _init(address: str | None, *, namespace: str, num_cpus: int | None) -> None:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     common = {"namespace": namespace, "log_to_driver": False, "logging_level": logging.WARNING}

@@ -33,11 +33,17 @@ from engine.store.base import CallStore
 log = logging.getLogger("mise.ingest")
 
 POLICY_VIOLATION = 1008
+SERVICE_RESTART = 1012  # uvicorn closes sockets with it when the server stops
 LOGGED_PER_REASON = 3  # per stream: the first few refusals of each kind are logged, all are counted
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    code: int
 
 
 @dataclass
@@ -114,7 +120,7 @@ class Ingest:
     async def _await_start(self, ws: WebSocket, session: StreamSession, refusals: Counter[str]) -> Start | None:
         while True:
             data = await self._receive(ws)
-            if data is None:
+            if isinstance(data, _Closed):
                 return None
             frame = self._check(session, data, refusals, None)
             if isinstance(frame, Start):
@@ -123,13 +129,14 @@ class Ingest:
     async def _stream(
         self, ws: WebSocket, session: StreamSession, placement: _Placement, refusals: Counter[str]
     ) -> str:
-        """Pump media until ``stop`` ("stop") or the socket closes ("disconnect")."""
+        """Pump media until ``stop`` ("stop"), the socket closes ("disconnect"), or this server stops
+        ("server_shutdown")."""
         call_sid = placement.meta.call_sid
         enqueue = self._pump.enqueue
         while True:
             data = await self._receive(ws)
-            if data is None:
-                return "disconnect"
+            if isinstance(data, _Closed):
+                return "server_shutdown" if data.code == SERVICE_RESTART else "disconnect"
             frame = self._check(session, data, refusals, call_sid)
             if isinstance(frame, Media):
                 self._received[frame.track].inc()
@@ -141,10 +148,10 @@ class Ingest:
             elif isinstance(frame, Stop):
                 return "stop"
 
-    async def _receive(self, ws: WebSocket) -> str | bytes | None:
+    async def _receive(self, ws: WebSocket) -> str | bytes | _Closed:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
-            return None
+            return _Closed(int(message.get("code") or 1005))
         self._metrics.messages_received.inc()
         text = message.get("text")
         return text if text is not None else message.get("bytes") or b""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,10 +35,15 @@ class Webhooks:
         self._store = store
 
     async def __call__(self, request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-            return self._outcome("too_large", 413, "form over 64 KiB")
-        form = await request.form()
-        params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return self._outcome("too_large", 413, "form over 64 KiB")
+        try:
+            params = dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False))
+        except UnicodeDecodeError:
+            return self._outcome("bad_request", 400, "form is not UTF-8")
         if self._signature and not self._signature.valid(request, params, request.headers.get("x-twilio-signature")):
             return self._outcome("bad_signature", 403, "X-Twilio-Signature does not match")
         tenant = self._keys.tenant_for(key_from_request(request))

@@ -198,3 +198,27 @@ def test_one_ray_process_per_call_when_calls_per_actor_is_1(
         assert len(hosts) <= 1 and all(h["calls"] == 0 for h in hosts), "hosts of ended calls are cleaned up"
         for msgs in sids:
             assert srv.wait_call(msgs[1]["start"]["callSid"])["end_reason"] == "stop"
+
+
+def test_stopping_the_server_finalizes_live_calls(ray_address: str, tmp_path: Path, synthetic_capture: Path) -> None:
+    import signal
+
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path) as srv:
+
+        async def run() -> int | None:
+            async with websockets.connect(srv.ws) as ws:
+                for msg in messages[:402]:  # connected, start, 200 frames per track
+                    await ws.send(orjson.dumps(msg).decode())
+                await asyncio.to_thread(srv.wait_call, call_sid, live=True)
+                srv.process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(ws.wait_closed(), 30)
+                return ws.close_code
+
+        assert asyncio.run(run()) == 1012
+        assert srv.process.wait(timeout=30) in (0, -signal.SIGTERM), srv.log()  # uvicorn re-raises the signal
+    with Server.start(ray_address, tmp_path) as again:
+        call = again.wait_call(call_sid)
+    assert call["end_reason"] == "server_shutdown"
+    assert call["tracks"]["inbound"]["frames"] == call["tracks"]["outbound"]["frames"] == 200
