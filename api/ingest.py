@@ -10,6 +10,7 @@ stream ended with ``stop`` or the socket just closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -19,7 +20,8 @@ from typing import Any
 
 from ray.actor import ActorHandle
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
 
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
@@ -104,7 +106,7 @@ class Ingest:
         except Exception:
             log.exception("call %s: could not be placed on a call host", start.call_sid)
             self._metrics.connections_rejected.labels("internal_error").inc()
-            return await ws.close(1011, reason="internal_error")
+            return await _close(ws, 1011, "internal_error")
         if placement is None:
             return await self._refuse(ws, "call_already_live")
         self._metrics.call_setup.observe(time.perf_counter() - received_at)
@@ -114,8 +116,8 @@ class Ingest:
         finally:
             await asyncio.shield(self._finalize(placement, end_reason))
             self._log_refusals(placement.meta.call_sid, refusals)
-        if end_reason == "stop" and ws.client_state is WebSocketState.CONNECTED:
-            await ws.close(1000)
+        if end_reason == "stop":
+            await _close(ws, 1000)
 
     async def _await_start(self, ws: WebSocket, session: StreamSession, refusals: Counter[str]) -> Start | None:
         while True:
@@ -224,8 +226,7 @@ class Ingest:
         """Close 1008 before any work; before ``accept`` this is an HTTP 403 to the handshake."""
         self._metrics.connections_rejected.labels(reason).inc()
         log.warning("refused a stream from %s: %s", ws.client.host if ws.client else "?", reason)
-        if not accepted or ws.client_state is WebSocketState.CONNECTED:
-            await ws.close(POLICY_VIOLATION, reason=reason)
+        await _close(ws, POLICY_VIOLATION, reason, accepted=accepted)
 
     def _log_refusals(self, call_sid: str | None, refusals: Counter[str]) -> None:
         if sum(refusals.values()) > LOGGED_PER_REASON:
@@ -235,3 +236,11 @@ class Ingest:
                 sum(refusals.values()),
                 dict(refusals),
             )
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "", *, accepted: bool = True) -> None:
+    """Close from our side unless the client already has (then there is nothing left to tell it)."""
+    if accepted and ws.client_state is not WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(ClientDisconnected, WebSocketDisconnect, RuntimeError):
+        await ws.close(code, reason=reason)

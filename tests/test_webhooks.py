@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,9 @@ def test_signed_callbacks_are_accepted_and_wrong_ones_get_403(server: Server) ->
     assert post(server, callback(sid, 0, "initiated")).status_code == 204
     forged = post(server, callback(sid, 1, "completed"), signature="bm90IGEgc2lnbmF0dXJl")
     assert forged.status_code == 403
-    tampered_sig = validator.compute_signature(PUBLIC + f"/v1/webhook/twilio?api_key={API_KEY}", callback(sid, 1, "ringing"))
+    tampered_sig = validator.compute_signature(
+        PUBLIC + f"/v1/webhook/twilio?api_key={API_KEY}", callback(sid, 1, "ringing")
+    )
     assert post(server, callback(sid, 1, "completed"), signature=tampered_sig).status_code == 403
     unsigned = httpx.post(server.http + f"/v1/webhook/twilio?api_key={API_KEY}", data=callback(sid, 1, "x"), timeout=10)
     assert unsigned.status_code == 403
@@ -82,7 +84,10 @@ def test_out_of_order_and_retried_callbacks_end_in_the_right_status(server: Serv
     call = server.wait_call(sid)
     assert call["status"] == "completed" and call["call_duration_s"] == 57
     assert [(e["sequence"], e["status"]) for e in call["lifecycle"]] == [
-        (0, "initiated"), (1, "ringing"), (2, "in-progress"), (3, "completed")
+        (0, "initiated"),
+        (1, "ringing"),
+        (2, "in-progress"),
+        (3, "completed"),
     ]
     assert call["lifecycle"][0]["at"] == "2026-11-24T10:00:00.000Z"
     assert (call["from"], call["to"], call["direction"]) == ("+15550100", "+15550199", "inbound")
@@ -147,8 +152,14 @@ def test_malformed_callbacks_get_400(server: Server) -> None:
 
 def test_stream_status_callbacks(server: Server) -> None:
     sid = "CA" + "5" * 32
-    form = {"CallSid": sid, "AccountSid": "AC1", "StreamSid": "MZ1", "StreamEvent": "stream-error",
-            "StreamError": "boom", "Timestamp": format_datetime(datetime(2026, 11, 24, tzinfo=UTC))}
+    form = {
+        "CallSid": sid,
+        "AccountSid": "AC1",
+        "StreamSid": "MZ1",
+        "StreamEvent": "stream-error",
+        "StreamError": "boom",
+        "Timestamp": format_datetime(datetime(2026, 11, 24, tzinfo=UTC)),
+    }
     assert post(server, form).status_code == 204
     assert post(server, form).status_code == 204  # retried: stored once
     call = server.wait_call(sid)
