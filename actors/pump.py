@@ -5,6 +5,9 @@ Every ``interval`` the pump sends each host's pending frames in one ``CallHost.p
 push per host is in flight; while it is, frames accumulate into the next batch, so a slow host gets
 bigger batches rather than more Ray calls. Ray runs a caller's tasks on an actor in submission order,
 so a call's frames always land before its ``finish``.
+
+Bounded: a host that stops answering accumulates at most ``max_pending`` frames here; beyond that
+the oldest are dropped and counted (``frames_dropped``), never silently.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class PumpCounters:
     frames_pushed: int = 0
     push_errors: int = 0
     frames_orphaned: int = 0
+    frames_dropped: int = 0
 
 
 class AudioPump:
@@ -43,10 +47,12 @@ class AudioPump:
         self,
         *,
         interval_s: float,
+        max_pending: int = 500_000,  # ~10 s of 250 calls x 2 tracks; ~100 MB at worst
         on_push: Callable[[int], None] = lambda frames: None,
         on_error: Callable[[], None] = lambda: None,
     ) -> None:
         self._interval = interval_s
+        self._max_pending = max_pending
         self._lanes: dict[str, _Lane] = {}
         self._task: asyncio.Task[None] | None = None
         self._on_push = on_push
@@ -68,28 +74,37 @@ class AudioPump:
         if lane is None:
             lane = self._lanes[host_name] = _Lane(handle)
         lane.pending.append(item)
+        if len(lane.pending) > self._max_pending:
+            drop = len(lane.pending) - self._max_pending
+            del lane.pending[:drop]
+            self.counters.frames_dropped += drop
+            log.error("host %s is not keeping up: dropped %d queued frames", host_name, drop)
 
     async def flush(self, host_name: str) -> None:
         """Send what is pending for ``host_name`` now and wait until every push to it has landed."""
         lane = self._lanes.get(host_name)
         if lane is None:
             return
-        self._send(host_name, lane)
-        waiting = [asyncio.wrap_future(f) for f in lane.inflight]
-        await asyncio.gather(*waiting, return_exceptions=True)
+        self._send(lane)
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in lane.inflight), return_exceptions=True)
         self._reap(lane)
-        if not lane.pending and not lane.inflight:
-            self._lanes.pop(host_name, None)
+        # Only forget this very lane, and only if nothing new arrived meanwhile: another call's
+        # flush may have replaced it, and the replacement may hold frames nobody has sent yet.
+        if self._lanes.get(host_name) is lane and not lane.pending and not lane.inflight:
+            del self._lanes[host_name]
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            for name, lane in list(self._lanes.items()):
-                self._reap(lane)
-                if lane.pending and not lane.inflight:
-                    self._send(name, lane)
+            for lane in list(self._lanes.values()):
+                try:
+                    self._reap(lane)
+                    if lane.pending and not lane.inflight:
+                        self._send(lane)
+                except Exception:  # never let one bad host stop audio for every other call
+                    log.exception("pushing audio to a call host failed; will retry next tick")
 
-    def _send(self, host_name: str, lane: _Lane) -> None:
+    def _send(self, lane: _Lane) -> None:
         if not lane.pending:
             return
         batch, lane.pending = lane.pending, []
@@ -111,6 +126,5 @@ class AudioPump:
                 self._on_error()
                 log.error("push to a call host failed: %s", exc)
             else:
-                ack = future.result()
-                self.counters.frames_orphaned += ack.orphaned
+                self.counters.frames_orphaned += future.result().orphaned
         lane.inflight = still

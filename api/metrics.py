@@ -35,7 +35,7 @@ class Metrics:
         self.call_setup = Histogram(
             "mise_call_setup_seconds",
             "From a stream's start message to its call being open in its host actor",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
 

@@ -1,0 +1,310 @@
+"""Ingest capacity, call setup, memory and CPU per call, for MISE_CALLS_PER_ACTOR=1 and the default.
+
+    .venv/bin/python bench/ingest.py            # ~6-8 minutes on 2 cores
+    .venv/bin/python bench/ingest.py --quick    # smaller levels, ~2 minutes
+
+For each density it starts a real `mise serve` (uvicorn) joined to a Ray instance owned by this script,
+and a load generator in another process (bench/loadgen.py) speaking Twilio Media Streams in real time
+(2 tracks x 50 frames/s per call). For each level of concurrent calls:
+- calls ramp in, then all stay live for a steady window;
+- lost = frames the generator sent - frames the call actors applied (from the final call records);
+- actor lag = arrival of a frame at the API process -> applied in its call actor (p95 over the window,
+  the worst host's);
+- CPU per call = (machine busy CPU - load generator CPU) / calls over the window, and the same for the
+  server and host processes only; memory per call = RSS growth of server + host processes / calls.
+A level passes with 0 lost, actor lag p95 <= 100 ms, and a generator that kept real time (its p95 lag
+<= 20 ms; otherwise the load was not what it claims). Call setup is measured separately at 2 new calls/s.
+The generator shares the 2 cores with the server: figures are for that condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import ray  # noqa: E402
+
+from api.settings import DEFAULT_CALLS_PER_ACTOR  # noqa: E402
+from tests.support import API_KEY, Server  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+SPEECH = REPO / "api" / "demo" / "outbound.wav"
+MARGIN_S = 6.0  # calls outlive the measuring window by this much
+
+
+def proc_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError):
+        return 0.0
+
+
+def proc_rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def machine_busy_s() -> float:
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v[:8]) - idle) / TICKS
+
+
+def host_stats(srv: Server, reset: bool = False) -> list[dict[str, Any]]:
+    hosts = ray.get(srv.directory().hosts.remote())
+    return list(ray.get([h["handle"].stats.remote(reset_latency=reset) for h in hosts]))
+
+
+def host_pids(srv: Server) -> list[int]:
+    return [s["pid"] for s in host_stats(srv)]
+
+
+def histogram_quantile(q: float, before: dict[str, float], after: dict[str, float], name: str) -> float | None:
+    """Prometheus histogram_quantile over the delta of two scrapes (linear inside a bucket)."""
+    buckets = []
+    for key, value in after.items():
+        if key.startswith(name + "_bucket{"):
+            le = key.split('le="')[1].rstrip('"}')
+            buckets.append((float("inf") if le == "+Inf" else float(le), value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, prev_le, prev_n = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-9)
+        prev_le, prev_n = le, n
+    return prev_le
+
+
+@dataclass
+class Level:
+    calls: int
+    lost: int
+    errors: int
+    lag_p95_ms: float | None
+    lag_ramp_p95_ms: float | None
+    gen_lag_p95_ms: float
+    cpu_per_call_pct: float
+    server_cpu_per_call_pct: float
+    gen_cpu_pct: float
+    mem_per_call_mb: float
+
+    @property
+    def passed(self) -> bool:
+        lag_ok = self.lag_p95_ms is not None and self.lag_p95_ms <= 100
+        return self.lost == 0 and self.errors == 0 and lag_ok and self.gen_lag_p95_ms <= 20
+
+
+def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> Level:
+    ramp_s = calls / ramp_rate
+    baseline_pids = [srv.process.pid, *host_pids(srv)]
+    rss_before = sum(proc_rss(p) for p in baseline_pids)
+    host_stats(srv, reset=True)
+    gen = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench" / "loadgen.py"),
+            "--url",
+            srv.ws,
+            "--key",
+            API_KEY,
+            "--calls",
+            str(calls),
+            "--seconds",
+            str(steady_s + MARGIN_S),
+            "--interval",
+            str(1 / ramp_rate),
+            "--end-together",
+            "--speech",
+            str(SPEECH),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    started = time.monotonic()
+    time.sleep(0.5 + ramp_s + 1.0)  # every call started and placed
+    ramp = host_stats(srv, reset=True)
+    pids = [srv.process.pid, *host_pids(srv)]
+    cpu0 = {p: proc_cpu_s(p) for p in pids}
+    busy0, gen0, t0 = machine_busy_s(), proc_cpu_s(gen.pid), time.monotonic()
+    time.sleep(steady_s / 2)
+    rss_mid = sum(proc_rss(p) for p in pids)
+    time.sleep(steady_s / 2)
+    window = time.monotonic() - t0
+    busy = machine_busy_s() - busy0
+    gen_cpu = proc_cpu_s(gen.pid) - gen0
+    server_cpu = sum(proc_cpu_s(p) - c for p, c in cpu0.items())
+    steady = host_stats(srv)
+    calls_end = started + 0.5 + ramp_s + steady_s + MARGIN_S
+    if time.monotonic() > calls_end - 1 or sum(s["calls"] for s in steady) != calls:
+        raise RuntimeError("the measuring window overran the calls: raise MARGIN_S")
+    out, _ = gen.communicate(timeout=600)
+    result = json.loads(out.strip().splitlines()[-1])
+    sent = {c["call_sid"]: c["sent"] for c in result["calls"]}
+    lost = 0
+    for call_sid, n in sent.items():
+        record = srv.wait_call(call_sid, timeout=60)
+        got = sum(t["frames"] for t in record["tracks"].values())
+        lost += n - got
+    srv.wait_no_live_calls()
+
+    def worst(stats: list[dict[str, Any]]) -> float | None:
+        values = [s["latency_p95_ms"] for s in stats if s["latency_p95_ms"] is not None]
+        return max(values) if values else None
+
+    return Level(
+        calls=calls,
+        lost=lost,
+        errors=result["error_count"],
+        lag_p95_ms=worst(steady),
+        lag_ramp_p95_ms=worst(ramp),
+        gen_lag_p95_ms=result["lag_p95_ms"],
+        cpu_per_call_pct=100 * (busy - gen_cpu) / window / calls,
+        server_cpu_per_call_pct=100 * server_cpu / window / calls,
+        gen_cpu_pct=100 * gen_cpu / window,
+        mem_per_call_mb=(rss_mid - rss_before) / calls / 2**20,
+    )
+
+
+def setup_latency(srv: Server, *, rate: float, seconds: float) -> tuple[float | None, float | None, int]:
+    before = srv.metrics()
+    calls = int(rate * seconds)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "loadgen.py"),
+            "--url",
+            srv.ws,
+            "--key",
+            API_KEY,
+            "--calls",
+            str(calls),
+            "--seconds",
+            "4",
+            "--interval",
+            str(1 / rate),
+            "--speech",
+            str(SPEECH),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    srv.wait_no_live_calls()
+    after = srv.metrics()
+    name = "mise_call_setup_seconds"
+    p50 = histogram_quantile(0.5, before, after, name)
+    p95 = histogram_quantile(0.95, before, after, name)
+    return (p50 * 1000 if p50 is not None else None, p95 * 1000 if p95 is not None else None, calls)
+
+
+def bench_density(
+    address: str, per_actor: int, levels: list[int], *, ramp_rate: float, steady_s: float, spare: int
+) -> None:
+    data = Path(tempfile.mkdtemp(prefix="mise-bench-"))
+    env = {"MISE_CALLS_PER_ACTOR": str(per_actor), "MISE_SPARE_HOSTS": str(spare), "MISE_RING_SECONDS": "60"}
+    print(
+        f"\n== MISE_CALLS_PER_ACTOR={per_actor} (spare hosts {spare}; calls ramp in at {ramp_rate:g}/s, "
+        f"then {steady_s:g} s steady) ==",
+        flush=True,
+    )
+    print(
+        f"{'calls':>6} {'lost':>6} {'lag p95':>9} {'ramp p95':>9} {'gen lag':>8} {'cpu/call':>9} "
+        f"{'srv+hosts':>10} {'gen cpu':>8} {'mem/call':>9}  result",
+        flush=True,
+    )
+    best = 0
+    with Server.start(address, data, **env) as srv:
+        for calls in levels:
+            lvl = run_level(srv, calls, ramp_rate=ramp_rate, steady_s=steady_s)
+            fmt = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
+            print(
+                f"{lvl.calls:>6} {lvl.lost:>6} {fmt(lvl.lag_p95_ms):>9} {fmt(lvl.lag_ramp_p95_ms):>9} "
+                f"{lvl.gen_lag_p95_ms:>5.0f} ms {lvl.cpu_per_call_pct:>8.2f}% {lvl.server_cpu_per_call_pct:>9.2f}% "
+                f"{lvl.gen_cpu_pct:>7.0f}% {lvl.mem_per_call_mb:>6.2f} MB  "
+                f"{'pass' if lvl.passed else 'FAIL'}{'' if lvl.errors == 0 else f' ({lvl.errors} socket errors)'}",
+                flush=True,
+            )
+            if not lvl.passed:
+                break
+            best = calls
+        p50, p95, n = setup_latency(srv, rate=2.0, seconds=20.0)
+    shutil.rmtree(data, ignore_errors=True)
+    print(
+        f"most concurrent real-time calls sustained: {best if best else '< ' + str(levels[0])} "
+        f"(MISE_CALLS_PER_ACTOR={per_actor})"
+    )
+    print(
+        f"call setup at 2 new calls/s ({n} calls): p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+        if p95 is not None
+        else "no setup data"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--levels-one", default="10,20,30,40,50")
+    p.add_argument("--levels-default", default="100,150,200,250,300,350")
+    p.add_argument("--steady", type=float, default=15.0)
+    p.add_argument("--only", choices=["one", "default"])
+    args = p.parse_args()
+    if args.quick:
+        args.levels_one, args.levels_default, args.steady = "10,20", "50,100", 8.0
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    temp = tempfile.mkdtemp(prefix="mrb")
+    ctx = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        object_store_memory=256 << 20,
+        namespace="mise-bench",
+        _temp_dir=temp,
+    )
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; ray {ray.__version__}")
+    try:
+        address = str(ctx.address_info["gcs_address"])
+        if args.only != "default":
+            bench_density(
+                address, 1, [int(x) for x in args.levels_one.split(",")], ramp_rate=4.0, steady_s=args.steady, spare=4
+            )
+        if args.only != "one":
+            bench_density(
+                address,
+                DEFAULT_CALLS_PER_ACTOR,
+                [int(x) for x in args.levels_default.split(",")],
+                ramp_rate=20.0,
+                steady_s=args.steady,
+                spare=1,
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
