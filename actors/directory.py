@@ -56,24 +56,34 @@ class CallDirectory:
         """Place a new live call on a host; None if that call SID is live already."""
         if call_sid in self._where:
             return None
-        # Choose and reserve before any await: concurrent assigns must never share a slot.
-        host = self._pick() or self._new_host()
-        host.calls.add(call_sid)
-        self._where[call_sid] = host
-        self._tenant[call_sid] = tenant
-        self._warm_in_background()
-        await host.started
-        return host.name, host.handle
+        for _ in range(3):
+            # Choose and reserve before any await: concurrent assigns must never share a slot.
+            host = self._pick() or self._new_host()
+            host.calls.add(call_sid)
+            self._where[call_sid] = host
+            self._tenant[call_sid] = tenant
+            self._warm_in_background()
+            try:
+                await host.started
+                return host.name, host.handle
+            except Exception:
+                log.exception("call host %s did not start; placing call %s elsewhere", host.name, call_sid)
+                self._drop(host)
+        raise RuntimeError(f"no call host could be started for {call_sid}")
 
     async def lookup(self, call_sid: str) -> tuple[str, str, ActorHandle[Any]] | None:
         """(tenant, host name, host handle) of a live call, or None."""
         host = self._where.get(call_sid)
         return None if host is None else (self._tenant[call_sid], host.name, host.handle)
 
-    async def release(self, call_sid: str) -> None:
+    async def release(self, call_sid: str, *, host_failed: bool = False) -> None:
+        """Forget a call. ``host_failed``: its host stopped answering, so no call goes there again."""
         host = self._where.pop(call_sid, None)
         self._tenant.pop(call_sid, None)
         if host is None:
+            return
+        if host_failed:
+            self._drop(host)
             return
         host.calls.discard(call_sid)
         empty = [h for h in self._hosts.values() if not h.calls]
@@ -86,6 +96,19 @@ class CallDirectory:
 
     async def live_calls(self) -> int:
         return len(self._where)
+
+    def _drop(self, host: _Host) -> None:
+        """Take a broken host out of service (its calls' own sockets finalize them)."""
+        if self._hosts.pop(host.name, None) is None:
+            return
+        for call_sid in host.calls:
+            if self._where.get(call_sid) is host:
+                del self._where[call_sid]
+                self._tenant.pop(call_sid, None)
+        try:
+            ray.kill(host.handle)
+        except Exception:
+            log.warning("could not kill call host %s", host.name)
 
     def _pick(self) -> _Host | None:
         """The fullest host that still has room: packing leaves whole hosts free to reclaim."""
@@ -113,7 +136,13 @@ class CallDirectory:
 
     async def _top_up(self) -> None:
         while sum(1 for h in self._hosts.values() if not h.calls) < self._spare:
-            await self._new_host().started
+            host = self._new_host()
+            try:
+                await host.started
+            except Exception:
+                log.exception("spare call host %s did not start", host.name)
+                self._drop(host)
+                return
 
     def _warm_in_background(self) -> None:
         if self._warming:

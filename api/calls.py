@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from ray.actor import ActorHandle
@@ -13,6 +15,9 @@ from api.auth import KeyRing, key_from_request
 from engine.store.base import CallStore
 
 MAX_LIMIT = 500
+LIVE_TIMEOUT_S = 2.0
+
+log = logging.getLogger("mise.calls")
 
 
 class Calls:
@@ -35,10 +40,8 @@ class Calls:
             return _error(400, "limit must be an integer")
         live = {"true": True, "false": False}.get(q.get("live", "").lower())
         calls = await run_in_threadpool(self._store.recent, tenant, limit=limit, before=q.get("before"), live=live)
-        for call in calls:
-            if call["live"]:
-                await self._merge_live(tenant, call)
-        next_before = calls[-1]["first_seen_at"] if len(calls) == limit else None
+        await asyncio.gather(*(self._merge_live(tenant, c) for c in calls if c["live"]))
+        next_before = f"{calls[-1]['first_seen_at']}|{calls[-1]['call_sid']}" if len(calls) == limit else None
         return JSONResponse({"calls": calls, "next_before": next_before})
 
     async def get(self, request: Request) -> Response:
@@ -54,10 +57,16 @@ class Calls:
 
     async def _merge_live(self, tenant: str, call: dict[str, Any]) -> None:
         """Live calls' durations and track figures come from their host actor, as of now."""
-        found = await self._directory.lookup.remote(call["call_sid"])
-        if found is None or found[0] != tenant:
+        try:
+            found: tuple[str, str, Any] | None = await asyncio.wait_for(
+                self._directory.lookup.remote(call["call_sid"]), LIVE_TIMEOUT_S
+            )
+            if found is None or found[0] != tenant:
+                return
+            snapshot = await asyncio.wait_for(found[2].snapshot.remote(call["call_sid"]), LIVE_TIMEOUT_S)
+        except Exception:
+            log.warning("call %s: live figures unavailable; showing the stored record", call["call_sid"])
             return
-        snapshot = await found[2].snapshot.remote(call["call_sid"])
         if snapshot:
             call["tracks"] = snapshot["tracks"]
             call["duration_ms"] = snapshot["duration_ms"]

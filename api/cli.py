@@ -84,6 +84,7 @@ def render_twiml(url: str, api_key: str, track: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api import logs
     from api.app import create_app
     from api.wsprotocol import LosslessWebSocketProtocol
 
@@ -107,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="info",
     )
     server = uvicorn.Server(config)
+    config.load()  # configures uvicorn's loggers now, so the filter lands on their handlers
+    logs.install()
 
     async def run() -> None:
         if not args.demo:
@@ -123,9 +126,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _local_key(data_dir: Path) -> str:
     """A per-install key, created once (mode 600), so a fresh `mise serve` is never open to anyone."""
     path = data_dir / "api_key"
-    if not path.exists():
+    if not path.exists() or not path.read_text().strip():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
+        path.chmod(0o600)
         path.write_text(secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
 

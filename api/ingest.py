@@ -36,6 +36,7 @@ log = logging.getLogger("mise.ingest")
 
 POLICY_VIOLATION = 1008
 SERVICE_RESTART = 1012  # uvicorn closes sockets with it when the server stops
+RAY_TIMEOUT_S = 30.0  # a host that takes longer than this to answer is treated as failed
 LOGGED_PER_REASON = 3  # per stream: the first few refusals of each kind are logged, all are counted
 
 
@@ -187,9 +188,14 @@ class Ingest:
             return None
         host_name, host = placed
         try:
-            await host.open.remote(meta)
+            await asyncio.wait_for(host.open.remote(meta), RAY_TIMEOUT_S)
+        except BaseException:
+            await self._directory.release.remote(start.call_sid, host_failed=True)
+            raise
+        try:
             await run_in_threadpool(self._store.stream_started, meta)
         except BaseException:
+            await host.finish.remote(start.call_sid)
             await self._directory.release.remote(start.call_sid)
             raise
         self._metrics.live_calls.inc()
@@ -199,17 +205,19 @@ class Ingest:
     async def _finalize(self, placement: _Placement, end_reason: str) -> None:
         meta = placement.meta
         final: dict[str, Any] = {}
+        host_failed = False
         try:
-            await self._pump.flush(placement.host_name)
-            final = await placement.host.finish.remote(meta.call_sid) or {}
+            await asyncio.wait_for(self._pump.flush(placement.host_name), RAY_TIMEOUT_S)
+            final = await asyncio.wait_for(placement.host.finish.remote(meta.call_sid), RAY_TIMEOUT_S) or {}
         except Exception:
             log.exception("call %s: its host failed while finalizing; recording what is known", meta.call_sid)
-            final = {"error": "host unavailable at finalization"}
-        finally:
-            try:
-                await self._directory.release.remote(meta.call_sid)
-            except Exception:
-                log.exception("call %s: could not release it from the directory", meta.call_sid)
+            final = {"error": "call host unavailable at finalization"}
+            host_failed = True
+        try:
+            await self._directory.release.remote(meta.call_sid, host_failed=host_failed)
+        except Exception:
+            log.exception("call %s: could not release it from the directory", meta.call_sid)
+        try:
             await run_in_threadpool(
                 self._store.stream_ended,
                 meta.tenant,
@@ -218,9 +226,11 @@ class Ingest:
                 end_reason=end_reason,
                 final=final,
             )
-            self._metrics.live_calls.dec()
-            self._metrics.streams.labels(end_reason).inc()
-            log.info("call %s: stream ended (%s), %.0f ms", meta.call_sid, end_reason, final.get("duration_ms", 0))
+        except Exception:
+            log.exception("call %s: could not store how its stream ended", meta.call_sid)
+        self._metrics.live_calls.dec()
+        self._metrics.streams.labels(end_reason).inc()
+        log.info("call %s: stream ended (%s), %.0f ms", meta.call_sid, end_reason, final.get("duration_ms", 0))
 
     async def _refuse(self, ws: WebSocket, reason: str, *, accepted: bool = True) -> None:
         """Close 1008 before any work; before ``accept`` this is an HTTP 403 to the handshake."""

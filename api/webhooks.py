@@ -76,7 +76,7 @@ def parse_callback(params: dict[str, str]) -> StatusCallback:
     if not status:
         raise ValueError("neither CallStatus nor StreamEvent is present")
     raw_seq = params.get("SequenceNumber")
-    if raw_seq is not None and not (raw_seq.isascii() and raw_seq.isdigit()):
+    if raw_seq is not None and not (raw_seq.isascii() and raw_seq.isdigit() and len(raw_seq) <= 12):
         raise ValueError(f"SequenceNumber {raw_seq[:20]!r} is not a non-negative integer")
     sequence = int(raw_seq) if raw_seq is not None else None
     key = f"seq:{sequence}" if sequence is not None else f"status:{status}"
@@ -89,6 +89,6 @@ def _iso(rfc2822: str | None) -> str:
             return (
                 parsedate_to_datetime(rfc2822).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     return utc_now()

@@ -125,11 +125,14 @@ def _start(obj: dict[str, Any]) -> Start:
     if not isinstance(params, dict):
         raise _Bad(Reason.BAD_FIELD, "start.customParameters is not an object")
     stream_sid = _str(body, "streamSid", default="") or _str(obj, "streamSid")
+    call_sid = _str(body, "callSid")
+    if not call_sid.isascii() or not call_sid.isalnum():
+        raise _Bad(Reason.BAD_FIELD, "start.callSid must be a non-empty alphanumeric SID")
     return Start(
         sequence=_seq(obj),
         stream_sid=stream_sid,
         account_sid=_str(body, "accountSid"),
-        call_sid=_str(body, "callSid"),
+        call_sid=call_sid,
         tracks=tracks,
         custom_parameters={str(k): str(v)[:500] for k, v in params.items()},
         encoding=encoding,

@@ -34,11 +34,9 @@ class _TrackChunks:
         if chunk in self.seen:
             return False
         self.seen.add(chunk)
-        if chunk > self.highest:
-            self.highest = chunk
-            if len(self.seen) > 2 * DUPLICATE_WINDOW:
-                floor = self.highest - DUPLICATE_WINDOW
-                self.seen = {c for c in self.seen if c > floor}
+        self.highest = max(self.highest, chunk)
+        if len(self.seen) > 2 * DUPLICATE_WINDOW:  # keep the most recent window (amortised O(1))
+            self.seen = set(sorted(self.seen)[-DUPLICATE_WINDOW:])
         return True
 
 

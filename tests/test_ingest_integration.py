@@ -222,3 +222,41 @@ def test_stopping_the_server_finalizes_live_calls(ray_address: str, tmp_path: Pa
         call = again.wait_call(call_sid)
     assert call["end_reason"] == "server_shutdown"
     assert call["tracks"]["inbound"]["frames"] == call["tracks"]["outbound"]["frames"] == 200
+
+
+def test_api_keys_never_reach_the_logs(server: Server, synthetic_capture: Path) -> None:
+    fresh = with_fresh_sids(load_jsonl(synthetic_capture), api_key=None)
+    messages = [*fresh[:40], fresh[-1]]
+    result = asyncio.run(play(server.ws + f"?api_key={API_KEY}", messages, speed=0))
+    server.wait_call(result.call_sid)
+    assert server.get("/v1/calls", api_key=API_KEY).status_code == 200
+    import httpx
+
+    assert httpx.get(server.http + "/v1/calls", params={"api_key": API_KEY}).status_code == 200
+    log = server.log_path.read_text()
+    assert "api_key=***" in log, "the requests above should have been logged, key masked"
+    assert API_KEY not in log
+
+
+def test_a_dead_host_fails_only_its_calls_and_new_calls_go_elsewhere(server: Server, synthetic_capture: Path) -> None:
+    source = load_jsonl(synthetic_capture)
+    doomed = with_fresh_sids(source, api_key=API_KEY)
+    call_sid = doomed[1]["start"]["callSid"]
+
+    async def run() -> None:
+        async with websockets.connect(server.ws) as ws:
+            for msg in doomed[:100]:
+                await ws.send(orjson.dumps(msg).decode())
+            await asyncio.to_thread(server.wait_call, call_sid, live=True)
+            ray.kill(server.host_of(call_sid))
+            for msg in doomed[100:300]:
+                await ws.send(orjson.dumps(msg).decode())
+            await ws.send(orjson.dumps(doomed[-1]).decode())
+            await asyncio.wait_for(ws.wait_closed(), 60)
+
+    asyncio.run(run())
+    record = server.wait_call(call_sid, timeout=90)
+    assert record["end_reason"] == "stop" and not record["live"]
+    assert server.metrics().get("mise_actor_push_errors_total", 0) >= 1
+    after = asyncio.run(play(server.ws, with_fresh_sids(source, api_key=API_KEY), speed=0))
+    assert server.wait_call(after.call_sid)["tracks"]["inbound"]["frames"] == 2833

@@ -49,3 +49,12 @@ def test_out_of_order_chunks_are_not_duplicates_and_memory_stays_bounded() -> No
         assert isinstance(s.accept(media(chunk)), Media)
     assert reason(s, media(19_999)) is Reason.DUPLICATE_CHUNK
     assert len(s._chunks["inbound"].seen) <= 2 * 4096 + 1
+
+
+def test_a_huge_first_chunk_does_not_make_memory_grow() -> None:
+    s = StreamSession()
+    s.accept(START)
+    s.accept(media(10**9))
+    for chunk in range(1, 20_000):
+        s.accept(media(chunk))
+    assert len(s._chunks["inbound"].seen) <= 2 * 4096

@@ -75,3 +75,21 @@ def test_recent_pages_newest_first(tmp_path: Path) -> None:
     older = store.recent("acme", limit=2, before=page[-1]["first_seen_at"])
     assert [c["call_sid"] for c in older] == ["CA2", "CA1"]
     assert [c["call_sid"] for c in store.recent("acme", live=False)] == []
+
+
+def test_paging_never_skips_calls_first_seen_in_the_same_instant(tmp_path: Path) -> None:
+    """Twilio's Timestamp has one-second resolution: many calls can share a first-seen time."""
+    store = SqliteStore(tmp_path / "m.db")
+    for i in range(7):
+        store.status_callback(
+            "acme", StatusCallback(f"CA{i}", "AC", "ringing", "2026-01-01T00:00:00.000Z", 0, "seq:0", {})
+        )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.recent("acme", limit=3, before=cursor)
+        seen += [c["call_sid"] for c in page]
+        if len(page) < 3:
+            break
+        cursor = f"{page[-1]['first_seen_at']}|{page[-1]['call_sid']}"
+    assert sorted(seen) == [f"CA{i}" for i in range(7)] and len(seen) == 7

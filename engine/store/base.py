@@ -42,6 +42,7 @@ class CallStore(Protocol):
     def recent(
         self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
     ) -> list[dict[str, Any]]:
-        """Newest first; ``before`` pages by ``started_at``/first-seen time."""
+        """Newest first; ``before`` is the cursor ``"first_seen_at|call_sid"`` of the last call of the
+        previous page (or a bare time)."""
 
     def close(self) -> None: ...

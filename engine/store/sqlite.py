@@ -136,7 +136,9 @@ class SqliteStore:
                     f.get("To", ""),
                     f.get("Direction", ""),
                     f.get("ParentCallSid", ""),
-                    int(duration) if duration and duration.isascii() and duration.isdigit() else None,
+                    int(duration)
+                    if duration and duration.isascii() and duration.isdigit() and len(duration) < 10
+                    else None,
                     tenant,
                     callback.call_sid,
                 ),
@@ -157,9 +159,10 @@ class SqliteStore:
     ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM calls WHERE tenant = ?"
         args: list[Any] = [tenant]
-        if before:
-            sql += " AND first_seen_at < ?"
-            args.append(before)
+        if before:  # cursor "first_seen_at|call_sid" (next_before of the previous page), or a time
+            at, _, sid = before.partition("|")
+            sql += " AND (first_seen_at < ? OR (first_seen_at = ? AND call_sid > ?))"
+            args += [at, at, sid or "\uffff"]
         if live is not None:
             sql += " AND live = ?"
             args.append(int(live))
