@@ -43,7 +43,7 @@ from tests.support import API_KEY, Server  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SPEECH = REPO / "api" / "demo" / "outbound.wav"
-MARGIN_S = 6.0  # calls outlive the measuring window by this much
+MARGIN_S = 12.0  # calls outlive the measuring window by this much
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -109,11 +109,12 @@ class Level:
     server_cpu_per_call_pct: float
     gen_cpu_pct: float
     mem_per_call_mb: float
+    overloaded: bool  # the server could not even hold every call live through the window
 
     @property
     def passed(self) -> bool:
         lag_ok = self.lag_p95_ms is not None and self.lag_p95_ms <= 100
-        return self.lost == 0 and self.errors == 0 and lag_ok and self.gen_lag_p95_ms <= 20
+        return self.lost == 0 and self.errors == 0 and lag_ok and self.gen_lag_p95_ms <= 20 and not self.overloaded
 
 
 def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> Level:
@@ -157,8 +158,8 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
     server_cpu = sum(proc_cpu_s(p) - c for p, c in cpu0.items())
     steady = host_stats(srv)
     calls_end = started + 0.5 + ramp_s + steady_s + MARGIN_S
-    if time.monotonic() > calls_end - 1 or sum(s["calls"] for s in steady) != calls:
-        raise RuntimeError("the measuring window overran the calls: raise MARGIN_S")
+    placed = sum(s["calls"] for s in steady)
+    overloaded = time.monotonic() > calls_end - 1 or placed != calls
     out, _ = gen.communicate(timeout=600)
     result = json.loads(out.strip().splitlines()[-1])
     sent = {c["call_sid"]: c["sent"] for c in result["calls"]}
@@ -184,6 +185,7 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
         server_cpu_per_call_pct=100 * server_cpu / window / calls,
         gen_cpu_pct=100 * gen_cpu / window,
         mem_per_call_mb=(rss_mid - rss_before) / calls / 2**20,
+        overloaded=overloaded,
     )
 
 
@@ -244,7 +246,8 @@ def bench_density(
                 f"{lvl.calls:>6} {lvl.lost:>6} {fmt(lvl.lag_p95_ms):>9} {fmt(lvl.lag_ramp_p95_ms):>9} "
                 f"{lvl.gen_lag_p95_ms:>5.0f} ms {lvl.cpu_per_call_pct:>8.2f}% {lvl.server_cpu_per_call_pct:>9.2f}% "
                 f"{lvl.gen_cpu_pct:>7.0f}% {lvl.mem_per_call_mb:>6.2f} MB  "
-                f"{'pass' if lvl.passed else 'FAIL'}{'' if lvl.errors == 0 else f' ({lvl.errors} socket errors)'}",
+                f"{'pass' if lvl.passed else 'FAIL'}{'' if lvl.errors == 0 else f' ({lvl.errors} socket errors)'}"
+                f"{' (overloaded: not every call stayed live through the window)' if lvl.overloaded else ''}",
                 flush=True,
             )
             if not lvl.passed:
@@ -266,8 +269,8 @@ def bench_density(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--levels-one", default="10,20,30,40,50")
-    p.add_argument("--levels-default", default="100,150,200,250,300,350")
+    p.add_argument("--levels-one", default="10,15,20,25,30")
+    p.add_argument("--levels-default", default="100,150,200,250,300")
     p.add_argument("--steady", type=float, default=15.0)
     p.add_argument("--only", choices=["one", "default"])
     args = p.parse_args()

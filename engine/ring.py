@@ -52,6 +52,14 @@ class RingBuffer:
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         end = start + len(samples)
+        lo = start % self.capacity
+        if start == self.head and lo + len(samples) <= self.capacity:
+            # The common case, in-order audio: a plain copy (the slots held expired audio).
+            self._pcm[lo : lo + len(samples)] = samples
+            self._arrived[lo : lo + len(samples)] = True
+            self.head = end
+            self.received += len(samples)
+            return WriteResult(len(samples), 0, 0)
         if end > self.head:
             self._clear(max(self.head, end - self.capacity), end)
             self.head = end
