@@ -24,7 +24,7 @@ _QUIET_ENV = {
 }
 
 
-def connect(address: str | None, *, namespace: str, num_cpus: int | None = None) -> None:
+def connect(address: str | None, *, namespace: str, num_cpus: int | None = None, temp_dir: str | None = None) -> None:
     """Join the cluster at ``address``, or start an embedded one. Idempotent."""
     if ray.is_initialized():
         return
@@ -32,13 +32,13 @@ def connect(address: str | None, *, namespace: str, num_cpus: int | None = None)
     # so a stop is graceful: sockets close and every live call is finalized.
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _init(address, namespace=namespace, num_cpus=num_cpus)
+        _init(address, namespace=namespace, num_cpus=num_cpus, temp_dir=temp_dir)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
 
-def _init(address: str | None, *, namespace: str, num_cpus: int | None) -> None:
+def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir: str | None) -> None:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     common = {"namespace": namespace, "log_to_driver": False, "logging_level": logging.WARNING}
@@ -48,6 +48,7 @@ def _init(address: str | None, *, namespace: str, num_cpus: int | None) -> None:
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=False,
+            _temp_dir=temp_dir,  # short paths: Ray's socket paths must fit 107 bytes
             object_store_memory=256 << 20,
             **common,  # type: ignore[arg-type]
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import ray  # noqa: E402
 
+from actors import runtime  # noqa: E402
 from api.settings import DEFAULT_CALLS_PER_ACTOR  # noqa: E402
 from tests.support import API_KEY, Server  # noqa: E402
 
@@ -97,6 +97,15 @@ def histogram_quantile(q: float, before: dict[str, float], after: dict[str, floa
     return prev_le
 
 
+def loadgen(srv: Server, calls: int, *, seconds: float, interval: float, end_together: bool = False) -> Any:
+    """Start bench/loadgen.py against ``srv``; its last stdout line is its JSON result."""
+    args = ["--url", srv.ws, "--key", API_KEY, "--calls", str(calls), "--seconds", str(seconds)]
+    args += ["--interval", str(interval), "--speech", str(SPEECH)] + (["--end-together"] if end_together else [])
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "loadgen.py"), *args], stdout=subprocess.PIPE, text=True
+    )
+
+
 @dataclass
 class Level:
     calls: int
@@ -122,27 +131,7 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
     baseline_pids = [srv.process.pid, *host_pids(srv)]
     rss_before = sum(proc_rss(p) for p in baseline_pids)
     host_stats(srv, reset=True)
-    gen = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "bench" / "loadgen.py"),
-            "--url",
-            srv.ws,
-            "--key",
-            API_KEY,
-            "--calls",
-            str(calls),
-            "--seconds",
-            str(steady_s + MARGIN_S),
-            "--interval",
-            str(1 / ramp_rate),
-            "--end-together",
-            "--speech",
-            str(SPEECH),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    gen = loadgen(srv, calls, seconds=steady_s + MARGIN_S, interval=1 / ramp_rate, end_together=True)
     started = time.monotonic()
     time.sleep(0.5 + ramp_s + 1.0)  # every call started and placed
     ramp = host_stats(srv, reset=True)
@@ -192,28 +181,7 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
 def setup_latency(srv: Server, *, rate: float, seconds: float) -> tuple[float | None, float | None, int]:
     before = srv.metrics()
     calls = int(rate * seconds)
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "loadgen.py"),
-            "--url",
-            srv.ws,
-            "--key",
-            API_KEY,
-            "--calls",
-            str(calls),
-            "--seconds",
-            "4",
-            "--interval",
-            str(1 / rate),
-            "--speech",
-            str(SPEECH),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    loadgen(srv, calls, seconds=4, interval=1 / rate).communicate(timeout=600)
     srv.wait_no_live_calls()
     after = srv.metrics()
     name = "mise_call_setup_seconds"
@@ -276,20 +244,11 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.levels_one, args.levels_default, args.steady = "10,20", "50,100", 8.0
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     temp = tempfile.mkdtemp(prefix="mrb")
-    ctx = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        object_store_memory=256 << 20,
-        namespace="mise-bench",
-        _temp_dir=temp,
-    )
+    runtime.connect(None, namespace="mise-bench", num_cpus=2, temp_dir=temp)
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; ray {ray.__version__}")
     try:
-        address = str(ctx.address_info["gcs_address"])
+        address = runtime.gcs_address()
         if args.only != "default":
             bench_density(
                 address, 1, [int(x) for x in args.levels_one.split(",")], ramp_rate=4.0, steady_s=args.steady, spare=4

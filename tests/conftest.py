@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,18 +24,11 @@ def ray_address() -> Iterator[str]:
     """A real local Ray instance (loopback-only, quiet, temp dir of its own), shared by all tests."""
     import ray
 
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    temp = tempfile.mkdtemp(prefix="mray")  # short: Ray's socket paths must fit 107 bytes
-    ctx = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        object_store_memory=256 << 20,
-        namespace="mise-tests",
-        _temp_dir=temp,
-    )
-    yield str(ctx.address_info["gcs_address"])
+    from actors import runtime
+
+    temp = tempfile.mkdtemp(prefix="mray")
+    runtime.connect(None, namespace="mise-tests", num_cpus=2, temp_dir=temp)
+    yield runtime.gcs_address()
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
 
