@@ -16,7 +16,7 @@ from api.settings import ConfigError, Settings
 
 log = logging.getLogger("mise")
 
-DEMO_PARAMETERS = {"demo": "true", "customer": "Northwind Energy"}
+DEMO_PARAMETERS = {"demo": "true", "customer": "Contoso Internet"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,7 @@ def test_serve_demo_as_make_run_does(tmp_path: Path) -> None:
             assert abs(demo["tracks"][track]["duration_ms"] - audio_ms) <= 20  # type: ignore[index]
         assert demo["end_reason"] == "stop" and demo["custom_parameters"] == {
             "demo": "true",
-            "customer": "Northwind Energy",
+            "customer": "Contoso Internet",
         }
     finally:
         proc.terminate()
