@@ -1,0 +1,78 @@
+"""engine/vad.py: hysteresis on known flag sequences, and the call VAD on real and scripted speech."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from engine.vad import FRAME, CallVad, Hysteresis, Span, frame_db, spans_of
+from tests.support import data_path
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run(flags: str, onset: int = 2, hangover: int = 3) -> list[Span]:
+    h = Hysteresis(onset, hangover)
+    spans = [s for f in flags if (s := h.push(f == "1"))]
+    return spans + ([last] if (last := h.flush()) else [])
+
+
+def test_hysteresis_known_answers() -> None:
+    assert run("0000") == []
+    assert run("0100100") == []  # blips shorter than the onset
+    assert run("0011100000") == [Span(2, 5)]  # backdated to the first speech frame, ends after the last
+    assert run("11011000") == [Span(0, 5)]  # a pause shorter than the hangover is bridged
+    assert run("110001100") == [Span(0, 2), Span(5, 7)]  # a pause of the hangover splits
+    assert run("0111") == [Span(1, 4)]  # closed by flush at the end of the stream
+
+
+def test_frame_db() -> None:
+    t = np.arange(FRAME) / 8000
+    full = (32767 * np.sin(2 * np.pi * 400 * t)).astype(np.int16)
+    assert abs(frame_db(full) - (-3.01)) < 0.1
+    assert frame_db(np.zeros(FRAME, dtype=np.int16)) == -100.0
+
+
+def test_silence_and_noise_floor_give_no_speech() -> None:
+    rng = np.random.default_rng(0)
+    quiet = (rng.normal(0, 30, 8000 * 5)).astype(np.int16)  # ~-60 dBFS hiss
+    spans = spans_of(quiet, np.zeros_like(quiet))
+    assert spans == {"inbound": [], "outbound": []}
+
+
+def test_scripted_turn_boundaries_within_150_ms() -> None:
+    """Each scripted turn: the speech spans over it start and end within 150 ms of the script.
+    (Pauses inside a turn, up to 0.39 s, may split it into several spans: bridging them is the turn
+    segmenter's job.)"""
+    call = data_path("calls/synthetic_dialogue/turns.csv").parent
+    tracks = {t: soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")}
+    spans = spans_of(tracks["inbound"], tracks["outbound"])
+    for row in rows(call / "turns.csv"):
+        start, end = float(row["start_s"]) * 1000, float(row["end_s"]) * 1000
+        over = [s for s in spans[row["track"]] if s.end_ms > start and s.start_ms < end]
+        assert over, f"{row['track']} turn at {row['start_s']} s not found"
+        assert abs(over[0].start_ms - start) <= 150 and abs(over[-1].end_ms - end) <= 150, (row, over)
+
+
+def test_streaming_equals_offline() -> None:
+    call = data_path("calls/ami_es2004_a/turns.csv").parent
+    inbound, outbound = (soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound"))
+    offline = spans_of(inbound, outbound)
+    vad = CallVad()
+    streamed: dict[str, list[Span]] = {"inbound": [], "outbound": []}
+    for k in range(len(inbound) // FRAME):
+        for name, (_, span) in vad.push(
+            inbound[k * FRAME : (k + 1) * FRAME], outbound[k * FRAME : (k + 1) * FRAME]
+        ).items():
+            if span:
+                streamed[name].append(span)
+    for name, span in vad.flush().items():
+        if span:
+            streamed[name].append(span)
+    assert streamed == offline and offline["inbound"]
