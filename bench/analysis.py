@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/analysis.py
 
-So far: frame-level speech F1 per track of engine/vad.py against each call's turns.csv, ignoring the
-spans of unannotated_activity.csv (speech or noise the reference does not annotate), and the CPU cost
-of the VAD as a real-time factor. Turn matching, backchannels and latency come with the turn tracker.
+Prints: frame-level speech F1 per track of engine/vad.py against each call's turns.csv, ignoring the
+spans of unannotated_activity.csv (speech or noise the reference does not annotate); for the turns of
+engine/turns.py, the share of reference turns found with both edges within +-250 ms (reference
+segments on one track closer than the hold merged first), and how the reference backchannels (turns
+<= 1 s inside the other track's turn) were reported; and the CPU cost as a real-time factor.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import soundfile
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.turns import Interruption, Turn, TurnTracker, track_call  # noqa: E402
 from engine.vad import FRAME_MS, spans_of  # noqa: E402
 
 DATA = Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data")) / "calls"
@@ -58,11 +61,62 @@ def speech_f1(call: Path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def merged_reference(turns: list[dict[str, str]], track: str, hold_ms: int) -> list[tuple[float, float]]:
+    spans = sorted((float(r["start_s"]) * 1000, float(r["end_s"]) * 1000) for r in turns if r["track"] == track)
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start - merged[-1][1] < hold_ms:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def turn_figures(call: Path) -> dict[str, object]:
+    inbound, outbound = (soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound"))
+    events = track_call(inbound, outbound)
+    found = [e for e in events if isinstance(e, Turn)]
+    reference = rows(call / "turns.csv")
+    hold = TurnTracker().hold_ms
+    refs = [(t, a, b) for t in ("inbound", "outbound") for a, b in merged_reference(reference, t, hold)]
+    matched = sum(
+        any(f.track == t and abs(f.start_ms - a) <= 250 and abs(f.end_ms - b) <= 250 for f in found) for t, a, b in refs
+    )
+    backchannels = [
+        r
+        for r in reference
+        if float(r["end_s"]) - float(r["start_s"]) <= 1.0
+        and any(
+            o["track"] != r["track"]
+            and float(o["start_s"]) <= float(r["start_s"])
+            and float(o["end_s"]) >= float(r["end_s"])
+            for o in reference
+        )
+    ]
+    as_backchannel = as_interruption = missed = 0
+    for r in backchannels:
+        a, b = float(r["start_s"]) * 1000, float(r["end_s"]) * 1000
+        over = [f for f in found if f.track == r["track"] and f.end_ms > a and f.start_ms < b]
+        missed += not over
+        as_backchannel += any(f.backchannel for f in over)
+        as_interruption += any(f.interrupted_other for f in over)
+    return {
+        "turns": len(found),
+        "reference": len(refs),
+        "matched": matched,
+        "backchannels": len(backchannels),
+        "as_backchannel": as_backchannel,
+        "as_interruption": as_interruption,
+        "missed": missed,
+        "interruptions": sum(isinstance(e, Interruption) for e in events),
+    }
+
+
 def vad_rtf(call: Path, repeats: int = 3) -> float:
     tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
     t0 = time.process_time()
     for _ in range(repeats):
-        spans_of(*tracks)
+        track_call(*tracks)
     return (time.process_time() - t0) / repeats / (len(tracks[0]) / 8000)
 
 
@@ -71,8 +125,18 @@ def main() -> None:
     for name in ("ami_es2004_a", "synthetic_dialogue"):
         for track, (f1, p, r) in speech_f1(DATA / name).items():
             print(f"  {name:20s} {track:8s} F1 {f1:.3f}  (P {p:.3f} / R {r:.3f})")
+    print("turns (engine/turns.py, hold 500 ms): reference turns with both edges within +-250 ms (target >= 60%);")
+    print("reference backchannels reported as backchannels (target >= 80%) and as interruptions (target 0)")
+    for name in ("ami_es2004_a", "synthetic_dialogue"):
+        f = turn_figures(DATA / name)
+        share = 100 * f["matched"] / max(f["reference"], 1)  # type: ignore[operator]
+        print(
+            f"  {name:20s} {f['matched']}/{f['reference']} turns matched ({share:.0f}%); backchannels: "
+            f"{f['as_backchannel']}/{f['backchannels']} as backchannels, {f['as_interruption']} as interruptions, "
+            f"{f['missed']} not detected; {f['interruptions']} interruptions in all"
+        )
     rtf = vad_rtf(DATA / "synthetic_dialogue")
-    print(f"VAD cost, both tracks: real-time factor {rtf:.4f} (CPU s per s of call, one core)")
+    print(f"VAD + turn tracking cost, both tracks: real-time factor {rtf:.4f} (CPU s per s of call, one core)")
 
 
 if __name__ == "__main__":

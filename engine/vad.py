@@ -56,11 +56,11 @@ class Hysteresis:
 
     onset: int = 2
     hangover: int = 10
-    _frame: int = 0
-    _run: int = 0  # consecutive speech frames
-    _quiet: int = 0  # consecutive non-speech frames while active
-    _start: int | None = None  # start of the open span
-    _last_speech: int = 0
+    _frame: int = field(init=False, default=0)
+    _run: int = field(init=False, default=0)  # consecutive speech frames
+    _quiet: int = field(init=False, default=0)  # consecutive non-speech frames while active
+    _start: int | None = field(init=False, default=None)  # start of the open span
+    _last_speech: int = field(init=False, default=0)
 
     @property
     def active(self) -> bool:
@@ -104,8 +104,8 @@ class CallVad:
     onset: int = 2
     hangover: int = 10
     floor_db: float = -60.0
-    _vads: dict[str, webrtcvad.Vad] = field(default_factory=dict)
-    _hysteresis: dict[str, Hysteresis] = field(default_factory=dict)
+    _vads: dict[str, webrtcvad.Vad] = field(init=False, default_factory=dict)
+    _hysteresis: dict[str, Hysteresis] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("inbound", "outbound"):
