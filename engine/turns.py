@@ -94,7 +94,7 @@ class TurnTracker:
 
     def open_start_ms(self, track: str) -> int | None:
         """Start of the turn ``track`` is holding now, if any."""
-        start = self._floor[track]._start
+        start = self._floor[track].open_start
         return None if start is None else start * FRAME_MS
 
     def push(self, speech: dict[str, bool]) -> list[Event]:

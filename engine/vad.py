@@ -66,6 +66,11 @@ class Hysteresis:
     def active(self) -> bool:
         return self._start is not None
 
+    @property
+    def open_start(self) -> int | None:
+        """First frame of the span open now, if any."""
+        return self._start
+
     def push(self, speech: bool) -> Span | None:
         """Feed frame ``k`` (in order); returns a span when one closes."""
         k = self._frame
