@@ -34,12 +34,14 @@ class _Host:
 
 
 class CallDirectory:
-    def __init__(self, *, calls_per_host: int, spare_hosts: int, ring_seconds: float, namespace: str) -> None:
+    def __init__(
+        self, *, calls_per_host: int, spare_hosts: int, namespace: str, host_options: dict[str, Any] | None = None
+    ) -> None:
         if calls_per_host < 1:
             raise ValueError("calls_per_host must be >= 1")
         self._per_host = calls_per_host
         self._spare = spare_hosts
-        self._ring_seconds = ring_seconds
+        self._host_options = host_options or {}
         self._namespace = namespace
         self._hosts: dict[str, _Host] = {}
         self._where: dict[str, _Host] = {}
@@ -128,7 +130,7 @@ class CallDirectory:
                 scheduling_strategy="SPREAD",
                 max_concurrency=1,
             )
-            .remote(ring_seconds=self._ring_seconds),
+            .remote(**self._host_options),
         )
         host = _Host(name, handle, handle.ready.remote())
         self._hosts[name] = host

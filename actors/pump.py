@@ -13,7 +13,7 @@ the oldest are dropped and counted (``frames_dropped``), never silently.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ from typing import Any
 
 from ray.actor import ActorHandle
 
-from actors.host import PushAck, PushItem
+from actors.host import Published, PushAck, PushItem
 
 log = logging.getLogger("mise.pump")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("mise.pump")
 class _Lane:
     handle: ActorHandle[Any]
     pending: list[PushItem] = field(default_factory=list)
-    inflight: list[concurrent.futures.Future[PushAck]] = field(default_factory=list)
+    inflight: list[asyncio.Future[PushAck]] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +50,7 @@ class AudioPump:
         max_pending: int = 500_000,  # ~10 s of 250 calls x 2 tracks; ~100 MB at worst
         on_push: Callable[[int], None] = lambda frames: None,
         on_error: Callable[[], None] = lambda: None,
+        on_events: Callable[[list[Published]], None] = lambda events: None,
     ) -> None:
         self._interval = interval_s
         self._max_pending = max_pending
@@ -57,6 +58,7 @@ class AudioPump:
         self._task: asyncio.Task[None] | None = None
         self._on_push = on_push
         self._on_error = on_error
+        self._on_events = on_events
         self.counters = PumpCounters()
 
     def start(self) -> None:
@@ -81,13 +83,13 @@ class AudioPump:
             log.error("host %s is not keeping up: dropped %d queued frames", host_name, drop)
 
     async def flush(self, host_name: str) -> None:
-        """Send what is pending for ``host_name`` now and wait until every push to it has landed."""
+        """Send what is pending for ``host_name`` now and wait until every push to it has landed
+        (and its reply, events included, has been handled)."""
         lane = self._lanes.get(host_name)
         if lane is None:
             return
         self._send(lane)
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in lane.inflight), return_exceptions=True)
-        self._reap(lane)
+        await asyncio.gather(*lane.inflight, return_exceptions=True)
         # Only forget this very lane, and only if nothing new arrived meanwhile: another call's
         # flush may have replaced it, and the replacement may hold frames nobody has sent yet.
         if self._lanes.get(host_name) is lane and not lane.pending and not lane.inflight:
@@ -98,7 +100,6 @@ class AudioPump:
             await asyncio.sleep(self._interval)
             for lane in list(self._lanes.values()):
                 try:
-                    self._reap(lane)
                     if lane.pending and not lane.inflight:
                         self._send(lane)
                 except Exception:  # never let one bad host stop audio for every other call
@@ -108,23 +109,28 @@ class AudioPump:
         if not lane.pending:
             return
         batch, lane.pending = lane.pending, []
-        future: concurrent.futures.Future[PushAck] = lane.handle.push.remote(batch).future()
+        future: asyncio.Future[PushAck] = asyncio.wrap_future(lane.handle.push.remote(batch).future())
         lane.inflight.append(future)
+        # Registered before anyone can await it, so it runs before ``flush`` returns.
+        future.add_done_callback(lambda f: self._landed(lane, f))
         self.counters.pushes += 1
         self.counters.frames_pushed += len(batch)
         self._on_push(len(batch))
 
-    def _reap(self, lane: _Lane) -> None:
-        still: list[concurrent.futures.Future[PushAck]] = []
-        for future in lane.inflight:
-            if not future.done():
-                still.append(future)
-                continue
-            exc = future.exception()
-            if exc is not None:
-                self.counters.push_errors += 1
-                self._on_error()
-                log.error("push to a call host failed: %s", exc)
-            else:
-                self.counters.frames_orphaned += future.result().orphaned
-        lane.inflight = still
+    def _landed(self, lane: _Lane, future: asyncio.Future[PushAck]) -> None:
+        """A push's reply is back (on the event loop): count it and hand its events on at once."""
+        with contextlib.suppress(ValueError):
+            lane.inflight.remove(future)
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled() or exc is not None:
+            self.counters.push_errors += 1
+            self._on_error()
+            log.error("push to a call host failed: %s", exc or "cancelled")
+            return
+        ack = future.result()
+        self.counters.frames_orphaned += ack.orphaned
+        if ack.events:
+            try:
+                self._on_events(ack.events)
+            except Exception:
+                log.exception("handling %d events from a call host failed", len(ack.events))

@@ -54,8 +54,11 @@ def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir
         )
 
 
-def directory(*, namespace: str, calls_per_host: int, spare_hosts: int, ring_seconds: float) -> ActorHandle[Any]:
-    """The cluster's call directory, created by the first process that asks."""
+def directory(
+    *, namespace: str, calls_per_host: int, spare_hosts: int, host_options: dict[str, Any] | None = None
+) -> ActorHandle[Any]:
+    """The cluster's call directory, created by the first process that asks; ``host_options`` are the
+    keyword arguments of every ``CallHost`` it starts (the first process's options win)."""
     return cast(
         ActorHandle[Any],
         ray.remote(CallDirectory)
@@ -70,7 +73,7 @@ def directory(*, namespace: str, calls_per_host: int, spare_hosts: int, ring_sec
         .remote(
             calls_per_host=calls_per_host,
             spare_hosts=spare_hosts,
-            ring_seconds=ring_seconds,
+            host_options=host_options or {},
             namespace=namespace,
         ),
     )

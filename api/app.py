@@ -20,6 +20,7 @@ from actors import runtime
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature
 from api.calls import Calls
+from api.events import EventRouter
 from api.ingest import Ingest
 from api.metrics import Metrics
 from api.settings import ConfigError, Settings
@@ -56,13 +57,15 @@ def create_app(settings: Settings) -> Starlette:
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
             spare_hosts=settings.spare_hosts,
-            ring_seconds=settings.ring_seconds,
+            host_options={"ring_seconds": settings.ring_seconds, "analysis": settings.analysis()},
         )
         await directory.ready.remote()
+        events = EventRouter(store=store, metrics=metrics)
         pump = AudioPump(
             interval_s=settings.push_interval_ms / 1000,
             on_push=metrics.count_push,
             on_error=metrics.push_errors.inc,
+            on_events=events.dispatch,
         )
         pump.start()
         parts = _Parts(
@@ -73,6 +76,7 @@ def create_app(settings: Settings) -> Starlette:
                 directory=directory,
                 pump=pump,
                 store=store,
+                events=events,
                 start_timeout_s=settings.start_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
             ),
@@ -112,6 +116,9 @@ def create_app(settings: Settings) -> Starlette:
     async def get_call(request: Request) -> Response:
         return await _parts().calls.get(request)
 
+    async def get_turns(request: Request) -> Response:
+        return await _parts().calls.turns(request)
+
     async def healthz(request: Request) -> Response:
         live = await _parts().directory.live_calls.remote()
         return JSONResponse({"status": "ok", "live_calls_cluster": live})
@@ -124,6 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/webhook/twilio", webhook, methods=["POST"]),
         Route("/v1/calls", list_calls),
         Route("/v1/calls/{call_sid}", get_call),
+        Route("/v1/calls/{call_sid}/turns", get_turns),
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
     ]

@@ -1,4 +1,4 @@
-"""``GET /v1/calls`` and ``GET /v1/calls/{call_sid}``: call records, live figures merged in."""
+"""``GET /v1/calls``, ``GET /v1/calls/{call_sid}`` (live figures merged in) and ``.../turns``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,18 @@ class Calls:
             await self._merge_live(tenant, call)
         return JSONResponse(call)
 
+    async def turns(self, request: Request) -> Response:
+        """A call's finished turns so far (live calls too: each turn is stored as it ends)."""
+        tenant = self._tenant(request)
+        if tenant is None:
+            return _error(401, "missing or unknown API key")
+        call_sid = request.path_params["call_sid"]
+        call = await run_in_threadpool(self._store.get, tenant, call_sid)
+        if call is None:
+            return _error(404, "no such call")
+        turns = await run_in_threadpool(self._store.turns, tenant, call_sid)
+        return JSONResponse({"call_sid": call_sid, "live": call["live"], "turns": turns})
+
     async def _merge_live(self, tenant: str, call: dict[str, Any]) -> None:
         """Live calls' durations and track figures come from their host actor, as of now."""
         try:
@@ -70,6 +82,7 @@ class Calls:
         if snapshot:
             call["tracks"] = snapshot["tracks"]
             call["duration_ms"] = snapshot["duration_ms"]
+            call["summary"] = snapshot.get("summary", {})
 
 
 def _error(status: int, detail: str) -> JSONResponse:

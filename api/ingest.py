@@ -25,6 +25,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
+from api.events import EventRouter
 from api.metrics import Metrics
 from engine import codec
 from engine.call import CallMeta
@@ -66,6 +67,7 @@ class Ingest:
         directory: ActorHandle[Any],
         pump: AudioPump,
         store: CallStore,
+        events: EventRouter,
         start_timeout_s: float,
         max_message_bytes: int,
     ) -> None:
@@ -75,6 +77,7 @@ class Ingest:
         self._directory = directory
         self._pump = pump
         self._store = store
+        self._events = events
         self._start_timeout = start_timeout_s
         self._max_bytes = max_message_bytes
         self._received = {t: metrics.frames_received.labels(t) for t in TRACKS}
@@ -213,6 +216,9 @@ class Ingest:
             log.exception("call %s: its host failed while finalizing; recording what is known", meta.call_sid)
             final = {"error": "call host unavailable at finalization"}
             host_failed = True
+        # The last turns come with ``finish``; the turns store before the call is marked ended.
+        self._events.dispatch(final.pop("events", []))
+        await self._events.drain(meta.call_sid)
         try:
             await self._directory.release.remote(meta.call_sid, host_failed=host_failed)
         except Exception:

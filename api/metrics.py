@@ -32,6 +32,10 @@ class Metrics:
         self.frames_pushed = Counter("mise_frames_pushed_total", "Media frames carried by those pushes", registry=r)
         self.push_errors = Counter("mise_actor_push_errors_total", "Pushes to call hosts that failed", registry=r)
         self.webhooks = Counter("mise_webhooks_total", "Status callbacks, by outcome", ["outcome"], registry=r)
+        self.events = Counter(
+            "mise_events_total", "Call events received from call hosts, by type", ["type"], registry=r
+        )
+        self.event_errors = Counter("mise_event_errors_total", "Batches of turns that could not be stored", registry=r)
         self.call_setup = Histogram(
             "mise_call_setup_seconds",
             "From a stream's start message to its call being open in its host actor",

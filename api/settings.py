@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.pipeline import AnalysisOptions
+
 
 class ConfigError(ValueError):
     pass
@@ -34,6 +36,8 @@ class Settings:
     push_interval_ms: int = 50
     ring_seconds: float = 60.0
     start_timeout_s: float = 10.0
+    hold_ms: int = 500
+    silence_ms: int = 3000
     max_message_bytes: int = 128 * 1024
 
     @classmethod
@@ -61,8 +65,13 @@ class Settings:
             push_interval_ms=_int(env, "MISE_PUSH_INTERVAL_MS", cls.push_interval_ms, 5, 1000),
             ring_seconds=_float(env, "MISE_RING_SECONDS", cls.ring_seconds, 1.0, 3600.0),
             start_timeout_s=_float(env, "MISE_START_TIMEOUT_S", cls.start_timeout_s, 0.1, 600.0),
+            hold_ms=_int(env, "MISE_HOLD_MS", cls.hold_ms, 100, 5000),
+            silence_ms=_int(env, "MISE_SILENCE_MS", cls.silence_ms, 500, 600_000),
             max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
         )
+
+    def analysis(self) -> AnalysisOptions:
+        return AnalysisOptions(hold_ms=self.hold_ms, silence_ms=self.silence_ms)
 
 
 def _parse_keys(text: str, name: str) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The state of one live call: metadata plus one time-aligned ring buffer per track.
 
 Both tracks share one clock: sample index = ``media.timestamp`` (ms since the stream started) x 8.
-This is where the turn-analysis pipeline will read audio from (``ring(track).read``); the call
-itself knows nothing about Ray, sockets or storage.
+The call's ``CallAnalyzer`` reads its audio from these rings (``advance`` after writes, ``finish`` at
+the end) and returns the call's events; the call itself knows nothing about Ray, sockets or storage.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.events import CallEvent
 from engine.frames import TRACKS
 from engine.g711 import SAMPLES_PER_MS, decode_ulaw
+from engine.pipeline import AnalysisOptions, CallAnalyzer
 from engine.ring import RingBuffer, WriteResult
 
 
@@ -37,8 +39,9 @@ class TrackCounters:
 
 
 class LiveCall:
-    def __init__(self, meta: CallMeta, *, ring_seconds: float) -> None:
+    def __init__(self, meta: CallMeta, *, ring_seconds: float, analysis: AnalysisOptions | None = None) -> None:
         self.meta = meta
+        self.analyzer = CallAnalyzer(analysis)
         capacity = int(ring_seconds * 1000) * SAMPLES_PER_MS
         # Both tracks always exist: a <Connect> stream carries inbound only, and an empty outbound
         # ring costs ~0.5 MB less than special-casing it everywhere downstream would.
@@ -60,6 +63,17 @@ class LiveCall:
             counters.duplicate_frames += 1
         return result
 
+    def advance(self) -> list[CallEvent]:
+        """Analyse the audio that has settled since the last call; the events it decided."""
+        return self.analyzer.advance(self._rings)
+
+    def finish(self) -> list[CallEvent]:
+        """The stream ended: analyse what is left and close open turns."""
+        return self.analyzer.finish(self._rings)
+
+    def summary(self) -> dict[str, Any]:
+        return self.analyzer.summary.to_json()
+
     def audio(self, track: str) -> npt.NDArray[np.int16]:
         """Everything the ring still holds for ``track``, from its oldest sample to the head."""
         ring = self._rings[track]
@@ -68,6 +82,7 @@ class LiveCall:
     def track_stats(self) -> dict[str, dict[str, Any]]:
         """Per-track figures for the call record. Durations in ms."""
         out: dict[str, dict[str, Any]] = {}
+        late = self.analyzer.late_ms(self._rings)
         for track, ring in self._rings.items():
             c = self._counters[track]
             out[track] = {
@@ -77,6 +92,7 @@ class LiveCall:
                 "frames": c.frames,
                 "duplicate_frames": c.duplicate_frames,
                 "late_frames": c.late_frames,
+                "late_for_analysis_ms": late[track],
             }
         return out
 

@@ -112,6 +112,18 @@ class TurnTracker:
                 events += self._on_end(track, span.start * FRAME_MS, span.end * FRAME_MS)
         return events
 
+    @property
+    def idle(self) -> bool:
+        """Nobody holds the floor, not even a turn still inside its hold (``skip`` is allowed)."""
+        return not any(h.active for h in self._floor.values())
+
+    def skip(self, frames: int) -> None:
+        """Advance the clock by ``frames`` frames without speech at once (a long gap); only while
+        ``idle``. Same result as pushing that many silent frames: an idle tracker decides nothing."""
+        for h in self._floor.values():
+            h.skip(frames)
+        self._frame += frames
+
     def flush(self) -> list[Event]:
         events: list[Event] = []
         for track in TRACKS:

@@ -39,6 +39,13 @@ class CallStore(Protocol):
 
     def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None: ...
 
+    def add_turns(self, tenant: str, turns: list[dict[str, Any]]) -> None:
+        """Store finished turns (``turn.ended`` payloads with ``call_sid``, ``stream_sid``, ``turn_id``);
+        storing the same turn again replaces it."""
+
+    def turns(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
+        """A call's turns in stream order (stream, then start)."""
+
     def recent(
         self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
     ) -> list[dict[str, Any]]:

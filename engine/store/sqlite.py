@@ -48,6 +48,15 @@ CREATE TABLE IF NOT EXISTS lifecycle (
     sequence INTEGER,
     PRIMARY KEY (tenant, call_sid, dedup_key)
 );
+CREATE TABLE IF NOT EXISTS turns (
+    tenant TEXT NOT NULL,
+    call_sid TEXT NOT NULL,
+    stream_sid TEXT NOT NULL,
+    turn_id INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant, call_sid, stream_sid, turn_id)
+);
 """
 
 
@@ -144,6 +153,25 @@ class SqliteStore:
                 ),
             )
             return True
+
+    def add_turns(self, tenant: str, turns: list[dict[str, Any]]) -> None:
+        rows = [
+            (tenant, t["call_sid"], t.get("stream_sid") or "", int(t["turn_id"]), int(t["start_ms"]), orjson.dumps(t))
+            for t in turns
+        ]
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def turns(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.doc FROM turns t LEFT JOIN (SELECT stream_sid, MIN(rowid) AS first FROM turns"
+                " WHERE tenant = ? AND call_sid = ? GROUP BY stream_sid) s ON s.stream_sid = t.stream_sid"
+                " WHERE t.tenant = ? AND t.call_sid = ? ORDER BY s.first, t.start_ms, t.turn_id",
+                (tenant, call_sid, tenant, call_sid),
+            ).fetchall()
+        return [orjson.loads(r["doc"]) for r in rows]
 
     def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None:
         with self._lock:

@@ -1,0 +1,64 @@
+"""EventRouter: where call events land in an API process once they leave their call host.
+
+Events come back with the replies to this process's audio pushes (and with ``finish``). The router
+stores every ``turn.ended`` as a turn of its call (for ``GET /v1/calls/{sid}/turns``) and counts
+events by type; subscribers (the SSE endpoints) attach here. Store writes run in a worker thread,
+never on the event loop; ``drain`` waits for the writes of one call so that its record is complete
+before the call is marked ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import defaultdict
+from typing import Any
+
+from actors.host import Published
+from api.metrics import Metrics
+from engine.events import TURN_ENDED
+from engine.store.base import CallStore
+
+log = logging.getLogger("mise.events")
+
+_ENVELOPE = ("type", "id")  # a stored turn is the event's payload; these belong to the event only
+
+
+class EventRouter:
+    def __init__(self, *, store: CallStore, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+
+    def dispatch(self, events: list[Published]) -> None:
+        """Take a batch of events (from one push reply); returns at once."""
+        turns: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for tenant, event in events:
+            self._metrics.events.labels(event["type"]).inc()
+            if event["type"] == TURN_ENDED:
+                turns[tenant, event["call_sid"]].append({k: v for k, v in event.items() if k not in _ENVELOPE})
+        for (tenant, call_sid), docs in turns.items():
+            task = asyncio.get_running_loop().create_task(self._write(tenant, docs))
+            self._writes[call_sid].add(task)
+            task.add_done_callback(functools.partial(self._done, call_sid))
+
+    async def drain(self, call_sid: str) -> None:
+        """Wait until every turn of ``call_sid`` dispatched so far is stored."""
+        pending = list(self._writes.get(call_sid, ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _write(self, tenant: str, docs: list[dict[str, Any]]) -> None:
+        try:
+            await asyncio.to_thread(self._store.add_turns, tenant, docs)
+        except Exception:
+            self._metrics.event_errors.inc()
+            log.exception("could not store %d turns of call %s", len(docs), docs[0]["call_sid"])
+
+    def _done(self, call_sid: str, task: asyncio.Task[None]) -> None:
+        tasks = self._writes.get(call_sid)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._writes[call_sid]

@@ -1,0 +1,41 @@
+"""Events of one call, as the engine emits them: typed, on the stream clock, no wall time.
+
+``CallEvent.type`` is one of the event types of ARCHITECTURE.md; ``data`` is its JSON payload (plain
+values only). The edge that publishes an event (the call host) stamps it with the call SID, an id and
+a wall-clock ``at`` via ``to_json``; the engine itself never reads the clock, so every analysis is
+replayable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+TURN_STARTED: Final = "turn.started"
+TURN_ENDED: Final = "turn.ended"
+INTERRUPTION: Final = "interruption"
+SILENCE: Final = "silence"
+CALL_ENDED: Final = "call.ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    type: str
+    seq: int  # per call, from 0, in emission order
+    at_ms: int  # stream time the event was decided at (ms since the stream started)
+    data: dict[str, Any] = field(hash=False)
+
+    def event_id(self, call_sid: str) -> str:
+        """Stable and unique across calls; sorts by emission order within one call."""
+        return f"{call_sid}:{self.seq:08d}"
+
+    def to_json(self, call_sid: str, at: str) -> dict[str, Any]:
+        """The public form: ``type``, ``id``, ``call_sid``, ``at`` (ISO 8601 UTC), ``at_ms``, then the payload."""
+        return {
+            "type": self.type,
+            "id": self.event_id(call_sid),
+            "call_sid": call_sid,
+            "at": at,
+            "at_ms": self.at_ms,
+            **self.data,
+        }

@@ -1,0 +1,300 @@
+"""The per-call analysis pipeline: both tracks' ring buffers in, call events out.
+
+    rings -> 20 ms frames (a settle lag behind the newest audio) -> CallVad -> TurnTracker
+          -> per finished turn: prosody features + speaker z-scores -> CallEvent
+
+``CallAnalyzer.advance(rings)`` analyses every frame that has *settled*: frames more than
+``settle_ms`` older than the newest audio of either track. Audio is placed in the rings by Twilio
+timestamp, so a frame that arrives up to ``settle_ms`` late (network jitter, tracks delivered out of
+step) is still analysed in its place; a frame later than that is still stored, but the analysis has
+already taken its slot as silence (``late_ms``). A track that carries no
+audio at all (a one-track stream) reads as silence.
+
+Time is the stream clock only (frame k covers [20 k, 20 k + 20) ms); the wall clock never enters, so
+the same audio always gives the same events. The end-of-turn decision comes ``hold_ms`` after the
+speech ends (in stream time) plus the settle lag; the event carries ``at_ms``, the stream time of
+that decision.
+
+Bounded: the pipeline keeps O(1) state per call (the tracker remembers a few turns; baselines are
+running sums). Prosody reads the turn's audio from the ring at the decision, at most the last
+``feature_max_s`` of it (longer turns: ``features_window_ms`` says what was measured), which also
+bounds the time one decision takes (bench/analysis.py prints it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.events import INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
+from engine.frames import SPEAKER_OF_TRACK, TRACKS
+from engine.g711 import SAMPLES_PER_MS
+from engine.prosody import FEATURE_KEYS, SpeakerBaseline, turn_features
+from engine.ring import RingBuffer
+from engine.turns import Interruption, Silence, Turn, TurnTracker
+from engine.vad import FRAME, FRAME_MS, CallVad
+
+MAX_FRAMES_PER_STEP = 3000  # 60 s of audio: a bigger jump is caught up over several steps
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    hold_ms: int = 500  # pauses shorter than this stay inside a turn
+    min_turn_ms: int = 120  # shorter bursts are blips, not turns
+    backchannel_max_ms: int = 1000
+    min_overlap_ms: int = 200  # overlap needed for an interruption
+    silence_ms: int = 3000  # dead air at least this long is a `silence` event
+    settle_ms: int = 60  # analyse frames this far behind the newest audio (jitter allowance)
+    feature_max_s: float = 10.0  # prosody of at most this much of a turn (its end)
+
+    def tracker(self) -> TurnTracker:
+        return TurnTracker(
+            hold_ms=self.hold_ms,
+            min_turn_ms=self.min_turn_ms,
+            backchannel_max_ms=self.backchannel_max_ms,
+            min_overlap_ms=self.min_overlap_ms,
+            silence_ms=self.silence_ms,
+        )
+
+
+@dataclass
+class CallSummary:
+    """Running figures of one call, as ARCHITECTURE.md's call ``summary``."""
+
+    turns: int = 0  # turns that held the floor (backchannels not counted)
+    backchannels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
+    talk_ms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
+    interruptions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
+    overlap_ms: int = 0
+    silences: int = 0
+    silence_ms: int = 0
+    longest_silence_ms: int = 0
+    _latency_sum: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
+    _latency_count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
+    max_frustration: float | None = None  # filled by the emotion model (issue 4)
+
+    def count_turn(self, turn: Turn) -> None:
+        self.talk_ms[turn.speaker] += turn.duration_ms
+        if turn.backchannel:
+            self.backchannels[turn.speaker] += 1
+            return
+        self.turns += 1
+        self.overlap_ms += turn.overlap_ms
+        if turn.response_latency_ms is not None:
+            self._latency_sum[turn.speaker] += turn.response_latency_ms
+            self._latency_count[turn.speaker] += 1
+
+    def count_silence(self, duration_ms: int) -> None:
+        self.silences += 1
+        self.silence_ms += duration_ms
+        self.longest_silence_ms = max(self.longest_silence_ms, duration_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        latency = {s: (round(self._latency_sum[s] / n) if n else None) for s, n in self._latency_count.items()}
+        return {
+            "turns": self.turns,
+            "backchannels": dict(self.backchannels),
+            "talk_ms": dict(self.talk_ms),
+            "interruptions": dict(self.interruptions),
+            "overlap_ms": self.overlap_ms,
+            "silences": self.silences,
+            "silence_ms": self.silence_ms,
+            "longest_silence_ms": self.longest_silence_ms,
+            "mean_response_latency_ms": latency,
+            "max_frustration": self.max_frustration,
+        }
+
+
+class CallAnalyzer:
+    """One call's analysis state. Not thread-safe; one per call."""
+
+    def __init__(self, options: AnalysisOptions | None = None, *, features: bool = True) -> None:
+        self.options = options or AnalysisOptions()
+        self._features = features
+        self._vad = CallVad()
+        self._tracker = self.options.tracker()
+        self._baselines = {track: SpeakerBaseline() for track in TRACKS}
+        self._next = 0  # next frame to analyse
+        self._seq = 0
+        self._started: dict[str, int | None] = dict.fromkeys(TRACKS)  # announced open turn starts
+        self._last_end_ms = 0  # end of the latest turn of anyone
+        self.summary = CallSummary()
+        self._arrived_analysed: dict[str, int] = dict.fromkeys(TRACKS, 0)  # samples there when analysed
+
+    @property
+    def analysed_ms(self) -> int:
+        return self._next * FRAME_MS
+
+    def advance(self, rings: Mapping[str, RingBuffer], *, max_frames: int = MAX_FRAMES_PER_STEP) -> list[CallEvent]:
+        """Analyse the frames that have settled; returns the events they decide, in order."""
+        head = max(ring.head for ring in rings.values())
+        ready = max(0, head - self.options.settle_ms * SAMPLES_PER_MS) // FRAME
+        return self._run(rings, min(ready, self._next + max_frames))
+
+    def finish(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
+        """The stream ended: analyse everything left, close open turns, report trailing dead air."""
+        head = max(ring.head for ring in rings.values())
+        events: list[CallEvent] = []
+        while self._next < head // FRAME:
+            events += self._run(rings, min(head // FRAME, self._next + MAX_FRAMES_PER_STEP))
+        events += self._decided(rings, self._tracker.flush())
+        end_ms = self._next * FRAME_MS
+        if end_ms - self._last_end_ms >= self.options.silence_ms:
+            events += self._decided(rings, [Silence(self._last_end_ms, end_ms)])
+        return events
+
+    def _run(self, rings: Mapping[str, RingBuffer], until: int) -> list[CallEvent]:
+        self._skip_gap(rings, until)
+        if until <= self._next:
+            return []
+        start, end = self._next * FRAME, until * FRAME
+        blocks = {track: _read(rings[track], start, end) for track in TRACKS}
+        for track in TRACKS:
+            ring = rings[track]
+            lo, hi = max(start, ring.oldest), min(end, ring.head)
+            if hi > lo:
+                self._arrived_analysed[track] += int(np.count_nonzero(ring.arrived(lo, hi)))
+        events: list[CallEvent] = []
+        for i in range(until - self._next):
+            frames = {track: blocks[track][i * FRAME : (i + 1) * FRAME] for track in TRACKS}
+            flags = self._vad.push(frames["inbound"], frames["outbound"])
+            self._next += 1
+            decided = self._tracker.push({track: speech for track, (speech, _) in flags.items()})
+            if decided:
+                events += self._decided(rings, decided)
+            events += self._announce_starts()
+        return events
+
+    def _skip_gap(self, rings: Mapping[str, RingBuffer], until: int) -> None:
+        """Jump over audio that is certainly silence on both tracks (no longer held, or never sent),
+        instead of analysing it frame by frame: a timestamp jump of hours costs nothing."""
+        if not (self._vad.idle and self._tracker.idle):
+            return
+        silent_until = until
+        for ring in rings.values():
+            held_from = ring.oldest if ring.head > self._next * FRAME else until * FRAME
+            silent_until = min(silent_until, held_from // FRAME)
+        if silent_until - self._next > 1:
+            self._vad.skip(silent_until - self._next)
+            self._tracker.skip(silent_until - self._next)
+            self._next = silent_until
+
+    def late_ms(self, rings: Mapping[str, RingBuffer]) -> dict[str, float]:
+        """Per track, audio that reached the ring after its slot was analysed (as silence)."""
+        out: dict[str, float] = {}
+        for track in TRACKS:
+            ring = rings[track]
+            lo = max(self._next * FRAME, ring.oldest)
+            pending = int(np.count_nonzero(ring.arrived(lo, ring.head))) if ring.head > lo else 0
+            out[track] = (ring.received - pending - self._arrived_analysed[track]) / SAMPLES_PER_MS
+        return out
+
+    def _announce_starts(self) -> list[CallEvent]:
+        """``turn.started`` once an open turn outlasts a blip (so it is a turn, or a backchannel)."""
+        events: list[CallEvent] = []
+        now_ms = self._next * FRAME_MS
+        for track in TRACKS:
+            start = self._tracker.open_start_ms(track)
+            if start is None:
+                self._started[track] = None
+            elif self._started[track] != start and now_ms - start >= self.options.min_turn_ms:
+                self._started[track] = start
+                data = {"track": track, "speaker": SPEAKER_OF_TRACK[track], "start_ms": start}
+                events.append(self._event(TURN_STARTED, data))
+        return events
+
+    def _decided(self, rings: Mapping[str, RingBuffer], decided: list[Any]) -> list[CallEvent]:
+        events: list[CallEvent] = []
+        for item in decided:
+            if isinstance(item, Turn):
+                events.append(self._event(TURN_ENDED, self._turn_document(rings[item.track], item)))
+                self.summary.count_turn(item)
+                self._last_end_ms = max(self._last_end_ms, item.end_ms)
+            elif isinstance(item, Interruption):
+                speaker = SPEAKER_OF_TRACK[item.by]
+                self.summary.interruptions[speaker] += 1
+                data = {
+                    "by": speaker,
+                    "track": item.by,
+                    "at_ms": item.at_ms,
+                    "overlap_ms": item.overlap_ms,
+                    "turn_id": item.turn_id,
+                }
+                events.append(self._event(INTERRUPTION, data))
+            elif isinstance(item, Silence):
+                self.summary.count_silence(item.duration_ms)
+                data = {"start_ms": item.start_ms, "end_ms": item.end_ms, "duration_ms": item.duration_ms}
+                events.append(self._event(SILENCE, data))
+        return events
+
+    def _turn_document(self, ring: RingBuffer, turn: Turn) -> dict[str, Any]:
+        features: dict[str, float | None] = dict.fromkeys(FEATURE_KEYS)
+        zscores: dict[str, float | None] = {"pitch_z": None, "energy_z": None}
+        end = min(turn.end_ms * SAMPLES_PER_MS, ring.head)
+        window = int(self.options.feature_max_s * 1000) * SAMPLES_PER_MS
+        start = max(turn.start_ms * SAMPLES_PER_MS, end - window, ring.oldest)
+        if self._features and end > start:
+            features = turn_features(_read(ring, start, end).astype(np.float64) / 32768.0)
+            baseline = self._baselines[turn.track]
+            zscores = baseline.zscores(features)
+            if not turn.backchannel:  # a speaker's baseline is their turns, not their "mm-hmm"s
+                baseline.update(features)
+        return {
+            "turn_id": turn.turn_id,
+            "speaker": turn.speaker,
+            "track": turn.track,
+            "start_ms": turn.start_ms,
+            "end_ms": turn.end_ms,
+            "duration_ms": turn.duration_ms,
+            "text": None,  # no transcription yet
+            "backchannel": turn.backchannel,
+            "overlap_ms": turn.overlap_ms,
+            "interrupted_other": turn.interrupted_other,
+            "interrupted_by_other": turn.interrupted_by_other,
+            "gap_before_ms": turn.gap_before_ms,
+            "response_latency_ms": turn.response_latency_ms,
+            "features": {**features, **zscores},
+            "features_window_ms": max(0, end - start) // SAMPLES_PER_MS,
+            "frustration": None,  # the emotion model fills these (issue 4)
+            "emotion": None,
+        }
+
+    def _event(self, kind: str, data: dict[str, Any]) -> CallEvent:
+        event = CallEvent(kind, self._seq, self._next * FRAME_MS, data)
+        self._seq += 1
+        return event
+
+
+def _read(ring: RingBuffer, start: int, end: int) -> npt.NDArray[np.int16]:
+    """Samples [start, end) of a ring; what it does not hold (too old, or not yet there) is silence."""
+    out = np.zeros(end - start, dtype=np.int16)
+    lo, hi = max(start, ring.oldest), min(end, ring.head)
+    if hi > lo:
+        out[lo - start : hi - start] = ring.read(lo, hi)
+    return out
+
+
+def analyze(
+    inbound: npt.NDArray[np.int16],
+    outbound: npt.NDArray[np.int16] | None = None,
+    options: AnalysisOptions | None = None,
+    *,
+    chunk_ms: int = 1000,
+) -> tuple[list[CallEvent], CallSummary]:
+    """Offline: whole tracks (int16, 8 kHz, one clock) through the live path, ``chunk_ms`` at a time."""
+    tracks = {"inbound": inbound, "outbound": outbound if outbound is not None else np.zeros(0, np.int16)}
+    capacity = max(60 * 8000, 2 * chunk_ms * SAMPLES_PER_MS)
+    rings = {track: RingBuffer(capacity) for track in TRACKS}
+    analyzer = CallAnalyzer(options)
+    events: list[CallEvent] = []
+    step = chunk_ms * SAMPLES_PER_MS
+    for start in range(0, max(len(x) for x in tracks.values()), step):
+        for track, x in tracks.items():
+            if start < len(x):
+                rings[track].write(start, x[start : start + step])
+        events += analyzer.advance(rings)
+    return events + analyzer.finish(rings), analyzer.summary
