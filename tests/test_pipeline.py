@@ -88,8 +88,8 @@ def test_the_end_of_turn_decision_comes_one_hold_after_the_speech() -> None:
             # at_ms is the analysed stream time of the decision; live, the newest audio is settle_ms ahead.
             assert event.at_ms - event.data["end_ms"] == options.hold_ms
             assert event.at_ms + options.settle_ms - event.data["end_ms"] <= options.hold_ms + 100
-    starts = of(events, TURN_STARTED)
-    assert len(starts) == 10 and all(s["start_ms"] < e["end_ms"] for s, e in zip(starts, of(events, TURN_ENDED)))
+    starts, ends = of(events, TURN_STARTED), of(events, TURN_ENDED)
+    assert len(starts) == 10 and all(s["start_ms"] == e["start_ms"] for s, e in zip(starts, ends, strict=True))
 
 
 def test_events_do_not_depend_on_how_the_audio_was_chunked() -> None:
