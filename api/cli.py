@@ -1,4 +1,4 @@
-"""The ``mise`` command line: serve, twiml, simulate."""
+"""The ``mise`` command line: serve, twiml, simulate, analyze."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from api.settings import ConfigError, Settings
+from engine.pipeline import AnalysisOptions
 
 log = logging.getLogger("mise")
 
@@ -47,7 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--stagger", type=float, default=0.0, help="seconds between starting copies")
     sim.add_argument("--skip-silence", action="store_true", help="leave out digitally silent frames, as Twilio may")
 
+    ana = sub.add_parser("analyze", help="analyse recorded tracks offline with the live engine")
+    ana.add_argument("--inbound", required=True, help="caller track (any format soundfile reads)")
+    ana.add_argument("--outbound", help="agent track (same clock as the caller track)")
+    ana.add_argument("--json", action="store_true", help='print {"turns": [...], "summary": {...}} as JSON')
+    ana.add_argument("--hold-ms", type=int, default=AnalysisOptions.hold_ms, help="pause bridged inside a turn")
+    ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
+
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        return _analyze(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
@@ -59,6 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mise: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import orjson
+    import soundfile
+
+    from api.analyze import analyze_tracks, load_tracks, render_table
+
+    for path in (args.inbound, args.outbound):
+        if path and not Path(path).is_file():
+            print(f"mise analyze: no such file: {path}", file=sys.stderr)
+            return 2
+    try:
+        caller, agent = load_tracks(args.inbound, args.outbound)
+    except (OSError, ValueError, soundfile.LibsndfileError) as exc:
+        print(f"mise analyze: cannot read the audio: {exc}", file=sys.stderr)
+        return 2
+    options = AnalysisOptions(hold_ms=args.hold_ms, silence_ms=args.silence_ms)
+    result = analyze_tracks(caller, agent, call_sid=Path(args.inbound).stem, options=options)
+    if args.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(render_table(result))
+    return 0
 
 
 def render_twiml(url: str, api_key: str, track: str) -> str:

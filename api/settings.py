@@ -36,8 +36,8 @@ class Settings:
     push_interval_ms: int = 50
     ring_seconds: float = 60.0
     start_timeout_s: float = 10.0
-    hold_ms: int = 500
-    silence_ms: int = 3000
+    hold_ms: int = AnalysisOptions.hold_ms
+    silence_ms: int = AnalysisOptions.silence_ms
     max_message_bytes: int = 128 * 1024
 
     @classmethod

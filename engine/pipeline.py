@@ -41,7 +41,7 @@ from engine.vad import FRAME, FRAME_MS, CallVad
 MAX_FRAMES_PER_STEP = 3000  # 60 s of audio: a bigger jump is caught up over several steps
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AnalysisOptions:
     hold_ms: int = 500  # pauses shorter than this stay inside a turn
     min_turn_ms: int = 120  # shorter bursts are blips, not turns

@@ -148,3 +148,39 @@ def test_serve_demo_as_make_run_does(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=60)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_analyze_prints_the_turns_of_the_scripted_call_as_json(tmp_path: Path) -> None:
+    import csv
+
+    import orjson
+    from scipy.signal import resample_poly
+
+    call = data_path("calls/synthetic_dialogue")
+    out = mise("analyze", "--inbound", str(call / "inbound.wav"), "--outbound", str(call / "outbound.wav"), "--json")
+    assert out.returncode == 0, out.stderr
+    result = orjson.loads(out.stdout)
+    with open(call / "turns.csv", newline="") as f:
+        reference = list(csv.DictReader(f))
+    assert [(t["track"], round(t["start_ms"] / 1000, 1)) for t in result["turns"]] == [
+        (r["track"], round(float(r["start_s"]), 1)) for r in reference
+    ]
+    assert result["summary"]["turns"] == 10 and result["summary"]["interruptions"]["caller"] == 2
+    # Another rate and encoding (16 kHz float, as a studio recording might be): resampled to the phone band.
+    for track in ("inbound", "outbound"):
+        x, sr = soundfile.read(call / f"{track}.wav", dtype="float32")
+        soundfile.write(tmp_path / f"{track}.wav", resample_poly(x, 2, 1), sr * 2, subtype="FLOAT")
+    wide = mise("analyze", "--inbound", str(tmp_path / "inbound.wav"), "--outbound", str(tmp_path / "outbound.wav"))
+    assert wide.returncode == 0, wide.stderr
+    table = wide.stdout.splitlines()
+    assert table[0].split()[:4] == ["#", "speaker", "start", "end"]
+    assert sum(1 for line in table if line.split()[1:2] in (["caller"], ["agent"])) == 10
+    assert "summary: 10 turns" in table[-1]
+
+
+def test_analyze_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "notes.wav").write_text("not audio")
+    out = mise("analyze", "--inbound", str(tmp_path / "notes.wav"))
+    assert out.returncode == 2 and "cannot read the audio" in out.stderr and "Traceback" not in out.stderr
+    missing = mise("analyze", "--inbound", str(tmp_path / "nope.wav"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
