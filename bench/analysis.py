@@ -6,7 +6,9 @@ Prints: frame-level speech F1 per track of engine/vad.py against each call's tur
 spans of unannotated_activity.csv (speech or noise the reference does not annotate); for the turns of
 engine/turns.py, the share of reference turns found with both edges within +-250 ms (reference
 segments on one track closer than the hold merged first), and how the reference backchannels (turns
-<= 1 s inside the other track's turn) were reported; and the CPU cost as a real-time factor.
+<= 1 s inside the other track's turn) were reported; the CPU cost as a real-time factor; and, live, how
+long after the end of speech the end-of-turn decision comes (stream time), how long a turn.ended event
+takes to leave the call host (wall time, 1 and 50 calls per host), and the whole analysis's CPU per call.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ import soundfile
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from actors.host import CallHost  # noqa: E402
+from engine.call import CallMeta  # noqa: E402
+from engine.events import TURN_ENDED  # noqa: E402
+from engine.g711 import encode_ulaw  # noqa: E402
+from engine.pipeline import AnalysisOptions, analyze  # noqa: E402
 from engine.turns import Interruption, Turn, TurnTracker, track_call  # noqa: E402
 from engine.vad import FRAME_MS, spans_of  # noqa: E402
 
@@ -120,6 +127,56 @@ def vad_rtf(call: Path, repeats: int = 3) -> float:
     return (time.process_time() - t0) / repeats / (len(tracks[0]) / 8000)
 
 
+def pipeline_rtf(call: Path, repeats: int = 3) -> float:
+    """The whole per-call analysis (VAD, turns, prosody of every turn) as a live call runs it."""
+    tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+    t0 = time.process_time()
+    for _ in range(repeats):
+        analyze(*tracks, chunk_ms=50)
+    return (time.process_time() - t0) / repeats / (len(tracks[0]) / 8000)
+
+
+def decision_latency(call: Path) -> list[float]:
+    """Per reference turn matched by a found turn: stream time from the reference end of speech to the
+    end-of-turn decision (the analysed frame plus the settle lag the live path waits for)."""
+    tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+    options = AnalysisOptions()
+    events, _ = analyze(*tracks, options, chunk_ms=20)
+    out = []
+    for r in rows(call / "turns.csv"):
+        end = float(r["end_s"]) * 1000
+        for e in events:
+            if e.type == TURN_ENDED and e.data["track"] == r["track"] and abs(e.data["end_ms"] - end) <= 250:
+                out.append(e.at_ms + options.settle_ms - end)
+    return out
+
+
+def event_latency(call: Path, calls: int, push_ms: int = 50) -> list[float]:
+    """Wall time an event spends in the host: a ``CallHost`` (the class the Ray actor wraps) holding
+    ``calls`` copies of the call, started ``push_ms``-staggered, fed one push per ``push_ms`` of audio
+    as the API's pump does. An event decided in a push leaves with that push's reply, so the push's
+    duration bounds the time from any decision in it to the event leaving the actor."""
+    ulaw = [encode_ulaw(soundfile.read(call / f"{t}.wav", dtype="int16")[0]) for t in ("inbound", "outbound")]
+    host = CallHost()
+    for i in range(calls):
+        host.open(CallMeta("bench", f"CA{i:032d}", "MZ", "AC", ("inbound", "outbound"), {}))
+    frames = len(ulaw[0]) // 160
+    per_push = push_ms // 20
+    latencies = []
+    for tick in range(0, frames + calls * per_push, per_push):
+        items = []
+        for i in range(calls):
+            for k in range(tick - i * per_push, tick - i * per_push + per_push):
+                if 0 <= k < frames:
+                    for track, data in zip(("inbound", "outbound"), ulaw, strict=True):
+                        items.append((f"CA{i:032d}", track, k * 20, data[k * 160 : (k + 1) * 160], 0.0))
+        t0 = time.perf_counter()
+        ack = host.push(items)
+        elapsed = (time.perf_counter() - t0) * 1000
+        latencies += [elapsed for _, e in ack.events if e["type"] == TURN_ENDED]
+    return latencies
+
+
 def main() -> None:
     print("frame-level speech F1 (precision / recall) of engine/vad.py, 20 ms frames, target >= 0.92 per track")
     for name in ("ami_es2004_a", "synthetic_dialogue"):
@@ -137,6 +194,22 @@ def main() -> None:
         )
     rtf = vad_rtf(DATA / "synthetic_dialogue")
     print(f"VAD + turn tracking cost, both tracks: real-time factor {rtf:.4f} (CPU s per s of call, one core)")
+    hold = AnalysisOptions().hold_ms
+    print(f"live: end-of-turn decision after the reference end of speech, stream time (target <= {hold + 100} ms)")
+    for name in ("synthetic_dialogue", "ami_es2004_a"):
+        d = np.array(decision_latency(DATA / name))
+        print(f"  {name:20s} {len(d)} turns: median {np.median(d):.0f} ms, max {d.max():.0f} ms")
+    print("live: turn.ended from decision to leaving the call actor, wall time (target <= 50 ms); bound: push duration")
+    for calls in (1, 50):
+        lat = np.array(event_latency(DATA / "synthetic_dialogue", calls))
+        print(
+            f"  {calls:3d} call(s) per host, 50 ms pushes: {len(lat)} events, p50 {np.percentile(lat, 50):.1f} ms, "
+            f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms"
+        )
+    print("CPU cost of the whole analysis per call (VAD, turns, prosody of every turn), both tracks (target <= 0.01)")
+    for name in ("synthetic_dialogue", "ami_es2004_a"):
+        rtf = pipeline_rtf(DATA / name)
+        print(f"  {name:20s} real-time factor {rtf:.4f} -> {1 / rtf:.0f} calls per core for analysis alone")
 
 
 if __name__ == "__main__":

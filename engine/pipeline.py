@@ -49,7 +49,7 @@ class AnalysisOptions:
     min_overlap_ms: int = 200  # overlap needed for an interruption
     silence_ms: int = 3000  # dead air at least this long is a `silence` event
     settle_ms: int = 60  # analyse frames this far behind the newest audio (jitter allowance)
-    feature_max_s: float = 10.0  # prosody of at most this much of a turn (its end)
+    feature_max_s: float = 6.0  # prosody of at most this much of a turn (its end): bounds a decision's cost
 
     def tracker(self) -> TurnTracker:
         return TurnTracker(
