@@ -237,8 +237,8 @@ def bench_density(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--levels-one", default="10,15,20,25,30")
-    p.add_argument("--levels-default", default="100,150,200,250,300")
+    p.add_argument("--levels-one", default="5,10,15,20")
+    p.add_argument("--levels-default", default="25,50,75,100,150")
     p.add_argument("--steady", type=float, default=15.0)
     p.add_argument("--only", choices=["one", "default"])
     args = p.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from engine.g711 import decode_ulaw
@@ -188,3 +190,16 @@ def track_audio(messages: list[dict[str, Any]], track: str) -> np.ndarray:
         at = int(m["timestamp"]) * 8
         out[at : at + len(pcm)] = pcm
     return out
+
+
+async def send_paced(ws: Any, messages: list[dict[str, Any]], speed: float) -> float:
+    """Send ``messages`` over a WebSocket, each media message at its timestamp / ``speed`` (the pace of
+    Twilio sped up); returns the seconds it took."""
+    t0 = time.perf_counter()
+    for msg in messages:
+        if msg["event"] == "media":
+            delay = t0 + int(msg["media"]["timestamp"]) / 1000 / speed - time.perf_counter()
+            if delay > 0.001:
+                await asyncio.sleep(delay)
+        await ws.send(orjson.dumps(msg).decode())
+    return time.perf_counter() - t0

@@ -7,7 +7,6 @@ ends (readable while the call is live), and fill the call's summary when the str
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import websockets
 from api.simulate import load_jsonl, with_fresh_sids
 from engine.events import TURN_ENDED
 from engine.pipeline import analyze
-from tests.support import API_KEY, OTHER_KEY, Server, metric_delta, track_audio
+from tests.support import API_KEY, OTHER_KEY, Server, metric_delta, send_paced, track_audio
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +33,7 @@ async def stream_then_read_live(server: Server, messages: list[dict[str, Any]]) 
     """Stream everything but ``stop``; return the turns ``/turns`` shows while the call is still live."""
     call_sid = messages[1]["start"]["callSid"]
     async with websockets.connect(server.ws) as ws:
-        t0 = time.perf_counter()
-        for msg in messages[:-1]:
-            if msg["event"] == "media":
-                delay = t0 + int(msg["media"]["timestamp"]) / 1000 / SPEED - time.perf_counter()
-                if delay > 0.001:
-                    await asyncio.sleep(delay)
-            await ws.send(orjson.dumps(msg).decode())
+        await send_paced(ws, messages[:-1], SPEED)
         live: dict[str, Any] = {}
         for _ in range(100):
             live = (await asyncio.to_thread(server.get, f"/v1/calls/{call_sid}/turns")).json()

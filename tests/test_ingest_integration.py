@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import ray
 import websockets
 
 from api.simulate import load_jsonl, play, with_fresh_sids
-from tests.support import API_KEY, Server, track_audio
+from tests.support import API_KEY, Server, send_paced, track_audio
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +31,7 @@ async def replay_holding_stop(server: Server, messages: list[dict[str, Any]], sp
     call_sid = messages[1]["start"]["callSid"]
     media_count = sum(1 for m in messages if m["event"] == "media")
     async with websockets.connect(server.ws) as ws:
-        t0 = time.perf_counter()
-        for msg in messages[:-1]:
-            if msg["event"] == "media":
-                delay = t0 + int(msg["media"]["timestamp"]) / 1000 / speed - time.perf_counter()
-                if delay > 0.001:
-                    await asyncio.sleep(delay)
-            await ws.send(orjson.dumps(msg).decode())
-        elapsed = time.perf_counter() - t0
+        elapsed = await send_paced(ws, messages[:-1], speed)
         host = server.host_of(call_sid)
         snapshot: dict[str, Any] = {}
         for _ in range(200):  # audio lands within a push interval or two
