@@ -22,14 +22,13 @@ import resource
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.call import CallMeta, LiveCall
-from engine.events import CallEvent
+from engine.events import CallEvent, iso_utc
 from engine.pipeline import AnalysisOptions
 
 log = logging.getLogger("mise.host")
@@ -137,7 +136,7 @@ class CallHost:
         """The one way events leave the actor."""
         if not events:
             return
-        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        at = iso_utc(time.time())
         meta = call.meta
         self._outbox.extend(
             (meta.tenant, {**event.to_json(meta.call_sid, at), "stream_sid": meta.stream_sid}) for event in events

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ray.actor import ActorHandle
@@ -29,6 +28,7 @@ from api.events import EventRouter
 from api.metrics import Metrics
 from engine import codec
 from engine.call import CallMeta
+from engine.events import iso_utc
 from engine.frames import TRACKS, Frame, Media, Rejected, Start, Stop, redact_parameters
 from engine.session import StreamSession
 from engine.store.base import CallStore
@@ -42,7 +42,7 @@ LOGGED_PER_REASON = 3  # per stream: the first few refusals of each kind are log
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(time.time())
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,11 @@ from engine.vad import FRAME_MS, spans_of  # noqa: E402
 DATA = Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data")) / "calls"
 
 
+def tracks_of(call: Path) -> list[np.ndarray]:
+    """A call's inbound and outbound tracks, int16 at 8 kHz."""
+    return [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+
+
 def rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -51,7 +56,7 @@ def mask(rows: list[dict[str, str]], track: str, frames: int) -> np.ndarray:
 
 def speech_f1(call: Path) -> dict[str, tuple[float, float, float]]:
     """Per track: (F1, precision, recall) of VAD frames vs reference turns, don't-care spans excluded."""
-    tracks = {t: soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")}
+    tracks = dict(zip(("inbound", "outbound"), tracks_of(call), strict=True))
     frames = len(tracks["inbound"]) * 1000 // 8000 // FRAME_MS
     spans = spans_of(tracks["inbound"], tracks["outbound"])
     turns = rows(call / "turns.csv")
@@ -80,7 +85,7 @@ def merged_reference(turns: list[dict[str, str]], track: str, hold_ms: int) -> l
 
 
 def turn_figures(call: Path) -> dict[str, object]:
-    inbound, outbound = (soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound"))
+    inbound, outbound = tracks_of(call)
     events = track_call(inbound, outbound)
     found = [e for e in events if isinstance(e, Turn)]
     reference = rows(call / "turns.csv")
@@ -120,7 +125,7 @@ def turn_figures(call: Path) -> dict[str, object]:
 
 
 def vad_rtf(call: Path, repeats: int = 3) -> float:
-    tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+    tracks = tracks_of(call)
     t0 = time.process_time()
     for _ in range(repeats):
         track_call(*tracks)
@@ -129,7 +134,7 @@ def vad_rtf(call: Path, repeats: int = 3) -> float:
 
 def pipeline_rtf(call: Path, repeats: int = 3) -> float:
     """The whole per-call analysis (VAD, turns, prosody of every turn) as a live call runs it."""
-    tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+    tracks = tracks_of(call)
     t0 = time.process_time()
     for _ in range(repeats):
         analyze(*tracks, chunk_ms=50)
@@ -139,7 +144,7 @@ def pipeline_rtf(call: Path, repeats: int = 3) -> float:
 def decision_latency(call: Path) -> list[float]:
     """Per reference turn matched by a found turn: stream time from the reference end of speech to the
     end-of-turn decision (the analysed frame plus the settle lag the live path waits for)."""
-    tracks = [soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")]
+    tracks = tracks_of(call)
     options = AnalysisOptions()
     events, _ = analyze(*tracks, options, chunk_ms=20)
     out = []
@@ -156,7 +161,7 @@ def event_latency(call: Path, calls: int, push_ms: int = 50) -> list[float]:
     ``calls`` copies of the call, started ``push_ms``-staggered, fed one push per ``push_ms`` of audio
     as the API's pump does. An event decided in a push leaves with that push's reply, so the push's
     duration bounds the time from any decision in it to the event leaving the actor."""
-    ulaw = [encode_ulaw(soundfile.read(call / f"{t}.wav", dtype="int16")[0]) for t in ("inbound", "outbound")]
+    ulaw = [encode_ulaw(x) for x in tracks_of(call)]
     host = CallHost()
     for i in range(calls):
         host.open(CallMeta("bench", f"CA{i:032d}", "MZ", "AC", ("inbound", "outbound"), {}))

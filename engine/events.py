@@ -9,6 +9,7 @@ replayable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 TURN_STARTED: Final = "turn.started"
@@ -16,6 +17,11 @@ TURN_ENDED: Final = "turn.ended"
 INTERRUPTION: Final = "interruption"
 SILENCE: Final = "silence"
 CALL_ENDED: Final = "call.ended"
+
+
+def iso_utc(epoch_s: float) -> str:
+    """``epoch_s`` as the ``*_at`` fields write it: ISO 8601 UTC, milliseconds, ``Z``."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,9 +112,8 @@ class CallSummary:
 class CallAnalyzer:
     """One call's analysis state. Not thread-safe; one per call."""
 
-    def __init__(self, options: AnalysisOptions | None = None, *, features: bool = True) -> None:
+    def __init__(self, options: AnalysisOptions | None = None) -> None:
         self.options = options or AnalysisOptions()
-        self._features = features
         self._vad = CallVad()
         self._tracker = self.options.tracker()
         self._baselines = {track: SpeakerBaseline() for track in TRACKS}
@@ -129,11 +128,11 @@ class CallAnalyzer:
     def analysed_ms(self) -> int:
         return self._next * FRAME_MS
 
-    def advance(self, rings: Mapping[str, RingBuffer], *, max_frames: int = MAX_FRAMES_PER_STEP) -> list[CallEvent]:
-        """Analyse the frames that have settled; returns the events they decide, in order."""
+    def advance(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
+        """Analyse the frames that have settled (at most ``MAX_FRAMES_PER_STEP``); the events they decide."""
         head = max(ring.head for ring in rings.values())
         ready = max(0, head - self.options.settle_ms * SAMPLES_PER_MS) // FRAME
-        return self._run(rings, min(ready, self._next + max_frames))
+        return self._run(rings, min(ready, self._next + MAX_FRAMES_PER_STEP))
 
     def finish(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
         """The stream ended: analyse everything left, close open turns, report trailing dead air."""
@@ -237,7 +236,7 @@ class CallAnalyzer:
         end = min(turn.end_ms * SAMPLES_PER_MS, ring.head)
         window = int(self.options.feature_max_s * 1000) * SAMPLES_PER_MS
         start = max(turn.start_ms * SAMPLES_PER_MS, end - window, ring.oldest)
-        if self._features and end > start:
+        if end > start:
             features = turn_features(_read(ring, start, end).astype(np.float64) / 32768.0)
             baseline = self._baselines[turn.track]
             zscores = baseline.zscores(features)
