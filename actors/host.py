@@ -5,10 +5,19 @@ process sends the audio of every call bound for one host in ONE Ray call per tic
 per-call cost (~2.5 ms of CPU) is paid per host and tick, not per frame. With 1 call per host this is
 the plain "a Ray actor per call"; with N it multiplexes N calls in one process.
 
-After writing a push's audio, the host advances each touched call's analysis and hands the events it
-decided to ``_publish``: the ONE seam through which events leave the actor. Today it queues them into
-the reply of the push (``PushAck.events``) or of ``finish``, so they reach the API process that sent
-the audio within the push round trip; an event hub subscribes here.
+After writing a push's audio, the host advances each touched call's analysis: deciding turns, pauses
+and interruptions costs microseconds per frame and happens in the push. Measuring a decided turn
+(prosody: milliseconds per second of turn) does NOT: it runs on the host's measuring thread, so a
+burst of turns ending together never holds up the next push's audio. A call's events still leave in
+decision order (``CallAnalyzer.release``). Under overload a turn that has waited longer than
+``measure_max_delay_s`` goes out without features (``features_skipped: "overload"``), counted, so
+the backlog and its memory stay bounded and nothing else is held up.
+
+Events leave through ``_publish``: the ONE seam through which events leave the actor; an event hub
+subscribes here. Today it queues them per call for the reply to the next push that carries (or polls)
+that call (``PushAck.events``), or to ``finish``: so a call's events reach the API process streaming
+it. ``PushAck.awaiting`` names the calls with turns still being measured; the pump polls for them
+even when no audio is pending, so a turn measured after the last audio still leaves promptly.
 
 Isolation: every per-call operation runs under its own ``try``; a call that raises is marked failed
 and logged, and the host and its other calls go on. Torch-free by design (see tests).
@@ -18,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import resource
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,8 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.call import CallMeta, LiveCall
-from engine.events import CallEvent, iso_utc
-from engine.pipeline import AnalysisOptions
+from engine.events import TURN_ENDED, CallEvent, iso_utc
+from engine.pipeline import AnalysisOptions, PendingTurn
 
 log = logging.getLogger("mise.host")
 
@@ -44,7 +55,23 @@ class PushAck:
     applied: int  # frames handed to a live call
     orphaned: int  # frames for calls this host does not hold (already finished or never opened)
     failed: int  # frames for calls that raised
-    events: list[Published] = field(default_factory=list)  # what the calls decided during this push
+    events: list[Published] = field(default_factory=list)  # the pushed/polled calls' events since last time
+    awaiting: list[str] = field(default_factory=list)  # of those calls, the ones with turns being measured
+
+
+@dataclass(eq=False)
+class _Measure:
+    """One decided turn waiting for the measuring thread (or for its call's ``finish``)."""
+
+    call_sid: str
+    pending: PendingTurn
+    decided: float  # time.monotonic() at the decision
+    claimed: bool = False  # taken by the thread or by finish; guarded by the host lock
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.call_sid, self.pending.seq
 
 
 class CallHost:
@@ -54,17 +81,28 @@ class CallHost:
         ring_seconds: float = 60.0,
         latency_window: int = 200_000,
         analysis: AnalysisOptions | None = None,
+        measure_max_delay_s: float = 3.0,
     ) -> None:
         self._ring_seconds = ring_seconds
         self._analysis = analysis
-        self._outbox: list[Published] = []
+        self._max_delay = measure_max_delay_s
+        # The lock guards calls, outbox, jobs and counters against the measuring thread; that thread
+        # holds it only to release and publish, never while measuring.
+        self._lock = threading.Lock()
+        self._outbox: dict[str, list[Published]] = {}  # per call, published and not yet handed out
         self._events = 0
+        self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
+        self._queue: queue.SimpleQueue[_Measure] = queue.SimpleQueue()
+        self._decided_at: dict[tuple[str, int], float] = {}  # (call, seq) of a pending turn -> decision time
+        self._event_delay: deque[float] = deque(maxlen=latency_window)  # turn.ended: decision -> published (s)
+        self._measured = self._skipped = 0
         self._calls: dict[str, LiveCall] = {}
         self._failed: dict[str, str] = {}
         # Arrival-at-API to applied-in-actor delays (s), for the ingest benchmark and /metrics.
         self._latency: deque[float] = deque(maxlen=latency_window)
         self._frames = 0
         self._pushes = 0
+        threading.Thread(target=self._measure_loop, name="mise-measure", daemon=True).start()
 
     def ready(self) -> int:
         return os.getpid()
@@ -73,9 +111,16 @@ class CallHost:
         if meta.call_sid in self._calls:
             raise ValueError(f"call {meta.call_sid} is already open on this host")
         self._failed.pop(meta.call_sid, None)
-        self._calls[meta.call_sid] = LiveCall(meta, ring_seconds=self._ring_seconds, analysis=self._analysis)
+        call = LiveCall(meta, ring_seconds=self._ring_seconds, analysis=self._analysis, measure_inline=False)
+        with self._lock:
+            self._calls[meta.call_sid] = call
 
-    def push(self, items: list[PushItem]) -> PushAck:
+    def push(self, items: list[PushItem], poll: list[str] | None = None) -> PushAck:
+        """Write ``items``; reply with the events of their calls and of the ``poll`` calls."""
+        with self._lock:
+            return self._push(items, poll or [])
+
+    def _push(self, items: list[PushItem], poll: list[str]) -> PushAck:
         applied = orphaned = failed = 0
         now = time.time()
         touched: dict[str, LiveCall] = {}
@@ -99,30 +144,97 @@ class CallHost:
         for call_sid, call in touched.items():
             try:
                 self._publish(call, call.advance())
+                self._schedule(call)
             except Exception as exc:
                 self._fail(call_sid, exc)
         self._frames += applied
         self._pushes += 1
-        events, self._outbox = self._outbox, []
-        return PushAck(applied, orphaned, failed, events)
+        events: list[Published] = []
+        awaiting: list[str] = []
+        for call_sid in dict.fromkeys([*touched, *poll]):
+            events += self._outbox.pop(call_sid, [])
+            if self._jobs.get(call_sid):
+                awaiting.append(call_sid)
+        return PushAck(applied, orphaned, failed, events, awaiting)
 
     def finish(self, call_sid: str) -> dict[str, Any] | None:
-        """Close a call: its final figures, summary and last events; None if this host never held it."""
-        call = self._calls.pop(call_sid, None)
-        if call is None:
-            error = self._failed.pop(call_sid, None)
-            return {"error": error} if error else None
-        try:
-            self._publish(call, call.finish())
-            analysis_error = None
-        except Exception as exc:  # the audio figures still stand; say what the analysis could not do
-            log.exception("call %s: analysis failed at the end of the stream", call_sid)
-            analysis_error = f"{type(exc).__name__}: {exc}"
-        events, self._outbox = self._outbox, []
-        final = {**self._figures(call), "events": events}
+        """Close a call: its final figures, summary and last events; None if this host never held it.
+        Its turns not yet measured are measured here (or awaited, if the thread has one in hand)."""
+        with self._lock:
+            call = self._calls.pop(call_sid, None)
+            if call is None:
+                error = self._failed.pop(call_sid, None)
+                return {"error": error} if error else None
+            try:
+                self._publish(call, call.finish())
+                self._schedule(call, queue_them=False)
+                analysis_error = None
+            except Exception as exc:  # the audio figures still stand; say what the analysis could not do
+                log.exception("call %s: analysis failed at the end of the stream", call_sid)
+                analysis_error = f"{type(exc).__name__}: {exc}"
+            jobs = list(self._jobs.pop(call_sid, ()))
+        for job in jobs:  # in decision order: the speaker baselines depend on it
+            with self._lock:
+                mine, job.claimed = not job.claimed, True
+            if mine:
+                self._measure(job)
+            else:
+                job.done.wait()
+        with self._lock:
+            if analysis_error is None:
+                self._publish(call, call.analyzer.release())
+            for job in jobs:
+                self._decided_at.pop(job.key, None)
+            final = {**self._figures(call), "events": self._outbox.pop(call_sid, [])}
         if analysis_error:
             final["error"] = f"analysis failed: {analysis_error}"
         return final
+
+    def _schedule(self, call: LiveCall, *, queue_them: bool = True) -> None:
+        """Hand the call's newly decided turns to the measuring thread (lock held)."""
+        now = time.monotonic()
+        for pending in call.analyzer.take_pending():
+            job = _Measure(call.meta.call_sid, pending, now)
+            self._jobs.setdefault(job.call_sid, deque()).append(job)
+            self._decided_at[job.key] = now
+            if queue_them:
+                self._queue.put(job)
+
+    def _measure_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            with self._lock:
+                if job.claimed:  # its call finished or failed meanwhile
+                    continue
+                job.claimed = True
+            self._measure(job)
+            with self._lock:
+                jobs = self._jobs.get(job.call_sid)
+                while jobs and jobs[0].done.is_set():
+                    jobs.popleft()
+                call = self._calls.get(job.call_sid)
+                if call is not None:
+                    self._publish(call, call.analyzer.release())
+
+    def _measure(self, job: _Measure) -> None:
+        """Measure one turn (no lock held), or skip it if it waited too long: the backlog stays bounded."""
+        try:
+            if time.monotonic() - job.decided > self._max_delay:
+                job.pending.skip("overload")
+                with self._lock:
+                    self._skipped += 1
+                    first = self._skipped == 1 or self._skipped % 1000 == 0
+                if first:
+                    log.warning("host over capacity: %d turns sent without features so far", self._skipped)
+            else:
+                job.pending.measure()
+                with self._lock:
+                    self._measured += 1
+        except Exception:
+            log.exception("call %s: measuring turn event %d failed; it goes out without features", *job.key)
+            job.pending.skip("error")
+        finally:
+            job.done.set()
 
     def snapshot(self, call_sid: str) -> dict[str, Any] | None:
         call = self._calls.get(call_sid)
@@ -138,7 +250,12 @@ class CallHost:
             return
         at = iso_utc(time.time())
         meta = call.meta
-        self._outbox.extend(
+        now = time.monotonic()
+        for event in events:
+            decided = self._decided_at.pop((meta.call_sid, event.seq), None)
+            if decided is not None and event.type == TURN_ENDED:
+                self._event_delay.append(now - decided)
+        self._outbox.setdefault(meta.call_sid, []).extend(
             (meta.tenant, {**event.to_json(meta.call_sid, at), "stream_sid": meta.stream_sid}) for event in events
         )
         self._events += len(events)
@@ -148,9 +265,13 @@ class CallHost:
         return None if call is None else call.audio(track)
 
     def stats(self, *, reset_latency: bool = False) -> dict[str, Any]:
-        lat = np.fromiter(self._latency, dtype=np.float64)
-        if reset_latency:
-            self._latency.clear()
+        with self._lock:
+            lat = np.fromiter(self._latency, dtype=np.float64)
+            delay = np.fromiter(self._event_delay, dtype=np.float64)
+            if reset_latency:
+                self._latency.clear()
+                self._event_delay.clear()
+            backlog = sum(len(jobs) for jobs in self._jobs.values())
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "pid": os.getpid(),
@@ -162,13 +283,24 @@ class CallHost:
             "latency_p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else None,
             "latency_p95_ms": float(np.percentile(lat, 95) * 1000) if lat.size else None,
             "latency_max_ms": float(lat.max() * 1000) if lat.size else None,
+            "turns_measured": self._measured,
+            "turns_unmeasured": self._skipped,  # sent without features: the host was over capacity
+            "measure_backlog": backlog,
+            "turn_event_count": int(delay.size),
+            "turn_event_p50_ms": float(np.percentile(delay, 50) * 1000) if delay.size else None,
+            "turn_event_p95_ms": float(np.percentile(delay, 95) * 1000) if delay.size else None,
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_bytes": _rss_bytes(),
         }
 
     def _fail(self, call_sid: str, exc: Exception) -> None:
+        """Drop a call that raised (lock held); its other calls go on."""
         log.exception("call %s failed on this host; its other calls go on", call_sid, exc_info=exc)
         self._calls.pop(call_sid, None)
+        self._outbox.pop(call_sid, None)  # a failed call's finish reports its error, not half its events
+        for job in self._jobs.pop(call_sid, ()):
+            job.claimed = True
+            self._decided_at.pop(job.key, None)
         self._failed[call_sid] = f"{type(exc).__name__}: {exc}"
 
 

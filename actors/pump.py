@@ -31,6 +31,7 @@ class _Lane:
     handle: ActorHandle[Any]
     pending: list[PushItem] = field(default_factory=list)
     inflight: list[asyncio.Future[PushAck]] = field(default_factory=list)
+    awaiting: list[str] = field(default_factory=list)  # calls whose measured turns the host still owes us
 
 
 @dataclass
@@ -92,7 +93,7 @@ class AudioPump:
         await asyncio.gather(*lane.inflight, return_exceptions=True)
         # Only forget this very lane, and only if nothing new arrived meanwhile: another call's
         # flush may have replaced it, and the replacement may hold frames nobody has sent yet.
-        if self._lanes.get(host_name) is lane and not lane.pending and not lane.inflight:
+        if self._lanes.get(host_name) is lane and not (lane.pending or lane.inflight or lane.awaiting):
             del self._lanes[host_name]
 
     async def _run(self) -> None:
@@ -100,16 +101,17 @@ class AudioPump:
             await asyncio.sleep(self._interval)
             for lane in list(self._lanes.values()):
                 try:
-                    if lane.pending and not lane.inflight:
+                    if (lane.pending or lane.awaiting) and not lane.inflight:
                         self._send(lane)
                 except Exception:  # never let one bad host stop audio for every other call
                     log.exception("pushing audio to a call host failed; will retry next tick")
 
     def _send(self, lane: _Lane) -> None:
-        if not lane.pending:
+        if not (lane.pending or lane.awaiting):
             return
         batch, lane.pending = lane.pending, []
-        future: asyncio.Future[PushAck] = asyncio.wrap_future(lane.handle.push.remote(batch).future())
+        poll, lane.awaiting = lane.awaiting, []
+        future: asyncio.Future[PushAck] = asyncio.wrap_future(lane.handle.push.remote(batch, poll).future())
         lane.inflight.append(future)
         # Registered before anyone can await it, so it runs before ``flush`` returns.
         future.add_done_callback(lambda f: self._landed(lane, f))
@@ -129,6 +131,7 @@ class AudioPump:
             return
         ack = future.result()
         self.counters.frames_orphaned += ack.orphaned
+        lane.awaiting = sorted(set(lane.awaiting) | set(ack.awaiting))
         if ack.events:
             try:
                 self._on_events(ack.events)

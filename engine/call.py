@@ -39,9 +39,16 @@ class TrackCounters:
 
 
 class LiveCall:
-    def __init__(self, meta: CallMeta, *, ring_seconds: float, analysis: AnalysisOptions | None = None) -> None:
+    def __init__(
+        self,
+        meta: CallMeta,
+        *,
+        ring_seconds: float,
+        analysis: AnalysisOptions | None = None,
+        measure_inline: bool = True,
+    ) -> None:
         self.meta = meta
-        self.analyzer = CallAnalyzer(analysis)
+        self.analyzer = CallAnalyzer(analysis, measure_inline=measure_inline)
         capacity = int(ring_seconds * 1000) * SAMPLES_PER_MS
         # Both tracks always exist: a <Connect> stream carries inbound only, and an empty outbound
         # ring costs ~0.5 MB less than special-casing it everywhere downstream would.

@@ -15,14 +15,23 @@ the same audio always gives the same events. The end-of-turn decision comes ``ho
 speech ends (in stream time) plus the settle lag; the event carries ``at_ms``, the stream time of
 that decision.
 
+Deciding and measuring are apart. Deciding a turn (VAD, tracker) costs microseconds per frame;
+measuring it (prosody, z-scores) costs milliseconds per second of turn. A decided turn becomes a
+``PendingTurn`` that holds a copy of its audio, at most the last ``feature_max_s`` of it (longer turns:
+``features_window_ms`` says what was measured). Its ``turn.ended`` leaves once it is measured (or
+skipped). Events leave strictly in decision order: ``release()`` hands out the longest prefix that is
+ready, so an interruption decided after a turn never overtakes it. With ``measure_inline`` (offline,
+tests) ``advance`` measures at once; a live host sets it False and runs ``PendingTurn.measure`` off
+the audio path (``take_pending``), in decision order per call, because the speaker baselines are
+updated in that order.
+
 Bounded: the pipeline keeps O(1) state per call (the tracker remembers a few turns; baselines are
-running sums). Prosody reads the turn's audio from the ring at the decision, at most the last
-``feature_max_s`` of it (longer turns: ``features_window_ms`` says what was measured), which also
-bounds the time one decision takes (bench/analysis.py prints it).
+running sums) plus the turns not yet measured, which the host bounds.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,11 +118,65 @@ class CallSummary:
         }
 
 
-class CallAnalyzer:
-    """One call's analysis state. Not thread-safe; one per call."""
+class PendingTurn:
+    """A decided turn whose ``turn.ended`` waits for its measurements: prosody of its audio and the
+    speaker's z-scores. ``measure`` or ``skip`` it once; measure a call's turns in decision order."""
 
-    def __init__(self, options: AnalysisOptions | None = None) -> None:
+    __slots__ = ("_baseline", "_document", "_samples", "_skipped", "at_ms", "seq", "track")
+
+    def __init__(
+        self, seq: int, at_ms: int, document: dict[str, Any], samples: npt.NDArray[np.int16], baseline: SpeakerBaseline
+    ) -> None:
+        self.seq, self.at_ms, self.track = seq, at_ms, str(document["track"])
+        self._document = document
+        self._samples: npt.NDArray[np.int16] | None = samples
+        self._baseline = baseline
+        self._skipped: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._samples is None
+
+    @property
+    def skipped(self) -> str | None:
+        """Why the turn went out unmeasured, or None."""
+        return self._skipped
+
+    def measure(self) -> None:
+        """Prosody and z-scores (milliseconds per second of audio); updates the speaker's baseline."""
+        samples = self._samples
+        if samples is None:
+            return
+        if samples.size:
+            features = turn_features(samples.astype(np.float64) / 32768.0)
+            zscores = self._baseline.zscores(features)
+            if not self._document["backchannel"]:  # a speaker's baseline is their turns, not their "mm-hmm"s
+                self._baseline.update(features)
+            self._document["features"] = {**features, **zscores}
+        self._samples = None  # last: another thread may read ``done`` and send the document at once
+
+    def skip(self, reason: str) -> None:
+        """Let the turn go out without features (``features_skipped`` says why); its audio is let go."""
+        if self._samples is not None:
+            self._skipped = reason
+            self._document["features_window_ms"] = 0
+            self._document["features_skipped"] = reason
+            self._samples = None  # last, as in ``measure``
+
+    def event(self) -> CallEvent:
+        if self._samples is not None:
+            raise RuntimeError(f"turn {self._document['turn_id']} is not measured yet")
+        return CallEvent(TURN_ENDED, self.seq, self.at_ms, self._document)
+
+
+class CallAnalyzer:
+    """One call's analysis state. Not thread-safe: one thread at a time, except ``PendingTurn.measure``."""
+
+    def __init__(self, options: AnalysisOptions | None = None, *, measure_inline: bool = True) -> None:
         self.options = options or AnalysisOptions()
+        self._inline = measure_inline
+        self._outbox: deque[CallEvent | PendingTurn] = deque()  # decided, not yet released, in order
+        self._new: list[PendingTurn] = []  # pending turns not yet handed to ``take_pending``
         self._vad = CallVad()
         self._tracker = self.options.tracker()
         self._baselines = {track: SpeakerBaseline() for track in TRACKS}
@@ -129,27 +192,53 @@ class CallAnalyzer:
         return self._next * FRAME_MS
 
     def advance(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
-        """Analyse the frames that have settled (at most ``MAX_FRAMES_PER_STEP``); the events they decide."""
+        """Analyse the frames that have settled (at most ``MAX_FRAMES_PER_STEP``); the events ready to leave."""
         head = max(ring.head for ring in rings.values())
         ready = max(0, head - self.options.settle_ms * SAMPLES_PER_MS) // FRAME
-        return self._run(rings, min(ready, self._next + MAX_FRAMES_PER_STEP))
+        self._run(rings, min(ready, self._next + MAX_FRAMES_PER_STEP))
+        return self.release()
 
     def finish(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
-        """The stream ended: analyse everything left, close open turns, report trailing dead air."""
+        """The stream ended: analyse everything left, close open turns, report trailing dead air. Returns
+        the events ready to leave; with ``measure_inline=False`` the rest follow ``release()`` once the
+        pending turns are measured."""
         head = max(ring.head for ring in rings.values())
-        events: list[CallEvent] = []
         while self._next < head // FRAME:
-            events += self._run(rings, min(head // FRAME, self._next + MAX_FRAMES_PER_STEP))
-        events += self._decided(rings, self._tracker.flush())
+            self._run(rings, min(head // FRAME, self._next + MAX_FRAMES_PER_STEP))
+        self._decided(rings, self._tracker.flush())
         end_ms = self._next * FRAME_MS
         if end_ms - self._last_end_ms >= self.options.silence_ms:
-            events += self._decided(rings, [Silence(self._last_end_ms, end_ms)])
-        return events
+            self._decided(rings, [Silence(self._last_end_ms, end_ms)])
+        return self.release()
 
-    def _run(self, rings: Mapping[str, RingBuffer], until: int) -> list[CallEvent]:
+    def take_pending(self) -> list[PendingTurn]:
+        """Turns decided since the last call that still need measuring, in decision order."""
+        new, self._new = self._new, []
+        return new
+
+    def release(self) -> list[CallEvent]:
+        """The decided events that can leave now: everything before the first turn not yet measured."""
+        out: list[CallEvent] = []
+        while self._outbox:
+            head = self._outbox[0]
+            if isinstance(head, PendingTurn):
+                if not head.done:
+                    break
+                out.append(head.event())
+            else:
+                out.append(head)
+            self._outbox.popleft()
+        return out
+
+    @property
+    def unreleased(self) -> int:
+        """Events decided but held back behind a turn not yet measured."""
+        return len(self._outbox)
+
+    def _run(self, rings: Mapping[str, RingBuffer], until: int) -> None:
         self._skip_gap(rings, until)
         if until <= self._next:
-            return []
+            return
         start, end = self._next * FRAME, until * FRAME
         blocks = {track: _read(rings[track], start, end) for track in TRACKS}
         for track in TRACKS:
@@ -157,16 +246,14 @@ class CallAnalyzer:
             lo, hi = max(start, ring.oldest), min(end, ring.head)
             if hi > lo:
                 self._arrived_analysed[track] += int(np.count_nonzero(ring.arrived(lo, hi)))
-        events: list[CallEvent] = []
         for i in range(until - self._next):
             frames = {track: blocks[track][i * FRAME : (i + 1) * FRAME] for track in TRACKS}
             flags = self._vad.push(frames["inbound"], frames["outbound"])
             self._next += 1
             decided = self._tracker.push({track: speech for track, (speech, _) in flags.items()})
             if decided:
-                events += self._decided(rings, decided)
-            events += self._announce_starts()
-        return events
+                self._decided(rings, decided)
+            self._announce_starts()
 
     def _skip_gap(self, rings: Mapping[str, RingBuffer], until: int) -> None:
         """Jump over audio that is certainly silence on both tracks (no longer held, or never sent),
@@ -192,9 +279,8 @@ class CallAnalyzer:
             out[track] = (ring.received - pending - self._arrived_analysed[track]) / SAMPLES_PER_MS
         return out
 
-    def _announce_starts(self) -> list[CallEvent]:
+    def _announce_starts(self) -> None:
         """``turn.started`` once an open turn outlasts a blip (so it is a turn, or a backchannel)."""
-        events: list[CallEvent] = []
         now_ms = self._next * FRAME_MS
         for track in TRACKS:
             start = self._tracker.open_start_ms(track)
@@ -203,14 +289,12 @@ class CallAnalyzer:
             elif self._started[track] != start and now_ms - start >= self.options.min_turn_ms:
                 self._started[track] = start
                 data = {"track": track, "speaker": SPEAKER_OF_TRACK[track], "start_ms": start}
-                events.append(self._event(TURN_STARTED, data))
-        return events
+                self._emit(TURN_STARTED, data)
 
-    def _decided(self, rings: Mapping[str, RingBuffer], decided: list[Any]) -> list[CallEvent]:
-        events: list[CallEvent] = []
+    def _decided(self, rings: Mapping[str, RingBuffer], decided: list[Any]) -> None:
         for item in decided:
             if isinstance(item, Turn):
-                events.append(self._event(TURN_ENDED, self._turn_document(rings[item.track], item)))
+                self._pend(rings[item.track], item)
                 self.summary.count_turn(item)
                 self._last_end_ms = max(self._last_end_ms, item.end_ms)
             elif isinstance(item, Interruption):
@@ -223,25 +307,30 @@ class CallAnalyzer:
                     "overlap_ms": item.overlap_ms,
                     "turn_id": item.turn_id,
                 }
-                events.append(self._event(INTERRUPTION, data))
+                self._emit(INTERRUPTION, data)
             elif isinstance(item, Silence):
                 self.summary.count_silence(item.duration_ms)
                 data = {"start_ms": item.start_ms, "end_ms": item.end_ms, "duration_ms": item.duration_ms}
-                events.append(self._event(SILENCE, data))
-        return events
+                self._emit(SILENCE, data)
 
-    def _turn_document(self, ring: RingBuffer, turn: Turn) -> dict[str, Any]:
-        features: dict[str, float | None] = dict.fromkeys(FEATURE_KEYS)
-        zscores: dict[str, float | None] = {"pitch_z": None, "energy_z": None}
+    def _pend(self, ring: RingBuffer, turn: Turn) -> None:
+        """Queue the turn's ``turn.ended`` with a copy of the audio to measure (the ring moves on)."""
         end = min(turn.end_ms * SAMPLES_PER_MS, ring.head)
         window = int(self.options.feature_max_s * 1000) * SAMPLES_PER_MS
         start = max(turn.start_ms * SAMPLES_PER_MS, end - window, ring.oldest)
-        if end > start:
-            features = turn_features(_read(ring, start, end).astype(np.float64) / 32768.0)
-            baseline = self._baselines[turn.track]
-            zscores = baseline.zscores(features)
-            if not turn.backchannel:  # a speaker's baseline is their turns, not their "mm-hmm"s
-                baseline.update(features)
+        samples = _read(ring, start, end) if end > start else np.zeros(0, np.int16)
+        document = self._turn_document(turn, samples.size // SAMPLES_PER_MS)
+        pending = PendingTurn(self._seq, self._next * FRAME_MS, document, samples, self._baselines[turn.track])
+        self._seq += 1
+        if self._inline:
+            pending.measure()
+        else:
+            self._new.append(pending)
+        self._outbox.append(pending)
+
+    @staticmethod
+    def _turn_document(turn: Turn, window_ms: int) -> dict[str, Any]:
+        features: dict[str, float | None] = dict.fromkeys(FEATURE_KEYS)
         return {
             "turn_id": turn.turn_id,
             "speaker": turn.speaker,
@@ -256,16 +345,16 @@ class CallAnalyzer:
             "interrupted_by_other": turn.interrupted_by_other,
             "gap_before_ms": turn.gap_before_ms,
             "response_latency_ms": turn.response_latency_ms,
-            "features": {**features, **zscores},
-            "features_window_ms": max(0, end - start) // SAMPLES_PER_MS,
+            "features": {**features, "pitch_z": None, "energy_z": None},
+            "features_window_ms": window_ms,
+            "features_skipped": None,  # why a live host left the features out (overload), else None
             "frustration": None,  # the emotion model fills these (issue 4)
             "emotion": None,
         }
 
-    def _event(self, kind: str, data: dict[str, Any]) -> CallEvent:
-        event = CallEvent(kind, self._seq, self._next * FRAME_MS, data)
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        self._outbox.append(CallEvent(kind, self._seq, self._next * FRAME_MS, data))
         self._seq += 1
-        return event
 
 
 def _read(ring: RingBuffer, start: int, end: int) -> npt.NDArray[np.int16]:

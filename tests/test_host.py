@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import soundfile
 
 from actors.host import CallHost
 from engine.call import CallMeta
+from engine.events import TURN_ENDED
+from engine.g711 import decode_ulaw, encode_ulaw
+from engine.pipeline import analyze
+from tests.support import data_path
 
 FRAME = b"\xff" * 160
 
@@ -40,3 +47,55 @@ def test_reopening_a_call_sid_is_refused_while_it_is_open() -> None:
     host.open(meta("A"))
     with pytest.raises(ValueError, match="already open"):
         host.open(meta("A"))
+
+
+def synthetic_ulaw() -> tuple[bytes, bytes]:
+    call = data_path("calls/synthetic_dialogue")
+    tracks = (soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound"))
+    inbound, outbound = (encode_ulaw(x) for x in tracks)
+    return inbound, outbound
+
+
+def stream(host: CallHost, sids: list[str], inbound: bytes, outbound: bytes) -> dict[str, list[dict[str, Any]]]:
+    """Every call gets the whole call, 20 ms per push, as fast as the host takes it; events per call."""
+    events: dict[str, list[dict[str, Any]]] = {sid: [] for sid in sids}
+    for k in range(len(inbound) // 160):
+        chunk = slice(k * 160, (k + 1) * 160)
+        tracks = (("inbound", inbound), ("outbound", outbound))
+        ack = host.push([(sid, t, k * 20, x[chunk], 0.0) for sid in sids for t, x in tracks])
+        for _, event in ack.events:
+            events[event["call_sid"]].append(event)
+    for sid in sids:
+        final = host.finish(sid)
+        assert final is not None and "error" not in final
+        events[sid] += [event for _, event in final["events"]]
+    return events
+
+
+def test_turns_measured_off_the_push_leave_complete_and_in_decision_order() -> None:
+    """The measuring thread races the pushes of 4 calls: every call's events equal the offline engine's."""
+    inbound, outbound = synthetic_ulaw()
+    expected, _ = analyze(*(decode_ulaw(x) for x in (inbound, outbound)))
+    host = CallHost()
+    sids = [f"CA{i}" for i in range(4)]
+    for sid in sids:
+        host.open(meta(sid))
+    events = stream(host, sids, inbound, outbound)
+    for sid in sids:
+        envelope = ("type", "id", "call_sid", "at", "stream_sid")
+        got = [(e["type"], e["id"], {k: v for k, v in e.items() if k not in envelope}) for e in events[sid]]
+        assert got == [(e.type, e.event_id(sid), {"at_ms": e.at_ms, **e.data}) for e in expected]
+    stats = host.stats()
+    assert stats["turns_measured"] == 40 and stats["turns_unmeasured"] == 0 and stats["measure_backlog"] == 0
+    assert stats["turn_event_count"] == 40
+
+
+def test_an_overloaded_host_sends_turns_without_features_and_counts_them() -> None:
+    inbound, outbound = synthetic_ulaw()
+    host = CallHost(measure_max_delay_s=0.0)  # every turn has waited "too long"
+    host.open(meta("A"))
+    events = stream(host, ["A"], inbound, outbound)["A"]
+    turns = [e for e in events if e["type"] == TURN_ENDED]
+    assert len(turns) == 10 and [e["id"] for e in events] == sorted(e["id"] for e in events)
+    assert all(t["features_skipped"] == "overload" and t["features"]["pitch_mean_hz"] is None for t in turns)
+    assert host.stats()["turns_unmeasured"] == 10 and host.stats()["turns_measured"] == 0

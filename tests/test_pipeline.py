@@ -100,6 +100,56 @@ def test_events_do_not_depend_on_how_the_audio_was_chunked() -> None:
     assert [e.seq for e in fine] == list(range(len(fine)))
 
 
+def test_measuring_later_changes_nothing_but_when_events_leave() -> None:
+    """Deferred measuring (as a live host does it): the same events, in the same order, and none
+    leaves before an earlier turn is measured."""
+    inbound, outbound, _ = synthetic()
+    expected, _ = analyze(inbound, outbound, chunk_ms=20)
+    rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
+    analyzer = CallAnalyzer(measure_inline=False)
+    events: list[CallEvent] = []
+    backlog: list[Any] = []
+    held_back = 0
+    for k in range(len(inbound) // 160):
+        for track, x in (("inbound", inbound), ("outbound", outbound)):
+            rings[track].write(k * 160, x[k * 160 : (k + 1) * 160])
+        events += analyzer.advance(rings)
+        backlog += analyzer.take_pending()
+        if k % 100 == 99:  # measure every 2 s: turns decided in between wait, and so does what follows them
+            held_back = max(held_back, analyzer.unreleased)
+            for pending in backlog:
+                pending.measure()
+            backlog = []
+            events += analyzer.release()
+    events += analyzer.finish(rings)
+    for pending in backlog + analyzer.take_pending():
+        pending.measure()
+    events += analyzer.release()
+    assert analyzer.unreleased == 0
+    assert held_back > 0, "no event was ever held back: the test does not test deferral"
+    assert [(e.type, e.seq, e.at_ms, e.data) for e in events] == [(e.type, e.seq, e.at_ms, e.data) for e in expected]
+
+
+def test_a_skipped_turn_leaves_without_features_and_says_why() -> None:
+    rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
+    rings["inbound"].write(0, np.concatenate([voice(2.0), quiet(1.0), voice(2.0, seed=1), quiet(1.0)]))
+    analyzer = CallAnalyzer(measure_inline=False)
+    events = analyzer.advance(rings)
+    first, second = analyzer.take_pending()
+    with pytest.raises(RuntimeError, match="not measured"):
+        first.event()
+    first.skip("overload")
+    released = analyzer.release()
+    assert [e.type for e in released] == [TURN_ENDED, TURN_STARTED]  # the second turn.ended waits
+    events += released
+    second.measure()
+    events += analyzer.release() + analyzer.finish(rings)
+    skipped, measured = of(events, TURN_ENDED)
+    assert skipped["features_skipped"] == "overload" and skipped["features_window_ms"] == 0
+    assert all(v is None for v in skipped["features"].values())
+    assert measured["features_skipped"] is None and measured["features"]["pitch_mean_hz"] is not None
+
+
 def test_audio_late_by_less_than_the_settle_lag_is_analysed_in_place() -> None:
     inbound, outbound, _ = synthetic()
     expected, _ = analyze(inbound, outbound, chunk_ms=20)

@@ -28,9 +28,9 @@ class SlowHost(CallHost):
         super().__init__()
         self._delay = delay
 
-    def push(self, items: list[Any]) -> Any:
+    def push(self, items: list[Any], poll: list[str] | None = None) -> Any:
         time.sleep(self._delay)
-        return super().push(items)
+        return super().push(items, poll)
 
 
 def test_concurrent_flushes_never_drop_another_calls_frames(ray_address: str) -> None:
