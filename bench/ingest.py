@@ -12,8 +12,12 @@ and a load generator in another process (bench/loadgen.py) speaking Twilio Media
   the worst host's);
 - CPU per call = (machine busy CPU - load generator CPU) / calls over the window, and the same for the
   server and host processes only; memory per call = RSS growth of server + host processes / calls.
-A level passes with 0 lost, actor lag p95 <= 100 ms, and a generator that kept real time (its p95 lag
-<= 20 ms; otherwise the load was not what it claims). Call setup is measured separately at 2 new calls/s.
+- turns = turns measured in the window, unmeasured = turns sent without features because the host's
+  measuring thread fell behind, turn ev = turn.ended from decision to published (p95, worst host).
+The calls play the bundled two-party demo call (api/demo/), each joining it at its own point.
+A level passes with 0 lost, actor lag p95 <= 100 ms, every turn measured, and a generator that kept
+real time (its p95 lag <= 20 ms; otherwise the load was not what it claims).
+Call setup is measured separately at 2 new calls/s.
 The generator shares the 2 cores with the server: figures are for that condition.
 """
 
@@ -42,7 +46,7 @@ from api.settings import DEFAULT_CALLS_PER_ACTOR  # noqa: E402
 from tests.support import API_KEY, Server  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-SPEECH = REPO / "api" / "demo" / "outbound.wav"
+SPEECH = REPO / "api" / "demo"  # the bundled two-party call; each bench call joins it at its own point
 MARGIN_S = 12.0  # calls outlive the measuring window by this much
 
 
@@ -119,11 +123,15 @@ class Level:
     gen_cpu_pct: float
     mem_per_call_mb: float
     overloaded: bool  # the server could not even hold every call live through the window
+    turns: int  # turns measured in the window (all hosts)
+    unmeasured: int  # turns sent without features in the window: analysis did not keep up
+    turn_event_p95_ms: float | None  # turn.ended, decision -> published, worst host
 
     @property
     def passed(self) -> bool:
         lag_ok = self.lag_p95_ms is not None and self.lag_p95_ms <= 100
-        return self.lost == 0 and self.errors == 0 and lag_ok and self.gen_lag_p95_ms <= 20 and not self.overloaded
+        ingest_ok = self.lost == 0 and self.errors == 0 and lag_ok and self.gen_lag_p95_ms <= 20
+        return ingest_ok and not self.overloaded and self.unmeasured == 0
 
 
 def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> Level:
@@ -159,9 +167,12 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
         lost += n - got
     srv.wait_no_live_calls()
 
-    def worst(stats: list[dict[str, Any]]) -> float | None:
-        values = [s["latency_p95_ms"] for s in stats if s["latency_p95_ms"] is not None]
+    def worst(stats: list[dict[str, Any]], key: str = "latency_p95_ms") -> float | None:
+        values = [s[key] for s in stats if s[key] is not None]
         return max(values) if values else None
+
+    def total(stats: list[dict[str, Any]], key: str) -> int:
+        return sum(int(s[key]) for s in stats)
 
     return Level(
         calls=calls,
@@ -175,6 +186,9 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
         gen_cpu_pct=100 * gen_cpu / window,
         mem_per_call_mb=(rss_mid - rss_before) / calls / 2**20,
         overloaded=overloaded,
+        turns=total(steady, "turns_measured") - total(ramp, "turns_measured"),
+        unmeasured=total(steady, "turns_unmeasured") - total(ramp, "turns_unmeasured"),
+        turn_event_p95_ms=worst(steady, "turn_event_p95_ms"),
     )
 
 
@@ -202,7 +216,7 @@ def bench_density(
     )
     print(
         f"{'calls':>6} {'lost':>6} {'lag p95':>9} {'ramp p95':>9} {'gen lag':>8} {'cpu/call':>9} "
-        f"{'srv+hosts':>10} {'gen cpu':>8} {'mem/call':>9}  result",
+        f"{'srv+hosts':>10} {'gen cpu':>8} {'mem/call':>9} {'turns':>6} {'unmeas':>6} {'turn ev':>8}  result",
         flush=True,
     )
     best = 0
@@ -213,7 +227,8 @@ def bench_density(
             print(
                 f"{lvl.calls:>6} {lvl.lost:>6} {fmt(lvl.lag_p95_ms):>9} {fmt(lvl.lag_ramp_p95_ms):>9} "
                 f"{lvl.gen_lag_p95_ms:>5.0f} ms {lvl.cpu_per_call_pct:>8.2f}% {lvl.server_cpu_per_call_pct:>9.2f}% "
-                f"{lvl.gen_cpu_pct:>7.0f}% {lvl.mem_per_call_mb:>6.2f} MB  "
+                f"{lvl.gen_cpu_pct:>7.0f}% {lvl.mem_per_call_mb:>6.2f} MB {lvl.turns:>6} {lvl.unmeasured:>6} "
+                f"{fmt(lvl.turn_event_p95_ms):>8}  "
                 f"{'pass' if lvl.passed else 'FAIL'}{'' if lvl.errors == 0 else f' ({lvl.errors} socket errors)'}"
                 f"{' (overloaded: not every call stayed live through the window)' if lvl.overloaded else ''}",
                 flush=True,

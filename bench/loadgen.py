@@ -26,13 +26,19 @@ import numpy as np
 FRAME_S = 0.02
 
 
-def payloads(path: Path | None) -> list[str]:
-    """Real speech frames (base64 mu-law, 160 bytes) to cycle through."""
-    if path is None or not path.exists():
+def payloads(call: Path | None) -> dict[str, list[str]]:
+    """Per track, the frames (base64 mu-law, 160 bytes) of a real two-party call to cycle through:
+    ``call`` is a directory with ``inbound.wav`` and ``outbound.wav`` (8 kHz mu-law WAV, as api/demo/).
+    Without one, random bytes (noise: no turns, so no turn analysis load)."""
+    if call is None or not call.is_dir():
         rng = np.random.default_rng(0)
-        return [base64.b64encode(rng.integers(0, 256, 160, dtype=np.uint8).tobytes()).decode() for _ in range(50)]
-    raw = path.read_bytes()[58:]  # mu-law WAV data after the header; exactness does not matter here
-    return [base64.b64encode(raw[i : i + 160]).decode() for i in range(0, len(raw) - 160, 160)][:3000]
+        noise = [base64.b64encode(rng.integers(0, 256, 160, dtype=np.uint8).tobytes()).decode() for _ in range(50)]
+        return {"inbound": noise, "outbound": noise}
+    out = {}
+    for track in ("inbound", "outbound"):
+        raw = (call / f"{track}.wav").read_bytes()[58:]  # mu-law WAV data after the header
+        out[track] = [base64.b64encode(raw[i : i + 160]).decode() for i in range(0, len(raw) - 160 + 1, 160)]
+    return out
 
 
 def frame(text: str) -> bytes:
@@ -81,8 +87,9 @@ async def close_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
 
 async def one_call(
-    url: str, key: str, seconds: float, start_at: float, frames: list[str], lags: list[float]
+    url: str, key: str, seconds: float, start_at: float, frames: dict[str, list[str]], offset: int, lags: list[float]
 ) -> dict[str, object]:
+    """One call in real time: 2 tracks x 50 frames/s of the conversation in ``frames``, from frame ``offset``."""
     call_sid, stream_sid = "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     reader, writer = await handshake(url)
@@ -107,7 +114,7 @@ async def one_call(
         lags.append(time.perf_counter() - due)
         out = b""
         for track in ("inbound", "outbound"):
-            payload = frames[(k + (7 if track == "outbound" else 0)) % len(frames)]
+            payload = frames[track][(offset + k) % len(frames[track])]
             out += frame(
                 f'{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"{track}","chunk":"{k + 1}",'
                 f'"timestamp":"{k * 20}","payload":"{payload}"}},"streamSid":"{stream_sid}"}}'
@@ -132,7 +139,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     def length(i: int) -> float:  # with --end-together every call ends at the same moment
         return args.seconds + ((args.calls - 1 - i) * args.interval if args.end_together else 0.0)
 
-    tasks = [one_call(args.url, args.key, length(i), t0 + i * args.interval, frames, lags) for i in range(args.calls)]
+    # Calls join the conversation at different points (a fixed stride through it), as real calls would
+    # not all take their turns in step; each call's two tracks stay in step.
+    n = len(frames["inbound"])
+    tasks = [
+        one_call(args.url, args.key, length(i), t0 + i * args.interval, frames, (i * 7919) % n, lags)
+        for i in range(args.calls)
+    ]
     calls = await asyncio.gather(*tasks, return_exceptions=True)
     ok = [c for c in calls if isinstance(c, dict)]
     errors = [repr(c) for c in calls if not isinstance(c, dict)]
@@ -154,7 +167,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--interval", type=float, default=0.02, help="seconds between call starts")
     p.add_argument("--end-together", action="store_true", help="stretch earlier calls so all end together")
-    p.add_argument("--speech")
+    p.add_argument("--speech", help="directory with inbound.wav and outbound.wav (mu-law): the call to play")
     args = p.parse_args()
     print(json.dumps(asyncio.run(main_async(args))))
     sys.stdout.flush()

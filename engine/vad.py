@@ -27,6 +27,7 @@ Time is a frame index on the shared stream clock (frame k covers samples [160 k,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,9 +56,9 @@ class Span:
 
 def frame_db(frame: npt.NDArray[np.int16]) -> float:
     """RMS level of one frame in dBFS (full-scale sine: -3 dB); -100 for digital silence."""
-    x = frame.astype(np.float64) / 32768.0
-    power = float(np.mean(x * x))
-    return 10.0 * np.log10(power) if power > 1e-10 else -100.0
+    x = frame.astype(np.float64)
+    power = float(np.dot(x, x)) / (len(x) * 1073741824.0) if len(x) else 0.0  # 32768 ** 2
+    return 10.0 * math.log10(power) if power > 1e-10 else -100.0
 
 
 @dataclass
@@ -193,7 +194,7 @@ class CallVad:
 
 def _centred(frame: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
     """The frame without its mean: a DC offset (a bad line, a cheap ADC) is neither level nor speech."""
-    mean = int(frame.mean()) if len(frame) else 0
+    mean = int(int(frame.sum()) / len(frame)) if len(frame) else 0  # sum(): a third of mean()'s cost
     if abs(mean) < 64:  # under -54 dBFS of offset: leave the frame as it is (the common case)
         return frame
     return np.clip(frame.astype(np.int32) - mean, -32768, 32767).astype(np.int16)
