@@ -57,7 +57,11 @@ def create_app(settings: Settings) -> Starlette:
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
             spare_hosts=settings.spare_hosts,
-            host_options={"ring_seconds": settings.ring_seconds, "analysis": settings.analysis()},
+            host_options={
+                "ring_seconds": settings.ring_seconds,
+                "analysis": settings.analysis(),
+                "measure_max_delay_s": settings.measure_max_delay_s,
+            },
         )
         await directory.ready.remote()
         events = EventRouter(store=store, metrics=metrics)

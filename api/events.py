@@ -37,6 +37,8 @@ class EventRouter:
         for tenant, event in events:
             self._metrics.events.labels(event["type"]).inc()
             if event["type"] == TURN_ENDED:
+                if event.get("features_skipped"):
+                    self._metrics.turns_unmeasured.labels(event["features_skipped"]).inc()
                 turns[tenant, event["call_sid"]].append({k: v for k, v in event.items() if k not in _ENVELOPE})
         for (tenant, call_sid), docs in turns.items():
             task = asyncio.get_running_loop().create_task(self._write(tenant, docs))

@@ -36,6 +36,12 @@ class Metrics:
             "mise_events_total", "Call events received from call hosts, by type", ["type"], registry=r
         )
         self.event_errors = Counter("mise_event_errors_total", "Batches of turns that could not be stored", registry=r)
+        self.turns_unmeasured = Counter(
+            "mise_turns_unmeasured_total",
+            "Turns sent without features, by reason (overload: the host's measuring thread fell behind)",
+            ["reason"],
+            registry=r,
+        )
         self.call_setup = Histogram(
             "mise_call_setup_seconds",
             "From a stream's start message to its call being open in its host actor",

@@ -77,3 +77,32 @@ def test_live_turns_equal_the_offline_engine_and_the_summary_is_filled(server: S
 def test_turns_need_a_key_and_a_known_call(server: Server) -> None:
     assert server.get("/v1/calls/CAnothere/turns").status_code == 404
     assert server.get("/v1/calls/CAnothere/turns", key="wrong-key-123").status_code == 401
+
+
+def test_an_overloaded_host_sends_every_turn_without_features_and_counts_it(
+    ray_address: str, tmp_path: Path, synthetic_capture: Path
+) -> None:
+    """MISE_MEASURE_MAX_DELAY_S=0 makes every turn 'too late' to measure: the host's overload path.
+    Every turn still goes out, in order, with the same decisions; none has features; all are counted."""
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path, MISE_MEASURE_MAX_DELAY_S="0") as srv:
+        before = srv.metrics()
+
+        async def run() -> None:
+            async with websockets.connect(srv.ws) as ws:
+                await send_paced(ws, messages, SPEED)
+                await asyncio.wait_for(ws.wait_closed(), 30)
+
+        asyncio.run(run())
+        call = srv.wait_call(call_sid)
+        turns = srv.get(f"/v1/calls/{call_sid}/turns").json()["turns"]
+        after = srv.metrics()
+    events, _ = analyze(track_audio(messages, "inbound"), track_audio(messages, "outbound"))
+    keys = ("turn_id", "speaker", "start_ms", "end_ms", "backchannel", "interrupted_other", "response_latency_ms")
+    decided = [{k: e.data[k] for k in keys} for e in events if e.type == TURN_ENDED]
+    assert call["summary"]["turns"] == 10
+    assert [{k: t[k] for k in keys} for t in turns] == decided
+    assert all(t["features_skipped"] == "overload" and t["features"]["pitch_mean_hz"] is None for t in turns)
+    assert metric_delta(before, after, 'mise_turns_unmeasured_total{reason="overload"}') == 10
+    assert call["tracks"]["inbound"]["frames"] == 2833  # the audio is whole: only features were given up
