@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from ray.actor import ActorHandle
 
 from engine.call import CallMeta, LiveCall
-from engine.events import TURN_ENDED, CallEvent, iso_utc
+from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
 from engine.pipeline import AnalysisOptions, PendingTurn
 
 log = logging.getLogger("mise.host")
@@ -82,6 +83,7 @@ class CallHost:
         latency_window: int = 200_000,
         analysis: AnalysisOptions | None = None,
         measure_max_delay_s: float = 3.0,
+        hub: ActorHandle[Any] | None = None,
     ) -> None:
         self._ring_seconds = ring_seconds
         self._analysis = analysis
@@ -90,6 +92,8 @@ class CallHost:
         # holds it only to release and publish, never while measuring.
         self._lock = threading.Lock()
         self._outbox: dict[str, list[Published]] = {}  # per call, published and not yet handed out
+        self._hub = hub  # the EventHub (actors/hub.py), when there is one
+        self._to_hub: list[Published] = []
         self._events = 0
         self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
         self._queue: queue.SimpleQueue[_Measure] = queue.SimpleQueue()
@@ -112,13 +116,25 @@ class CallHost:
             raise ValueError(f"call {meta.call_sid} is already open on this host")
         self._failed.pop(meta.call_sid, None)
         call = LiveCall(meta, ring_seconds=self._ring_seconds, analysis=self._analysis, measure_inline=False)
+        started = {
+            "stream_sid": meta.stream_sid,
+            "account_sid": meta.account_sid,
+            "tracks": list(meta.tracks),
+            "custom_parameters": meta.custom_parameters,
+            "started_at": meta.started_at,
+        }
         with self._lock:
             self._calls[meta.call_sid] = call
+            call.analyzer.note(CALL_STARTED, started)
+            self._publish(call, call.analyzer.release())
+            self._send_to_hub()
 
     def push(self, items: list[PushItem], poll: list[str] | None = None) -> PushAck:
         """Write ``items``; reply with the events of their calls and of the ``poll`` calls."""
         with self._lock:
-            return self._push(items, poll or [])
+            ack = self._push(items, poll or [])
+            self._send_to_hub()
+            return ack
 
     def _push(self, items: list[PushItem], poll: list[str]) -> PushAck:
         applied = orphaned = failed = 0
@@ -157,7 +173,7 @@ class CallHost:
                 awaiting.append(call_sid)
         return PushAck(applied, orphaned, failed, events, awaiting)
 
-    def finish(self, call_sid: str) -> dict[str, Any] | None:
+    def finish(self, call_sid: str, end_reason: str = "") -> dict[str, Any] | None:
         """Close a call: its final figures, summary and last events; None if this host never held it.
         Its turns not yet measured are measured here (or awaited, if the thread has one in hand)."""
         with self._lock:
@@ -185,7 +201,12 @@ class CallHost:
                 self._publish(call, call.analyzer.release())
             for job in jobs:
                 self._decided_at.pop(job.key, None)
-            final = {**self._figures(call), "events": self._outbox.pop(call_sid, [])}
+            figures = self._figures(call)
+            if call.analyzer.unreleased == 0:  # the last event of the call
+                call.analyzer.note(CALL_ENDED, {"end_reason": end_reason, **figures})
+                self._publish(call, call.analyzer.release())
+            self._send_to_hub()
+            final = {**figures, "events": self._outbox.pop(call_sid, [])}
         if analysis_error:
             final["error"] = f"analysis failed: {analysis_error}"
         return final
@@ -215,6 +236,7 @@ class CallHost:
                 call = self._calls.get(job.call_sid)
                 if call is not None:
                     self._publish(call, call.analyzer.release())
+                    self._send_to_hub()
 
     def _measure(self, job: _Measure) -> None:
         """Measure one turn (no lock held), or skip it if it waited too long: the backlog stays bounded."""
@@ -255,10 +277,24 @@ class CallHost:
             decided = self._decided_at.pop((meta.call_sid, event.seq), None)
             if decided is not None and event.type == TURN_ENDED:
                 self._event_delay.append(now - decided)
-        self._outbox.setdefault(meta.call_sid, []).extend(
+        published = [
             (meta.tenant, {**event.to_json(meta.call_sid, at), "stream_sid": meta.stream_sid}) for event in events
-        )
+        ]
+        self._outbox.setdefault(meta.call_sid, []).extend(published)
+        if self._hub is not None:
+            self._to_hub += published
         self._events += len(events)
+
+    def _send_to_hub(self) -> None:
+        """Hand what was published to the hub (lock held: so a call's events reach it in order).
+        Fire-and-forget: a slow or missing hub never holds up audio."""
+        if self._hub is None or not self._to_hub:
+            return
+        batch, self._to_hub = self._to_hub, []
+        try:
+            self._hub.publish.remote(batch)
+        except Exception:
+            log.exception("could not hand %d events to the event hub", len(batch))
 
     def audio(self, call_sid: str, track: str) -> npt.NDArray[np.int16] | None:
         call = self._calls.get(call_sid)

@@ -15,6 +15,7 @@ import ray
 from ray.actor import ActorHandle
 
 from actors.directory import DIRECTORY_NAME, CallDirectory
+from actors.hub import HUB_NAME, EventHub
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
 _QUIET_ENV = {
@@ -76,6 +77,24 @@ def directory(
             host_options=host_options or {},
             namespace=namespace,
         ),
+    )
+
+
+def hub(*, namespace: str) -> ActorHandle[Any]:
+    """The cluster's event hub, created by the first process that asks (detached: it outlives API
+    process restarts, so SSE cursors stay valid across them)."""
+    return cast(
+        ActorHandle[Any],
+        ray.remote(EventHub)
+        .options(
+            name=HUB_NAME,
+            namespace=namespace,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(),
     )
 
 

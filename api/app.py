@@ -24,6 +24,7 @@ from api.events import EventRouter
 from api.ingest import Ingest
 from api.metrics import Metrics
 from api.settings import ConfigError, Settings
+from api.sse import EventFeed, EventStreams
 from api.webhooks import Webhooks
 from engine.store.sqlite import SqliteStore
 
@@ -37,6 +38,8 @@ class _Parts:
     calls: Calls
     directory: ActorHandle[Any]
     pump: AudioPump
+    feed: EventFeed
+    streams: EventStreams
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -53,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
         store = SqliteStore(settings.data_dir / "mise.db")
         embedded = settings.ray_address is None
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
+        hub = runtime.hub(namespace=settings.ray_namespace)
         directory = runtime.directory(
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
                 "ring_seconds": settings.ring_seconds,
                 "analysis": settings.analysis(),
                 "measure_max_delay_s": settings.measure_max_delay_s,
+                "hub": hub,
             },
         )
         await directory.ready.remote()
@@ -72,6 +77,8 @@ def create_app(settings: Settings) -> Starlette:
             on_events=events.dispatch,
         )
         pump.start()
+        feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
+        await feed.start()
         parts = _Parts(
             ingest=Ingest(
                 keys=keys,
@@ -84,10 +91,14 @@ def create_app(settings: Settings) -> Starlette:
                 start_timeout_s=settings.start_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
             ),
-            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store),
+            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store, hub=hub),
             calls=Calls(keys=keys, store=store, directory=directory),
             directory=directory,
             pump=pump,
+            feed=feed,
+            streams=EventStreams(
+                keys=keys, store=store, feed=feed, metrics=metrics, heartbeat_s=settings.sse_heartbeat_s
+            ),
         )
         log.info(
             "mise ready: %s Ray, %d calls per host actor, data in %s",
@@ -98,6 +109,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await feed.stop()
             await pump.stop()
             if embedded:
                 await directory.shutdown.remote()
@@ -123,6 +135,9 @@ def create_app(settings: Settings) -> Starlette:
     async def get_turns(request: Request) -> Response:
         return await _parts().calls.turns(request)
 
+    async def events(request: Request) -> Response:
+        return await _parts().streams(request)
+
     async def healthz(request: Request) -> Response:
         live = await _parts().directory.live_calls.remote()
         return JSONResponse({"status": "ok", "live_calls_cluster": live})
@@ -136,6 +151,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/calls", list_calls),
         Route("/v1/calls/{call_sid}", get_call),
         Route("/v1/calls/{call_sid}/turns", get_turns),
+        Route("/v1/calls/{call_sid}/events", events),
+        Route("/v1/events", events),
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
     ]

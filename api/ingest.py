@@ -198,7 +198,7 @@ class Ingest:
         try:
             await run_in_threadpool(self._store.stream_started, meta)
         except BaseException:
-            await host.finish.remote(start.call_sid)
+            await host.finish.remote(start.call_sid, "error")
             await self._directory.release.remote(start.call_sid)
             raise
         self._metrics.live_calls.inc()
@@ -211,7 +211,8 @@ class Ingest:
         host_failed = False
         try:
             await asyncio.wait_for(self._pump.flush(placement.host_name), RAY_TIMEOUT_S)
-            final = await asyncio.wait_for(placement.host.finish.remote(meta.call_sid), RAY_TIMEOUT_S) or {}
+            finish: Any = placement.host.finish.remote(meta.call_sid, end_reason)
+            final = await asyncio.wait_for(finish, RAY_TIMEOUT_S) or {}
         except Exception:
             log.exception("call %s: its host failed while finalizing; recording what is known", meta.call_sid)
             final = {"error": "call host unavailable at finalization"}

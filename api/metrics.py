@@ -36,6 +36,15 @@ class Metrics:
             "mise_events_total", "Call events received from call hosts, by type", ["type"], registry=r
         )
         self.event_errors = Counter("mise_event_errors_total", "Batches of turns that could not be stored", registry=r)
+        self.sse_subscribers = Gauge("mise_sse_subscribers", "SSE clients connected to this process", registry=r)
+        self.sse_connections = Counter("mise_sse_connections_total", "SSE streams opened", registry=r)
+        self.sse_events = Counter("mise_sse_events_total", "Events written to SSE clients (live part)", registry=r)
+        self.sse_dropped = Counter(
+            "mise_sse_dropped_total", "SSE clients dropped for falling too far behind", registry=r
+        )
+        self.sse_feed_gaps = Counter(
+            "mise_sse_feed_gaps_total", "Times this process fell behind the event hub's log", registry=r
+        )
         self.turns_unmeasured = Counter(
             "mise_turns_unmeasured_total",
             "Turns sent without features, by reason (overload: the host's measuring thread fell behind)",

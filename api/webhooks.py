@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
+from ray.actor import ActorHandle
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.ingest import utc_now
 from api.metrics import Metrics
+from engine.events import CALL_STATUS
 from engine.store.base import CallStore, StatusCallback
 
 log = logging.getLogger("mise.webhooks")
@@ -28,11 +31,20 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 class Webhooks:
-    def __init__(self, *, keys: KeyRing, signature: TwilioSignature | None, metrics: Metrics, store: CallStore) -> None:
+    def __init__(
+        self,
+        *,
+        keys: KeyRing,
+        signature: TwilioSignature | None,
+        metrics: Metrics,
+        store: CallStore,
+        hub: ActorHandle[Any] | None = None,
+    ) -> None:
         self._keys = keys
         self._signature = signature
         self._metrics = metrics
         self._store = store
+        self._hub = hub
 
     async def __call__(self, request: Request) -> Response:
         body = b""
@@ -55,7 +67,25 @@ class Webhooks:
             return self._outcome("bad_request", 400, str(exc))
         fresh = await run_in_threadpool(self._store.status_callback, tenant, callback)
         self._metrics.webhooks.labels("stored" if fresh else "duplicate").inc()
+        if fresh and self._hub is not None:
+            self._announce(tenant, callback)
         return Response(status_code=204)
+
+    def _announce(self, tenant: str, callback: StatusCallback) -> None:
+        """A ``call.status`` event for SSE subscribers (fire-and-forget: the callback is stored already)."""
+        event = {
+            "type": CALL_STATUS,
+            "id": f"{callback.call_sid}:status-{callback.dedup_key}",
+            "call_sid": callback.call_sid,
+            "at": utc_now(),
+            "status": callback.status,
+            "status_at": callback.at,
+            "sequence": callback.sequence,
+        }
+        try:
+            self._hub.publish.remote([(tenant, event)])  # type: ignore[union-attr]
+        except Exception:
+            log.exception("could not announce the status of call %s", callback.call_sid)
 
     def _outcome(self, outcome: str, status: int, detail: str) -> Response:
         self._metrics.webhooks.labels(outcome).inc()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+CALL_STARTED: Final = "call.started"
+CALL_STATUS: Final = "call.status"
 TURN_STARTED: Final = "turn.started"
 TURN_ENDED: Final = "turn.ended"
 INTERRUPTION: Final = "interruption"

@@ -211,6 +211,10 @@ class CallAnalyzer:
             self._decided(rings, [Silence(self._last_end_ms, end_ms)])
         return self.release()
 
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """An event from outside the analysis (the call's start and end) in the call's event sequence."""
+        self._emit(kind, data)
+
     def take_pending(self) -> list[PendingTurn]:
         """Turns decided since the last call that still need measuring, in decision order."""
         new, self._new = self._new, []

@@ -10,6 +10,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class Server:
             directory = ray.get_actor("mise-directory", namespace=self.namespace)
             ray.get(directory.shutdown.remote())
             ray.kill(directory)
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor("mise-hub", namespace=self.namespace))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -203,3 +206,73 @@ async def send_paced(ws: Any, messages: list[dict[str, Any]], speed: float) -> f
                 await asyncio.sleep(delay)
         await ws.send(orjson.dumps(msg).decode())
     return time.perf_counter() - t0
+
+
+@dataclass
+class SseEvent:
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+class SseReader:
+    """A real SSE client (httpx, streaming) in a thread: collects events until ``until(event)`` is true,
+    ``stop()`` is called, or the server ends the stream. ``comments`` keeps the ``:`` lines."""
+
+    def __init__(self, url: str, *, key: str = API_KEY, last_event_id: str | None = None, until: Any = None) -> None:
+        self.events: list[SseEvent] = []
+        self.comments: list[str] = []
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self._url, self._key, self._last, self._until = url, key, last_event_id, until
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self._key}"}
+        if self._last:
+            headers["Last-Event-ID"] = self._last
+        try:
+            with httpx.stream("GET", self._url, headers=headers, timeout=httpx.Timeout(60, read=60)) as r:
+                self.status = r.status_code
+                self.connected.set()
+                fields: dict[str, str] = {}
+                for line in r.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith(":"):
+                        self.comments.append(line[1:].strip())
+                    elif line == "":
+                        if "data" in fields:
+                            event = SseEvent(
+                                fields.get("id", ""), fields.get("event", ""), orjson.loads(fields["data"])
+                            )
+                            self.events.append(event)
+                            if self._until is not None and self._until(event):
+                                return
+                        fields = {}
+                    else:
+                        name, _, value = line.partition(":")
+                        fields[name] = value[1:] if value.startswith(" ") else value
+        except BaseException as exc:  # surfaced by wait()
+            self.error = exc
+        finally:
+            self.connected.set()
+
+    def wait(self, timeout: float = 60.0) -> list[SseEvent]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"SSE stream still open after {timeout} s ({len(self.events)} events)"
+        if self.error is not None:
+            raise self.error
+        return self.events
+
+    def stop(self) -> None:
+        """Stop reading (the connection closes once the next line arrives)."""
+        self._stop.set()
+
+
+def ended(call_sid: str) -> Any:
+    """An ``until`` for SseReader: the call's ``call.ended``."""
+    return lambda e: e.event == "call.ended" and e.data.get("call_sid") == call_sid

@@ -1,0 +1,117 @@
+"""EventHub: the one named actor through which call events reach every API process.
+
+Call hosts publish (``publish``, fire-and-forget, in each call's event order); every API process runs
+one long poll (``poll``) and fans the events out to its own SSE subscribers. So a WebSocket streaming
+into one uvicorn process is watched from another, and a slow subscriber only ever costs its own
+process a dropped queue, never a host or the hub.
+
+Every event gets a hub offset, a cursor that only grows: SSE ``id:`` is ``{epoch}-{offset}``, and
+``Last-Event-ID`` resumes from it. ``epoch`` changes when the hub restarts (a new Ray instance), so a
+cursor from an older hub is recognised instead of being misread.
+
+Bounded: the global log keeps the last ``log_size`` events (what a lagging API process can catch up
+on); per call, the last ``per_call`` events are kept for late subscribers and resumes, for the
+``calls_kept`` most recently active calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict, deque
+from typing import Any
+
+log = logging.getLogger("mise.hub")
+
+HUB_NAME = "mise-hub"
+
+# One logged event: (offset, tenant, event JSON).
+Logged = tuple[int, str, dict[str, Any]]
+
+
+class EventHub:
+    def __init__(self, *, log_size: int = 100_000, per_call: int = 5_000, calls_kept: int = 2_000) -> None:
+        self.epoch = secrets.token_hex(4)
+        self._log: deque[Logged] = deque(maxlen=log_size)
+        self._next = 0
+        self._per_call = per_call
+        self._calls_kept = calls_kept
+        self._calls: OrderedDict[str, deque[Logged]] = OrderedDict()
+        self._last_seq: dict[str, int] = {}
+        self._wake: asyncio.Event | None = None
+        self.duplicates = 0
+
+    async def info(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "next": self._next, "calls": len(self._calls), "duplicates": self.duplicates}
+
+    async def publish(self, batch: list[tuple[str, dict[str, Any]]]) -> int:
+        """Log ``batch`` ((tenant, event) pairs) and wake the pollers; returns the next offset."""
+        for tenant, event in batch:
+            call_sid = event.get("call_sid")
+            seq = _seq_of(event)
+            if call_sid is not None and seq is not None:
+                # A call's events carry a sequence: a repeat (a retried publish) is dropped, never sent twice.
+                if seq <= self._last_seq.get(call_sid, -1):
+                    self.duplicates += 1
+                    continue
+                self._last_seq[call_sid] = seq
+            item = (self._next, tenant, event)
+            self._next += 1
+            self._log.append(item)
+            if call_sid is not None:
+                self._remember(call_sid, item)
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+        return self._next
+
+    def _remember(self, call_sid: str, item: Logged) -> None:
+        kept = self._calls.get(call_sid)
+        if kept is None:
+            kept = self._calls[call_sid] = deque(maxlen=self._per_call)
+            while len(self._calls) > self._calls_kept:
+                old, _ = self._calls.popitem(last=False)
+                self._last_seq.pop(old, None)
+        else:
+            self._calls.move_to_end(call_sid)
+        kept.append(item)
+
+    async def poll(self, after: int, timeout_s: float = 10.0) -> tuple[str, int, list[Logged], bool]:
+        """Events with offset > ``after``, waiting up to ``timeout_s`` for one. Returns (epoch, next offset,
+        events, gap); ``gap`` is True when some were already gone from the log (the poller lagged)."""
+        if self._next <= after + 1:
+            if self._wake is None:
+                self._wake = asyncio.Event()
+            wake = self._wake
+            try:
+                await asyncio.wait_for(wake.wait(), timeout_s)
+            except TimeoutError:
+                return self.epoch, self._next, [], False
+        return self.epoch, self._next, *self._since(after)
+
+    def _since(self, after: int) -> tuple[list[Logged], bool]:
+        if not self._log:
+            return [], False
+        first = self._log[0][0]
+        skip = max(0, after + 1 - first)
+        return [self._log[i] for i in range(skip, len(self._log))], after + 1 < first
+
+    async def replay(self, tenant: str, call_sid: str | None, after: int) -> tuple[str, int, list[Logged], bool]:
+        """What a (re)subscriber missed: the tenant's events with offset > ``after`` (all calls, from the log),
+        or one call's kept events (``after`` = -1: all of them, for a late subscriber). Returns (epoch,
+        next offset, events, gap)."""
+        if call_sid is None:
+            events, gap = self._since(after)
+        else:
+            kept = list(self._calls.get(call_sid, ()))
+            # Older events of the call may have been let go only if its buffer is full.
+            gap = len(kept) == self._per_call and after + 1 < kept[0][0]
+            events = [item for item in kept if item[0] > after]
+        return self.epoch, self._next, [item for item in events if item[1] == tenant], gap
+
+
+def _seq_of(event: dict[str, Any]) -> int | None:
+    """The per-call sequence in a call event's id (``{call_sid}:{seq:08d}``); None for other events."""
+    tail = str(event.get("id", "")).rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None

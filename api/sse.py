@@ -1,0 +1,230 @@
+"""Server-Sent Events: ``GET /v1/events`` (every call of the tenant) and ``GET /v1/calls/{sid}/events``.
+
+One ``EventFeed`` per API process long-polls the cluster's ``EventHub`` (actors/hub.py) and fans each
+event out to this process's subscribers, each with a bounded queue. A subscriber whose queue fills
+(a client that stopped reading) is dropped, told so in a final comment, and counted; nobody else
+waits for it: not the feed, not other subscribers, never the call hosts.
+
+Wire format per event: ``id: {hub epoch}-{hub offset}``, ``event: {type}``, ``data: {JSON}``; the
+stream opens with ``retry:`` and sends a ``: heartbeat`` comment when idle for ``heartbeat_s``.
+``Last-Event-ID`` (header, or ``?last_event_id=``) resumes after that event: what the hub still
+holds is replayed first, then live events, with no repeats (the feed and the replay are merged by
+offset). A new subscriber to one call first gets that call's events so far (the hub keeps them).
+Filters: ``types=turn.ended,interruption``; ``speaker=caller|agent`` keeps that speaker's events
+(``speaker`` or, for an interruption, ``by``) and the events that belong to no speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from ray.actor import ActorHandle
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from actors import runtime
+from actors.hub import Logged
+from api.auth import KeyRing, key_from_request
+from api.metrics import Metrics
+from engine.store.base import CallStore
+
+log = logging.getLogger("mise.sse")
+
+RETRY_MS = 3000
+QUEUE_SIZE = 2000
+SPEAKERS = ("caller", "agent")
+
+
+@dataclass(eq=False)
+class Subscriber:
+    tenant: str
+    call_sid: str | None
+    types: frozenset[str] | None
+    speaker: str | None
+    queue: asyncio.Queue[Logged] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, tenant: str, event: dict[str, Any]) -> bool:
+        if tenant != self.tenant or (self.call_sid is not None and event.get("call_sid") != self.call_sid):
+            return False
+        if self.types is not None and event.get("type") not in self.types:
+            return False
+        if self.speaker is not None:
+            who = event.get("speaker", event.get("by"))
+            return who is None or who == self.speaker
+        return True
+
+
+class EventFeed:
+    """This process's one subscription to the hub, shared by all its SSE clients."""
+
+    def __init__(self, *, hub: ActorHandle[Any], namespace: str, metrics: Metrics, poll_s: float = 10.0) -> None:
+        self._hub = hub
+        self._namespace = namespace
+        self._metrics = metrics
+        self._poll_s = poll_s
+        self._subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.epoch = ""
+        self._after = -1
+
+    @property
+    def hub(self) -> ActorHandle[Any]:
+        return self._hub
+
+    async def start(self) -> None:
+        info = await self._hub.info.remote()
+        self.epoch, self._after = info["epoch"], info["next"] - 1
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="mise-event-feed")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def subscribe(self, sub: Subscriber) -> None:
+        self._subscribers.add(sub)
+        self._metrics.sse_subscribers.set(len(self._subscribers))
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+        self._metrics.sse_subscribers.set(len(self._subscribers))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                epoch, _, events, gap = await self._hub.poll.remote(self._after, self._poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("polling the event hub failed; finding it again in 1 s")
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    self._hub = runtime.hub(namespace=self._namespace)
+                continue
+            if epoch != self.epoch:  # a new hub (Ray restarted): its offsets start again
+                log.warning("the event hub restarted (epoch %s -> %s)", self.epoch, epoch)
+                self.epoch, self._after = epoch, -1
+                continue
+            if gap:
+                self._metrics.sse_feed_gaps.inc()
+                log.error("this process fell behind the event hub: some events were not delivered here")
+            for item in events:
+                self._fan_out(item)
+            if events:
+                self._after = events[-1][0]
+
+    def _fan_out(self, item: Logged) -> None:
+        _, tenant, event = item
+        for sub in list(self._subscribers):
+            if sub.dropped.is_set() or not sub.wants(tenant, event):
+                continue
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                sub.dropped.set()  # its stream ends with a comment saying why
+                self._metrics.sse_dropped.inc()
+                self.unsubscribe(sub)
+
+
+def format_event(epoch: str, item: Logged) -> bytes:
+    offset, _, event = item
+    return b"id: %s-%d\nevent: %s\ndata: %s\n\n" % (
+        epoch.encode(),
+        offset,
+        str(event.get("type", "message")).encode(),
+        orjson.dumps(event),
+    )
+
+
+def parse_cursor(raw: str | None) -> tuple[str, int] | None:
+    """``{epoch}-{offset}`` -> (epoch, offset); None if absent or malformed."""
+    if not raw:
+        return None
+    epoch, _, offset = raw.strip().rpartition("-")
+    return (epoch, int(offset)) if epoch and offset.isdigit() else None
+
+
+class EventStreams:
+    def __init__(
+        self, *, keys: KeyRing, store: CallStore, feed: EventFeed, metrics: Metrics, heartbeat_s: float = 15.0
+    ) -> None:
+        self._keys = keys
+        self._store = store
+        self._feed = feed
+        self._metrics = metrics
+        self._heartbeat_s = heartbeat_s
+
+    async def __call__(self, request: Request) -> Response:
+        tenant = self._keys.tenant_for(key_from_request(request))
+        if tenant is None:
+            return JSONResponse({"error": "missing or unknown API key"}, status_code=401)
+        call_sid = request.path_params.get("call_sid")
+        if call_sid is not None and await run_in_threadpool(self._store.get, tenant, call_sid) is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        q = request.query_params
+        types = frozenset(t for t in q.get("types", "").split(",") if t) or None
+        speaker = q.get("speaker") or None
+        if speaker is not None and speaker not in SPEAKERS:
+            return JSONResponse({"error": f"speaker must be one of {', '.join(SPEAKERS)}"}, status_code=400)
+        cursor = parse_cursor(request.headers.get("last-event-id") or q.get("last_event_id"))
+        sub = Subscriber(tenant, call_sid, types, speaker)
+        self._feed.subscribe(sub)  # first: nothing published from now on is missed
+        try:
+            replay = await self._replay(sub, cursor)
+        except Exception:
+            self._feed.unsubscribe(sub)
+            log.exception("replaying events from the hub failed")
+            return JSONResponse({"error": "event hub unavailable"}, status_code=503)
+        return StreamingResponse(
+            self._stream(sub, replay),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _replay(self, sub: Subscriber, cursor: tuple[str, int] | None) -> tuple[list[bytes], int]:
+        """What to send before live events, and the offset it reaches (live events up to it are repeats)."""
+        notes: list[bytes] = []
+        if cursor is not None and cursor[0] != self._feed.epoch:
+            notes.append(b": the event hub restarted since that id; resuming from what it holds\n\n")
+            cursor = None
+        if cursor is None and sub.call_sid is None:
+            return notes, -1  # the tenant stream starts live
+        after = cursor[1] if cursor is not None else -1
+        epoch, _, events, gap = await self._feed.hub.replay.remote(sub.tenant, sub.call_sid, after)
+        if gap:
+            notes.append(b": some events after that id are no longer held\n\n")
+        wanted = [item for item in events if sub.wants(item[1], item[2])]
+        notes += [format_event(epoch, item) for item in wanted]
+        return notes, max((item[0] for item in events), default=after)
+
+    async def _stream(self, sub: Subscriber, replay: tuple[list[bytes], int]) -> AsyncIterator[bytes]:
+        chunks, last = replay
+        self._metrics.sse_connections.inc()
+        try:
+            yield b"retry: %d\n\n" % RETRY_MS
+            for chunk in chunks:
+                yield chunk
+            while True:
+                if sub.dropped.is_set() and sub.queue.empty():
+                    yield b": dropped: this client fell too far behind; reconnect with Last-Event-ID\n\n"
+                    return
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), self._heartbeat_s)
+                except TimeoutError:
+                    yield b": heartbeat\n\n"
+                    continue
+                if item[0] <= last:  # already sent by the replay
+                    continue
+                last = item[0]
+                self._metrics.sse_events.inc()
+                yield format_event(self._feed.epoch, item)
+        finally:
+            self._feed.unsubscribe(sub)

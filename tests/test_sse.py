@@ -1,0 +1,169 @@
+"""Live events over SSE: real uvicorn + real Ray + a real WebSocket client + real HTTP SSE clients.
+
+A call streamed at 10x real time; subscribers per call and per tenant read it as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from actors.hub import EventHub
+from api.metrics import Metrics
+from api.simulate import load_jsonl, with_fresh_sids
+from api.sse import EventFeed, Subscriber
+from tests.support import API_KEY, OTHER_KEY, Server, SseEvent, SseReader, ended, metric_delta, send_paced
+
+pytestmark = pytest.mark.integration
+
+SPEED = 10.0
+
+
+def seqs(events: list[SseEvent]) -> list[int]:
+    return [int(e.data["id"].rpartition(":")[2]) for e in events]
+
+
+def check_call_sequence(events: list[SseEvent], call_sid: str) -> None:
+    mine = [e for e in events if e.data.get("call_sid") == call_sid]
+    assert seqs(mine) == list(range(len(mine))), "every event of the call once, in order"
+    kinds = [e.event for e in mine]
+    assert kinds[0] == "call.started" and kinds[-1] == "call.ended"
+    assert kinds.count("turn.ended") == 10 and kinds.count("interruption") == 2 and kinds.count("silence") == 1
+    assert all(e.event == e.data["type"] for e in mine)
+    assert len({e.id for e in mine}) == len(mine)
+
+
+async def stream(server: Server, messages: list[dict[str, Any]], *, live_first: int = 0, on_live: Any = None) -> None:
+    """Send ``messages`` paced at SPEED; after the first ``live_first`` media, call ``on_live()`` once."""
+    async with websockets.connect(server.ws) as ws:
+        if on_live is not None:
+            for msg in messages[: 2 + live_first]:
+                await ws.send(orjson.dumps(msg).decode())
+            await asyncio.to_thread(server.wait_call, messages[1]["start"]["callSid"], live=True)
+            await asyncio.to_thread(on_live)
+            messages = messages[2 + live_first :]
+        await send_paced(ws, messages, SPEED)
+        await asyncio.wait_for(ws.wait_closed(), 30)
+
+
+def test_a_call_arrives_in_order_to_its_tenant_only(server: Server, synthetic_capture: Path) -> None:
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    before = server.metrics()
+    everything = SseReader(server.http + "/v1/events", until=ended(call_sid))
+    other_tenant = SseReader(server.http + "/v1/events", key=OTHER_KEY)
+    only_turns = SseReader(server.http + "/v1/events?types=turn.ended,call.ended&speaker=caller", until=ended(call_sid))
+    for reader in (everything, other_tenant, only_turns):
+        assert reader.connected.wait(10) and reader.status == 200
+    late: list[SseReader] = []
+
+    def subscribe_late() -> None:  # the call is live and has spoken for 8 s: a late subscriber
+        late.append(SseReader(server.http + f"/v1/calls/{call_sid}/events", until=ended(call_sid)))
+
+    asyncio.run(stream(server, messages, live_first=800, on_live=subscribe_late))
+    check_call_sequence(everything.wait(), call_sid)
+    check_call_sequence(late[0].wait(), call_sid)
+    assert [e.data for e in late[0].events] == [e.data for e in everything.events if e.data["call_sid"] == call_sid]
+    caller = only_turns.wait()
+    assert [e.event for e in caller[:-1]] == ["turn.ended"] * 5 and caller[-1].event == "call.ended"
+    assert all(e.data["speaker"] == "caller" for e in caller[:-1])
+    other_tenant.stop()
+    assert not [e for e in other_tenant.events if e.data.get("call_sid") == call_sid], "another tenant's events"
+    after = server.metrics()
+    assert metric_delta(before, after, "mise_sse_connections_total") >= 4
+
+
+def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(
+    server: Server, synthetic_capture: Path
+) -> None:
+    """The first connection ends after the call's first turn (a dropped connection); the client
+    reconnects mid-call with Last-Event-ID, to the call's own stream, and reads to the end."""
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    first = SseReader(
+        server.http + "/v1/events", until=lambda e: e.data.get("call_sid") == call_sid and e.event == "turn.ended"
+    )
+    assert first.connected.wait(10)
+    second: list[SseReader] = []
+
+    def reconnect() -> None:  # 16 s into the call: the first turn has ended, the call goes on
+        last = first.wait()[-1].id
+        second.append(
+            SseReader(server.http + f"/v1/calls/{call_sid}/events", last_event_id=last, until=ended(call_sid))
+        )
+        assert second[0].connected.wait(10) and second[0].status == 200
+
+    asyncio.run(stream(server, messages, live_first=1600, on_live=reconnect))
+    resumed = second[0].wait()
+    assert resumed[0].event != "call.started", "the resume started over instead of after Last-Event-ID"
+    combined = [e for e in first.events if e.data.get("call_sid") == call_sid] + resumed
+    check_call_sequence(combined, call_sid)
+    bad = httpx.get(server.http + f"/v1/calls/{call_sid}/events", params={"api_key": OTHER_KEY})
+    assert bad.status_code == 404  # another tenant cannot open this call's stream
+
+
+def test_unknown_call_bad_key_and_bad_filter(server: Server) -> None:
+    assert httpx.get(server.http + "/v1/calls/CAnope/events", params={"api_key": API_KEY}).status_code == 404
+    assert httpx.get(server.http + "/v1/events", params={"api_key": "wrong-key-1234"}).status_code == 401
+    assert httpx.get(server.http + "/v1/events", params={"api_key": API_KEY, "speaker": "boss"}).status_code == 400
+
+
+def test_two_processes_ingest_on_one_sse_on_the_other(
+    ray_address: str, tmp_path: Path, synthetic_capture: Path
+) -> None:
+    namespace = "sse" + secrets.token_hex(3)
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    a = Server.launch(ray_address, tmp_path, namespace=namespace)
+    b = Server.launch(ray_address, tmp_path, namespace=namespace)
+    try:
+        reader = SseReader(b.http + "/v1/events", until=ended(call_sid))  # subscribed on B
+        assert reader.connected.wait(10) and reader.status == 200
+        asyncio.run(stream(a, messages))  # streamed into A
+        check_call_sequence(reader.wait(), call_sid)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_alone() -> None:
+    """The fan-out policy, in-process (real asyncio queues, no server): a full queue drops that
+    subscriber and no one else; nothing blocks."""
+
+    async def run() -> None:
+        feed = EventFeed(hub=None, namespace="x", metrics=Metrics())  # type: ignore[arg-type]
+        slow, fast = Subscriber("acme", None, None, None), Subscriber("acme", None, None, None)
+        slow.queue = asyncio.Queue(3)
+        feed.subscribe(slow)
+        feed.subscribe(fast)
+        for offset in range(10):
+            feed._fan_out((offset, "acme", {"type": "turn.ended", "call_sid": "CA1", "id": f"CA1:{offset:08d}"}))
+            await fast.queue.get()  # the fast one keeps up
+        assert slow.dropped.is_set() and slow.queue.qsize() == 3
+        assert not fast.dropped.is_set()
+
+    asyncio.run(run())
+
+
+def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
+    async def run() -> None:
+        hub = EventHub(per_call=100)
+        events = [("acme", {"type": "t", "call_sid": "CA1", "id": f"CA1:{i:08d}"}) for i in range(5)]
+        await hub.publish(events[:3])
+        await hub.publish(events[2:])  # a repeat of 2
+        _, nxt, got, gap = await hub.replay("acme", "CA1", -1)
+        assert [e[2]["id"] for e in got] == [f"CA1:{i:08d}" for i in range(5)] and not gap and nxt == 5
+        assert (await hub.replay("globex", "CA1", -1))[2] == []
+        _, _, after, _ = await hub.replay("acme", "CA1", 2)
+        assert [e[0] for e in after] == [3, 4]
+        polled = await hub.poll(4, 0.05)
+        assert polled[2] == [] and hub.duplicates == 1
+
+    asyncio.run(run())
