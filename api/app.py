@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -13,7 +14,8 @@ from ray.actor import ActorHandle
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from actors import runtime
@@ -79,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         pump.start()
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
+        app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)
         parts = _Parts(
             ingest=Ingest(
                 keys=keys,
@@ -155,5 +158,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/events", events),
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
+        # The dashboard: static files, no build step, nothing from a CDN.
+        Mount("/", StaticFiles(directory=Path(__file__).parent / "static", html=True), name="dashboard"),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -140,18 +140,27 @@ def _serve(args: argparse.Namespace) -> int:
         ws=LosslessWebSocketProtocol,
         ws_max_size=1 << 20,  # a Twilio message is ~300 bytes; bigger frames close the socket (1009)
         log_level="info",
+        timeout_graceful_shutdown=15,  # a stop never hangs on a connection that will not close
     )
     server = uvicorn.Server(config)
     config.load()  # configures uvicorn's loggers now, so the filter lands on their handlers
     logs.install()
 
+    async def end_streams_on_stop() -> None:
+        """uvicorn waits for open responses before it stops; SSE streams never end by themselves."""
+        while not server.should_exit:
+            await asyncio.sleep(0.1)
+        close = getattr(app.state, "close_streams", None)
+        if close is not None:
+            close()
+
     async def run() -> None:
-        if not args.demo:
-            await server.serve()
-            return
-        demo = asyncio.create_task(_play_demo(server, settings, args.demo_speed))
+        watcher = asyncio.create_task(end_streams_on_stop())
+        demo = asyncio.create_task(_play_demo(server, settings, args.demo_speed)) if args.demo else None
         await server.serve()
-        demo.cancel()
+        watcher.cancel()
+        if demo is not None:
+            demo.cancel()
 
     asyncio.run(run())
     return 0

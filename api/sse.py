@@ -39,6 +39,7 @@ log = logging.getLogger("mise.sse")
 
 RETRY_MS = 3000
 QUEUE_SIZE = 2000
+CLOSING: Logged = (-1, "", {})  # put in every queue when the server stops: streams end, clients reconnect
 SPEAKERS = ("caller", "agent")
 
 
@@ -96,6 +97,12 @@ class EventFeed:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
         self._metrics.sse_subscribers.set(len(self._subscribers))
+
+    def close_all(self) -> None:
+        """End every stream (the server is stopping): each client reconnects, with its Last-Event-ID."""
+        for sub in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue's client is being dropped anyway
+                sub.queue.put_nowait(CLOSING)
 
     async def _run(self) -> None:
         while True:
@@ -221,6 +228,9 @@ class EventStreams:
                 except TimeoutError:
                     yield b": heartbeat\n\n"
                     continue
+                if item is CLOSING:
+                    yield b": the server is restarting; reconnect with Last-Event-ID\n\n"
+                    return
                 if item[0] <= last:  # already sent by the replay
                     continue
                 last = item[0]

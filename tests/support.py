@@ -77,8 +77,10 @@ class Server:
             srv.stop()
 
     @classmethod
-    def launch(cls, ray_address: str, data_dir: Path, namespace: str | None = None, **env: str) -> Server:
-        port = free_port()
+    def launch(
+        cls, ray_address: str, data_dir: Path, namespace: str | None = None, port: int | None = None, **env: str
+    ) -> Server:
+        port = port or free_port()
         namespace = namespace or "t" + secrets.token_hex(4)
         full_env = {
             **os.environ,
@@ -213,6 +215,7 @@ class SseEvent:
     id: str
     event: str
     data: dict[str, Any]
+    at: float = field(default_factory=time.time)  # when this client received it
 
 
 class SseReader:

@@ -1,0 +1,359 @@
+// Mise dashboard: the live monitor (#/), a call's live view and replay (#/call/{sid}).
+// Plain JavaScript, no build step, nothing loaded from elsewhere. Data: /v1/calls, /v1/calls/{sid}/turns,
+// and Server-Sent Events (/v1/events, /v1/calls/{sid}/events), which resume by Last-Event-ID on their own.
+"use strict";
+
+const SILENCE_MS = 3000;
+const $ = (id) => document.getElementById(id);
+const state = { key: null, source: null, live: new Map(), recent: [], call: null, dirty: false };
+window.miseReceived = []; // SSE ids as received, in order (tests check: no repeats across reconnects)
+
+function loadKey() {
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("api_key");
+  if (fromUrl) {
+    localStorage.setItem("mise.key", fromUrl);
+    params.delete("api_key");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") + location.hash);
+  }
+  state.key = localStorage.getItem("mise.key");
+  $("api-key").value = state.key ? "••••••••" : "";
+}
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Authorization: "Bearer " + state.key } });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+
+function stream(path, onEvent) {
+  if (state.source) state.source.close();
+  const sep = path.includes("?") ? "&" : "?";
+  const source = new EventSource(path + sep + "api_key=" + encodeURIComponent(state.key));
+  const types = ["call.started", "call.status", "call.ended", "turn.started", "turn.ended", "interruption",
+    "silence", "frustration.alert", "turn.transcribed"];
+  for (const type of types) {
+    source.addEventListener(type, (msg) => {
+      window.miseReceived.push(msg.lastEventId);
+      onEvent(type, JSON.parse(msg.data));
+    });
+  }
+  source.onopen = () => setConn("live", true);
+  source.onerror = () => setConn(source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…", false);
+  state.source = source;
+}
+
+function setConn(text, ok) {
+  $("conn").textContent = text;
+  $("conn").classList.toggle("ok", ok);
+}
+
+const fmtS = (ms) => (ms / 1000).toFixed(1) + " s";
+function fmtDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+}
+function who(call) {
+  const p = call.custom_parameters || {};
+  return p.customer || call.from || p.from || call.to || "unknown";
+}
+function text(tag, value, cls) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (cls) el.className = cls;
+  return el;
+}
+function frustrationColour(f, speaker) {
+  if (f === null || f === undefined) return speaker === "caller" ? "#0b5cad" : "#5b3d99";
+  const calm = [47, 125, 79], tense = [179, 38, 30]; // both keep white text readable
+  const mix = calm.map((c, i) => Math.round(c + (tense[i] - c) * Math.min(1, Math.max(0, f))));
+  return `rgb(${mix.join(",")})`;
+}
+
+// --- live monitor -------------------------------------------------------------------------------
+async function showMonitor() {
+  $("call").hidden = true;
+  $("monitor").hidden = false;
+  state.call = null;
+  state.live.clear();
+  try {
+    const [live, recent] = await Promise.all([api("/v1/calls?live=true&limit=200"), api("/v1/calls?live=false&limit=20")]);
+    for (const c of live.calls) state.live.set(c.call_sid, liveEntry(c));
+    state.recent = recent.calls;
+  } catch (err) {
+    setConn(String(err.message), false);
+  }
+  stream("/v1/events", onMonitorEvent);
+  redraw();
+}
+
+function liveEntry(c) {
+  return { sid: c.call_sid, who: who(c), started: Date.parse(c.started_at || c.first_seen_at) || Date.now(),
+    streamMs: c.duration_ms || 0, speaking: null, turns: (c.summary && c.summary.turns) || 0, frustration: null };
+}
+
+function onMonitorEvent(type, e) {
+  let call = state.live.get(e.call_sid);
+  if (type === "call.started") {
+    call = liveEntry({ call_sid: e.call_sid, custom_parameters: e.custom_parameters, started_at: e.started_at });
+    state.live.set(e.call_sid, call);
+  } else if (type === "call.ended") {
+    state.live.delete(e.call_sid);
+    api("/v1/calls?live=false&limit=20").then((r) => { state.recent = r.calls; redraw(); }).catch(() => {});
+  }
+  if (call && e.at_ms) call.streamMs = Math.max(call.streamMs, e.at_ms);
+  if (type === "call.started" || type === "call.ended") {
+    // handled above
+  } else if (call && type === "turn.started") {
+    call.speaking = e.speaker;
+  } else if (call && type === "turn.ended") {
+    if (call.speaking === e.speaker) call.speaking = null;
+    if (!e.backchannel) call.turns += 1;
+    if (e.frustration !== null && e.frustration !== undefined && e.speaker === "caller") {
+      call.frustration = call.frustration === null ? e.frustration : 0.7 * call.frustration + 0.3 * e.frustration;
+    }
+  }
+  redraw();
+}
+
+function redraw() {
+  if (state.dirty) return;
+  state.dirty = true;
+  requestAnimationFrame(() => {
+    state.dirty = false;
+    if (state.call) drawCall(); else drawMonitor();
+  });
+}
+
+function callLink(sid) {
+  const a = text("a", sid.slice(0, 12) + "…");
+  a.href = "#/call/" + sid;
+  a.setAttribute("aria-label", "Open call " + sid);
+  return a;
+}
+
+function drawMonitor() {
+  const rows = [];
+  const now = Date.now();
+  for (const c of state.live.values()) {
+    const tr = document.createElement("tr");
+    tr.dataset.callSid = c.sid;
+    const link = document.createElement("td");
+    link.append(callLink(c.sid));
+    const speaking = text("td", c.speaking || "—", c.speaking ? "speaking " + c.speaking : "");
+    const f = c.frustration === null ? "—" : Math.round(100 * c.frustration) + "%";
+    // Stream time from the events (a replayed or sped-up call runs ahead of the wall clock), else wall time.
+    const duration = Math.max(now - c.started, c.streamMs);
+    tr.append(link, text("td", c.who), text("td", fmtDuration(duration)), speaking, text("td", c.turns), text("td", f));
+    rows.push(tr);
+  }
+  $("live-rows").replaceChildren(...rows);
+  $("live-count").textContent = state.live.size;
+  $("live-empty").hidden = state.live.size > 0;
+  $("recent-rows").replaceChildren(...state.recent.map((c) => {
+    const tr = document.createElement("tr");
+    const link = document.createElement("td");
+    link.append(callLink(c.call_sid));
+    const s = c.summary || {};
+    const interruptions = s.interruptions ? (s.interruptions.caller || 0) + (s.interruptions.agent || 0) : "—";
+    tr.append(link, text("td", who(c)), text("td", fmtDuration(c.duration_ms || 0)), text("td", s.turns ?? "—"),
+      text("td", interruptions), text("td", (c.ended_at || "").replace("T", " ").slice(0, 19)));
+    return tr;
+  }));
+}
+
+// --- one call: live view and replay -------------------------------------------------------------
+async function showCall(sid) {
+  $("monitor").hidden = true;
+  $("call").hidden = false;
+  $("events-title").textContent = "Latest events";
+  state.call = { sid, turns: new Map(), interruptions: [], silences: [], events: [], endMs: 0, selected: null, record: null };
+  $("call-title").textContent = "Call " + sid;
+  $("detail").replaceChildren(text("p", "Select a turn to see how it sounded.", "empty"));
+  let record = null;
+  try {
+    record = await api("/v1/calls/" + encodeURIComponent(sid));
+  } catch (err) {
+    $("call-meta").textContent = String(err.message);
+    return;
+  }
+  state.call.record = record;
+  $("call-meta").textContent = `${who(record)} · ${record.live ? "live" : "ended " + (record.end_reason || "")} · ` +
+    `started ${(record.started_at || record.first_seen_at || "").replace("T", " ").slice(0, 19)}`;
+  if (record.live) {
+    stream("/v1/calls/" + encodeURIComponent(sid) + "/events", onCallEvent);
+  } else {
+    if (state.source) state.source.close();
+    setConn("replay", true);
+    const { turns } = await api("/v1/calls/" + encodeURIComponent(sid) + "/turns");
+    replayFromTurns(turns);
+    $("events-title").textContent = "Events";
+  }
+  redraw();
+}
+
+function replayFromTurns(turns) {
+  const call = state.call;
+  let lastEnd = 0;
+  const sorted = [...turns].sort((a, b) => a.start_ms - b.start_ms);
+  const events = [];
+  for (const t of sorted) {
+    call.turns.set(t.turn_id, { ...t, added: Date.now() });
+    if (t.interrupted_other) {
+      const i = { by: t.speaker, at_ms: t.start_ms, overlap_ms: t.overlap_ms };
+      call.interruptions.push(i);
+      events.push({ type: "interruption", e: i, ms: t.start_ms });
+    }
+    if (t.start_ms - lastEnd >= SILENCE_MS) {
+      const s = { start_ms: lastEnd, end_ms: t.start_ms, duration_ms: t.start_ms - lastEnd };
+      call.silences.push(s);
+      events.push({ type: "silence", e: s, ms: lastEnd });
+    }
+    events.push({ type: "turn.ended", e: t, ms: t.end_ms });
+    lastEnd = Math.max(lastEnd, t.end_ms);
+    call.endMs = Math.max(call.endMs, t.end_ms);
+  }
+  call.events = events.sort((a, b) => b.ms - a.ms);
+}
+
+function onCallEvent(type, e) {
+  const call = state.call;
+  if (!call || e.call_sid !== call.sid) return;
+  call.events.unshift({ type, e, at: Date.now() });
+  call.events.length = Math.min(call.events.length, 50);
+  if (type === "turn.ended") {
+    call.turns.set(e.turn_id, { ...e, added: Date.now() });
+    call.endMs = Math.max(call.endMs, e.end_ms);
+  } else if (type === "interruption") {
+    call.interruptions.push(e);
+  } else if (type === "silence") {
+    call.silences.push(e);
+    call.endMs = Math.max(call.endMs, e.end_ms);
+  } else if (type === "call.ended") {
+    $("call-meta").textContent = `${who(call.record || {})} · ended ${e.end_reason || ""} · ${fmtDuration(e.duration_ms || 0)}`;
+    call.endMs = Math.max(call.endMs, e.duration_ms || 0);
+  }
+  if (e.at_ms) call.endMs = Math.max(call.endMs, e.at_ms);
+  redraw();
+}
+
+function describe(type, e) {
+  switch (type) {
+    case "turn.ended": return `${e.speaker} turn ${e.turn_id} ended (${fmtS(e.duration_ms)}${e.backchannel ? ", backchannel" : ""})`;
+    case "turn.started": return `${e.speaker} started speaking`;
+    case "interruption": return `${e.by} interrupted at ${fmtS(e.at_ms)} (${e.overlap_ms} ms overlap)`;
+    case "silence": return `silence of ${fmtS(e.duration_ms)}`;
+    case "frustration.alert": return `frustration alert: ${e.speaker || "caller"} at ${Math.round(100 * (e.frustration || 0))}%`;
+    case "call.ended": return `call ended (${e.end_reason || "?"})`;
+    case "call.started": return "call started";
+    case "call.status": return `status: ${e.status}`;
+    default: return type;
+  }
+}
+
+function drawCall() {
+  const call = state.call;
+  // Fit the call to the width while it is short; scroll (at 8-60 px a second) once it is long.
+  const avail = Math.max(320, $("timeline").clientWidth - 110);
+  const pxPerS = Math.min(60, Math.max(8, avail / (call.endMs / 1000 + 1)));
+  const widthPx = Math.max(avail, Math.ceil((call.endMs / 1000 + 1) * pxPerS));
+  const x = (ms) => (ms / 1000) * pxPerS;
+  const tracks = {};
+  for (const el of document.querySelectorAll("#timeline .track")) {
+    el.style.width = widthPx + "px";
+    el.style.backgroundSize = pxPerS + "px 100%";
+    el.replaceChildren();
+    tracks[el.dataset.speaker] = el;
+  }
+  for (const s of call.silences) {
+    for (const el of Object.values(tracks)) {
+      const band = document.createElement("div");
+      band.className = "silence-band";
+      band.style.left = x(s.start_ms) + "px";
+      band.style.width = x(s.end_ms - s.start_ms) + "px";
+      band.title = "silence " + fmtS(s.end_ms - s.start_ms);
+      el.append(band);
+    }
+  }
+  for (const t of [...call.turns.values()].sort((a, b) => a.turn_id - b.turn_id)) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "turn" + (t.backchannel ? " backchannel" : "");
+    b.style.left = x(t.start_ms) + "px";
+    b.style.width = Math.max(4, x(t.end_ms - t.start_ms)) + "px";
+    b.style.background = frustrationColour(t.frustration, t.speaker);
+    b.dataset.turnId = t.turn_id;
+    b.dataset.speaker = t.speaker;
+    b.dataset.added = t.added;
+    b.setAttribute("aria-pressed", String(call.selected === t.turn_id));
+    b.setAttribute("aria-label", `${t.speaker} turn ${t.turn_id}, ${fmtS(t.start_ms)} to ${fmtS(t.end_ms)}` +
+      (t.backchannel ? ", backchannel" : "") + (t.interrupted_other ? ", interrupted the other party" : ""));
+    if (!t.backchannel && x(t.end_ms - t.start_ms) > 40) b.textContent = fmtS(t.duration_ms);
+    b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); });
+    (tracks[t.speaker] || tracks.caller).append(b);
+  }
+  for (const i of call.interruptions) {
+    const m = document.createElement("div");
+    m.className = "interruption";
+    m.textContent = "!";
+    m.style.left = x(i.at_ms) + "px";
+    m.setAttribute("role", "img");
+    m.setAttribute("aria-label", `${i.by} interrupted at ${fmtS(i.at_ms)}`);
+    (tracks[i.by] || tracks.caller).append(m);
+  }
+  const axis = $("axis");
+  axis.style.width = widthPx + "px";
+  const step = call.endMs > 120000 ? 10 : 5;
+  axis.replaceChildren(...Array.from({ length: Math.floor(call.endMs / 1000 / step) + 1 }, (_, k) => {
+    const s = text("span", k * step + " s");
+    s.style.left = x(k * step * 1000) + "px";
+    return s;
+  }));
+  $("events").replaceChildren(...call.events.map(({ type, e }) =>
+    text("li", describe(type, e), type === "frustration.alert" ? "alert" : "")));
+}
+
+function showTurn(t) {
+  const f = t.features || {};
+  const rows = [
+    ["speaker", t.speaker], ["from", fmtS(t.start_ms)], ["to", fmtS(t.end_ms)], ["text", t.text || "—"],
+    ["frustration", t.frustration === null || t.frustration === undefined ? "—" : Math.round(100 * t.frustration) + "%"],
+    ["emotion", t.emotion ? t.emotion.label : "—"],
+    ["response latency", t.response_latency_ms === null ? "—" : fmtS(t.response_latency_ms)],
+    ["overlap", t.overlap_ms + " ms"],
+    ["pitch", f.pitch_mean_hz ? `${f.pitch_mean_hz.toFixed(0)} Hz (z ${f.pitch_z === null ? "—" : f.pitch_z.toFixed(1)})` : "—"],
+    ["energy", f.energy_db ? `${f.energy_db.toFixed(1)} dBFS (z ${f.energy_z === null ? "—" : f.energy_z.toFixed(1)})` : "—"],
+    ["speaking rate", f.speaking_rate ? f.speaking_rate.toFixed(1) + " syll/s" : "—"],
+    ["jitter / shimmer", f.jitter ? `${(100 * f.jitter).toFixed(2)}% / ${(100 * f.shimmer).toFixed(1)}%` : "—"],
+    ["HNR", f.hnr_db ? f.hnr_db.toFixed(1) + " dB" : "—"],
+  ];
+  const dl = document.createElement("dl");
+  dl.className = "features";
+  for (const [k, v] of rows) dl.append(text("dt", k), text("dd", v));
+  $("detail").replaceChildren(text("h3", `${t.speaker} turn ${t.turn_id}`), dl);
+}
+
+// --- routing ------------------------------------------------------------------------------------
+function route() {
+  if (!state.key) {
+    $("monitor").hidden = true;
+    $("call").hidden = true;
+    setConn("enter an API key", false);
+    $("api-key").focus();
+    return;
+  }
+  const m = location.hash.match(/^#\/call\/([^/]+)$/);
+  if (m) showCall(decodeURIComponent(m[1])); else showMonitor();
+}
+
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const value = $("api-key").value.trim();
+  if (value && !value.startsWith("•")) localStorage.setItem("mise.key", value);
+  loadKey();
+  route();
+});
+window.addEventListener("hashchange", route);
+setInterval(() => { if (!state.call && state.live.size) redraw(); }, 1000);
+loadKey();
+route();
