@@ -100,7 +100,12 @@ def create_app(settings: Settings) -> Starlette:
             pump=pump,
             feed=feed,
             streams=EventStreams(
-                keys=keys, store=store, feed=feed, metrics=metrics, heartbeat_s=settings.sse_heartbeat_s
+                keys=keys,
+                store=store,
+                feed=feed,
+                metrics=metrics,
+                heartbeat_s=settings.sse_heartbeat_s,
+                queue_size=settings.sse_queue,
             ),
         )
         log.info(

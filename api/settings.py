@@ -40,6 +40,7 @@ class Settings:
     silence_ms: int = AnalysisOptions.silence_ms
     measure_max_delay_s: float = 3.0  # a turn waiting longer to be measured goes out without features
     sse_heartbeat_s: float = 15.0
+    sse_queue: int = 2000  # events buffered per SSE client; a client further behind is dropped
     max_message_bytes: int = 128 * 1024
 
     @classmethod
@@ -71,6 +72,7 @@ class Settings:
             silence_ms=_int(env, "MISE_SILENCE_MS", cls.silence_ms, 500, 600_000),
             measure_max_delay_s=_float(env, "MISE_MEASURE_MAX_DELAY_S", cls.measure_max_delay_s, 0.0, 600.0),
             sse_heartbeat_s=_float(env, "MISE_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1, 3600.0),
+            sse_queue=_int(env, "MISE_SSE_QUEUE", cls.sse_queue, 1, 1_000_000),
             max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
         )
 

@@ -39,8 +39,12 @@ log = logging.getLogger("mise.sse")
 
 RETRY_MS = 3000
 QUEUE_SIZE = 2000
-CLOSING: Logged = (-1, "", {})  # put in every queue when the server stops: streams end, clients reconnect
+CLOSING: tuple[int, bytes] = (-1, b"")  # put in every queue when the server stops: streams end, clients reconnect
 SPEAKERS = ("caller", "agent")
+
+
+# What a subscriber's queue holds: (hub offset, the event as SSE bytes).
+Wire = tuple[int, bytes]
 
 
 @dataclass(eq=False)
@@ -49,7 +53,7 @@ class Subscriber:
     call_sid: str | None
     types: frozenset[str] | None
     speaker: str | None
-    queue: asyncio.Queue[Logged] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[Wire] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, tenant: str, event: dict[str, Any]) -> bool:
@@ -130,11 +134,14 @@ class EventFeed:
 
     def _fan_out(self, item: Logged) -> None:
         _, tenant, event = item
+        wire: bytes | None = None  # formatted once, for every subscriber that wants it
         for sub in list(self._subscribers):
             if sub.dropped.is_set() or not sub.wants(tenant, event):
                 continue
+            if wire is None:
+                wire = format_event(self.epoch, item)
             try:
-                sub.queue.put_nowait(item)
+                sub.queue.put_nowait((item[0], wire))
             except asyncio.QueueFull:
                 sub.dropped.set()  # its stream ends with a comment saying why
                 self._metrics.sse_dropped.inc()
@@ -161,8 +168,16 @@ def parse_cursor(raw: str | None) -> tuple[str, int] | None:
 
 class EventStreams:
     def __init__(
-        self, *, keys: KeyRing, store: CallStore, feed: EventFeed, metrics: Metrics, heartbeat_s: float = 15.0
+        self,
+        *,
+        keys: KeyRing,
+        store: CallStore,
+        feed: EventFeed,
+        metrics: Metrics,
+        heartbeat_s: float = 15.0,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
+        self._queue_size = queue_size
         self._keys = keys
         self._store = store
         self._feed = feed
@@ -182,7 +197,7 @@ class EventStreams:
         if speaker is not None and speaker not in SPEAKERS:
             return JSONResponse({"error": f"speaker must be one of {', '.join(SPEAKERS)}"}, status_code=400)
         cursor = parse_cursor(request.headers.get("last-event-id") or q.get("last_event_id"))
-        sub = Subscriber(tenant, call_sid, types, speaker)
+        sub = Subscriber(tenant, call_sid, types, speaker, asyncio.Queue(self._queue_size))
         self._feed.subscribe(sub)  # first: nothing published from now on is missed
         try:
             replay = await self._replay(sub, cursor)
@@ -216,25 +231,29 @@ class EventStreams:
         chunks, last = replay
         self._metrics.sse_connections.inc()
         try:
-            yield b"retry: %d\n\n" % RETRY_MS
-            for chunk in chunks:
-                yield chunk
+            yield b"retry: %d\n\n" % RETRY_MS + b"".join(chunks)
             while True:
                 if sub.dropped.is_set() and sub.queue.empty():
                     yield b": dropped: this client fell too far behind; reconnect with Last-Event-ID\n\n"
                     return
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), self._heartbeat_s)
+                    items = [await asyncio.wait_for(sub.queue.get(), self._heartbeat_s)]
                 except TimeoutError:
                     yield b": heartbeat\n\n"
                     continue
-                if item is CLOSING:
-                    yield b": the server is restarting; reconnect with Last-Event-ID\n\n"
-                    return
-                if item[0] <= last:  # already sent by the replay
-                    continue
-                last = item[0]
-                self._metrics.sse_events.inc()
-                yield format_event(self._feed.epoch, item)
+                while not sub.queue.empty():  # whatever else is waiting goes in the same write
+                    items.append(sub.queue.get_nowait())
+                chunk: list[bytes] = []
+                for offset, wire in items:
+                    if offset == CLOSING[0]:
+                        chunk.append(b": the server is restarting; reconnect with Last-Event-ID\n\n")
+                        yield b"".join(chunk)
+                        return
+                    if offset > last:  # else already sent by the replay
+                        last = offset
+                        chunk.append(wire)
+                if chunk:
+                    self._metrics.sse_events.inc(len(chunk))
+                    yield b"".join(chunk)
         finally:
             self._feed.unsubscribe(sub)
