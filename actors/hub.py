@@ -112,6 +112,6 @@ class EventHub:
 
 
 def _seq_of(event: dict[str, Any]) -> int | None:
-    """The per-call sequence in a call event's id (``{call_sid}:{seq:08d}``); None for other events."""
-    tail = str(event.get("id", "")).rpartition(":")[2]
-    return int(tail) if tail.isdigit() else None
+    """The per-call sequence in a call event's id (exactly ``{call_sid}:{seq:08d}``); None for other events."""
+    head, _, tail = str(event.get("id", "")).rpartition(":")
+    return int(tail) if head == event.get("call_sid") and len(tail) == 8 and tail.isdigit() else None

@@ -75,7 +75,7 @@ class Webhooks:
         """A ``call.status`` event for SSE subscribers (fire-and-forget: the callback is stored already)."""
         event = {
             "type": CALL_STATUS,
-            "id": f"{callback.call_sid}:status-{callback.dedup_key}",
+            "id": f"{callback.call_sid}:status-{callback.dedup_key.replace(':', '-')}",
             "call_sid": callback.call_sid,
             "at": utc_now(),
             "status": callback.status,

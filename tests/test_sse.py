@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import orjson
 import pytest
 import websockets
@@ -19,7 +20,8 @@ from actors.hub import EventHub
 from api.metrics import Metrics
 from api.simulate import load_jsonl, with_fresh_sids
 from api.sse import EventFeed, Subscriber
-from tests.support import API_KEY, OTHER_KEY, Server, SseEvent, SseReader, ended, metric_delta, send_paced
+from tests.support import API_KEY, OTHER_KEY, REPO, Server, SseEvent, SseReader, ended, metric_delta, send_paced
+from tests.test_webhooks import callback
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +68,20 @@ def test_a_call_arrives_in_order_to_its_tenant_only(server: Server, synthetic_ca
 
     def subscribe_late() -> None:  # the call is live and has spoken for 8 s: a late subscriber
         late.append(SseReader(server.http + f"/v1/calls/{call_sid}/events", until=ended(call_sid)))
+        form = callback(call_sid, 2, "in-progress")  # and Twilio says how the call is doing
+        assert httpx.post(server.http + f"/v1/webhook/twilio?api_key={API_KEY}", data=form).status_code == 204
 
     asyncio.run(stream(server, messages, live_first=800, on_live=subscribe_late))
-    check_call_sequence(everything.wait(), call_sid)
-    check_call_sequence(late[0].wait(), call_sid)
-    assert [e.data for e in late[0].events] == [e.data for e in everything.events if e.data["call_sid"] == call_sid]
+    statuses = [e for e in everything.wait() if e.event == "call.status"]
+    assert [(e.data["call_sid"], e.data["status"]) for e in statuses] == [(call_sid, "in-progress")]
+    check_call_sequence([e for e in everything.events if e.event != "call.status"], call_sid)
+    schema = orjson.loads((REPO / "docs" / "events.schema.json").read_bytes())
+    validator = jsonschema.Draft202012Validator(schema)
+    for e in everything.events:  # every event as documented (docs/events.schema.json)
+        errors = [f"{'/'.join(map(str, x.absolute_path))}: {x.message}" for x in validator.iter_errors(e.data)]
+        assert errors == [], (e.event, errors)
+    assert [e.data for e in late[0].wait()] == [e.data for e in everything.events if e.data["call_sid"] == call_sid]
+    check_call_sequence([e for e in late[0].events if e.event != "call.status"], call_sid)
     caller = only_turns.wait()
     assert [e.event for e in caller[:-1]] == ["turn.ended"] * 5 and caller[-1].event == "call.ended"
     assert all(e.data["speaker"] == "caller" for e in caller[:-1])
@@ -158,12 +169,15 @@ def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
         events = [("acme", {"type": "t", "call_sid": "CA1", "id": f"CA1:{i:08d}"}) for i in range(5)]
         await hub.publish(events[:3])
         await hub.publish(events[2:])  # a repeat of 2
+        await hub.publish([("acme", {"type": "call.status", "call_sid": "CA1", "id": "CA1:status-seq-00000005"})])
         _, nxt, got, gap = await hub.replay("acme", "CA1", -1)
-        assert [e[2]["id"] for e in got] == [f"CA1:{i:08d}" for i in range(5)] and not gap and nxt == 5
+        assert [e[2]["id"] for e in got][:5] == [f"CA1:{i:08d}" for i in range(5)] and not gap and nxt == 6
+        await hub.publish([("acme", {"type": "t", "call_sid": "CA1", "id": "CA1:00000005"})])  # not a repeat
+        assert hub.duplicates == 1 and (await hub.info())["next"] == 7
         assert (await hub.replay("globex", "CA1", -1))[2] == []
         _, _, after, _ = await hub.replay("acme", "CA1", 2)
-        assert [e[0] for e in after] == [3, 4]
-        polled = await hub.poll(4, 0.05)
+        assert [e[0] for e in after] == [3, 4, 5, 6]
+        polled = await hub.poll(6, 0.05)
         assert polled[2] == [] and hub.duplicates == 1
 
     asyncio.run(run())
