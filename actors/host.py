@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import ray
+from ray import ObjectRef
 from ray.actor import ActorHandle
 
 from engine.call import CallMeta, LiveCall
@@ -69,10 +71,11 @@ class _Measure:
     decided: float  # time.monotonic() at the decision
     claimed: bool = False  # taken by the thread or by finish; guarded by the host lock
     done: threading.Event = field(default_factory=threading.Event)
+    scores: ObjectRef[list[dict[str, Any]]] | None = None  # the emotion model's answer, on its way
 
     @property
     def key(self) -> tuple[str, int]:
-        return self.call_sid, self.pending.seq
+        return self.call_sid, self.pending.turn_id
 
 
 class CallHost:
@@ -84,6 +87,8 @@ class CallHost:
         analysis: AnalysisOptions | None = None,
         measure_max_delay_s: float = 3.0,
         hub: ActorHandle[Any] | None = None,
+        scorer: ActorHandle[Any] | None = None,
+        score_timeout_s: float = 10.0,
     ) -> None:
         self._ring_seconds = ring_seconds
         self._analysis = analysis
@@ -93,11 +98,14 @@ class CallHost:
         self._lock = threading.Lock()
         self._outbox: dict[str, list[Published]] = {}  # per call, published and not yet handed out
         self._hub = hub  # the EventHub (actors/hub.py), when there is one
+        self._scorer = scorer  # the EmotionScorer (actors/scorer.py), when there is one
+        self._score_timeout = score_timeout_s
+        self._unscored = 0
         self._to_hub: list[Published] = []
         self._events = 0
         self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
         self._queue: queue.SimpleQueue[_Measure] = queue.SimpleQueue()
-        self._decided_at: dict[tuple[str, int], float] = {}  # (call, seq) of a pending turn -> decision time
+        self._decided_at: dict[tuple[str, int], float] = {}  # (call, turn_id) of a pending turn -> decision time
         self._event_delay: deque[float] = deque(maxlen=latency_window)  # turn.ended: decision -> published (s)
         self._measured = self._skipped = 0
         self._calls: dict[str, LiveCall] = {}
@@ -115,7 +123,13 @@ class CallHost:
         if meta.call_sid in self._calls:
             raise ValueError(f"call {meta.call_sid} is already open on this host")
         self._failed.pop(meta.call_sid, None)
-        call = LiveCall(meta, ring_seconds=self._ring_seconds, analysis=self._analysis, measure_inline=False)
+        call = LiveCall(
+            meta,
+            ring_seconds=self._ring_seconds,
+            analysis=self._analysis,
+            measure_inline=False,
+            scores=self._scorer is not None,
+        )
         started = {
             "stream_sid": meta.stream_sid,
             "account_sid": meta.account_sid,
@@ -216,6 +230,8 @@ class CallHost:
         now = time.monotonic()
         for pending in call.analyzer.take_pending():
             job = _Measure(call.meta.call_sid, pending, now)
+            if self._scorer is not None:  # scored in the scorer's process while this one measures
+                job.scores = self._scorer.score.remote([pending.audio])
             self._jobs.setdefault(job.call_sid, deque()).append(job)
             self._decided_at[job.key] = now
             if queue_them:
@@ -253,10 +269,26 @@ class CallHost:
                 with self._lock:
                     self._measured += 1
         except Exception:
-            log.exception("call %s: measuring turn event %d failed; it goes out without features", *job.key)
+            log.exception("call %s: measuring turn %d failed; it goes out without features", *job.key)
             job.pending.skip("error")
         finally:
+            if job.scores is not None:
+                self._collect_scores(job)
             job.done.set()
+
+    def _collect_scores(self, job: _Measure) -> None:
+        """The emotion model's result for the turn (no lock held); without one the turn goes out unscored."""
+        result = None
+        assert job.scores is not None
+        try:
+            result = ray.get(job.scores, timeout=self._score_timeout)[0]
+        except Exception as exc:
+            with self._lock:
+                self._unscored += 1
+                first = self._unscored == 1 or self._unscored % 1000 == 0
+            if first:
+                log.warning("call %s: turn %d has no emotion scores (%s); %d so far", *job.key, exc, self._unscored)
+        job.pending.set_scores(result)
 
     def snapshot(self, call_sid: str) -> dict[str, Any] | None:
         call = self._calls.get(call_sid)
@@ -274,9 +306,10 @@ class CallHost:
         meta = call.meta
         now = time.monotonic()
         for event in events:
-            decided = self._decided_at.pop((meta.call_sid, event.seq), None)
-            if decided is not None and event.type == TURN_ENDED:
-                self._event_delay.append(now - decided)
+            if event.type == TURN_ENDED:
+                decided = self._decided_at.pop((meta.call_sid, event.data["turn_id"]), None)
+                if decided is not None:
+                    self._event_delay.append(now - decided)
         published = [
             (meta.tenant, {**event.to_json(meta.call_sid, at), "stream_sid": meta.stream_sid}) for event in events
         ]
@@ -321,6 +354,7 @@ class CallHost:
             "latency_max_ms": float(lat.max() * 1000) if lat.size else None,
             "turns_measured": self._measured,
             "turns_unmeasured": self._skipped,  # sent without features: the host was over capacity
+            "turns_unscored": self._unscored,  # sent without emotion scores: the scorer failed or was late
             "measure_backlog": backlog,
             "turn_event_count": int(delay.size),
             "turn_event_p50_ms": float(np.percentile(delay, 50) * 1000) if delay.size else None,

@@ -16,6 +16,7 @@ from ray.actor import ActorHandle
 
 from actors.directory import DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
+from actors.scorer import SCORER_NAME, EmotionScorer
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
 _QUIET_ENV = {
@@ -95,6 +96,24 @@ def hub(*, namespace: str) -> ActorHandle[Any]:
             max_concurrency=1000,
         )
         .remote(),
+    )
+
+
+def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
+    """The cluster's emotion scorer (the only process with torch), created by the first process that asks
+    (with its ``weights``: a file from ``mise train``, else the packaged ones)."""
+    return cast(
+        ActorHandle[Any],
+        ray.remote(EmotionScorer)
+        .options(
+            name=SCORER_NAME,
+            namespace=namespace,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(weights=weights),
     )
 
 

@@ -59,6 +59,13 @@ def create_app(settings: Settings) -> Starlette:
         embedded = settings.ray_address is None
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
         hub = runtime.hub(namespace=settings.ray_namespace)
+        scorer = (
+            runtime.scorer(namespace=settings.ray_namespace, weights=settings.emotion_weights)
+            if settings.emotion
+            else None
+        )
+        if scorer is not None:
+            await scorer.ready.remote()  # the weights are loaded before the first call can end a turn
         directory = runtime.directory(
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
@@ -68,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
                 "analysis": settings.analysis(),
                 "measure_max_delay_s": settings.measure_max_delay_s,
                 "hub": hub,
+                "scorer": scorer,
             },
         )
         await directory.ready.remote()

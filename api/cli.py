@@ -55,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--hold-ms", type=int, default=AnalysisOptions.hold_ms, help="pause bridged inside a turn")
     ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
 
+    sub.add_parser(
+        "train",
+        help="(re)train the emotion model on a manifest of labelled clips (same code as python -m models.train)",
+        add_help=False,
+    )
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # everything after `train` is models.train's own command line
+        from models import train
+
+        return train.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)

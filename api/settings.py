@@ -40,6 +40,10 @@ class Settings:
     silence_ms: int = AnalysisOptions.silence_ms
     measure_max_delay_s: float = 3.0  # a turn waiting longer to be measured goes out without features
     sse_heartbeat_s: float = 15.0
+    emotion: bool = True  # score every turn with the emotion model (its own Ray actor, the only one with torch)
+    emotion_weights: str | None = None  # weights from `mise train`; default: the packaged ones
+    alert_on: float = AnalysisOptions.alert_on
+    alert_off: float = AnalysisOptions.alert_off
     sse_queue: int = 2000  # events buffered per SSE client; a client further behind is dropped
     max_message_bytes: int = 128 * 1024
 
@@ -72,12 +76,21 @@ class Settings:
             silence_ms=_int(env, "MISE_SILENCE_MS", cls.silence_ms, 500, 600_000),
             measure_max_delay_s=_float(env, "MISE_MEASURE_MAX_DELAY_S", cls.measure_max_delay_s, 0.0, 600.0),
             sse_heartbeat_s=_float(env, "MISE_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1, 3600.0),
+            emotion=_bool(env, "MISE_EMOTION", cls.emotion),
+            emotion_weights=env.get("MISE_EMOTION_WEIGHTS") or None,
+            alert_on=_float(env, "MISE_FRUSTRATION_ALERT", cls.alert_on, 0.0, 1.0),
+            alert_off=_float(env, "MISE_FRUSTRATION_CLEAR", cls.alert_off, 0.0, 1.0),
             sse_queue=_int(env, "MISE_SSE_QUEUE", cls.sse_queue, 1, 1_000_000),
             max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
         )
 
     def analysis(self) -> AnalysisOptions:
-        return AnalysisOptions(hold_ms=self.hold_ms, silence_ms=self.silence_ms)
+        return AnalysisOptions(
+            hold_ms=self.hold_ms,
+            silence_ms=self.silence_ms,
+            alert_on=self.alert_on,
+            alert_off=min(self.alert_off, self.alert_on),
+        )
 
 
 def _parse_keys(text: str, name: str) -> dict[str, str]:
@@ -120,3 +133,14 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is outside [{lo}, {hi}]")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not one of 1/0, true/false, yes/no, on/off")

@@ -208,7 +208,12 @@ def bench_density(
     address: str, per_actor: int, levels: list[int], *, ramp_rate: float, steady_s: float, spare: int
 ) -> None:
     data = Path(tempfile.mkdtemp(prefix="mise-bench-"))
-    env = {"MISE_CALLS_PER_ACTOR": str(per_actor), "MISE_SPARE_HOSTS": str(spare), "MISE_RING_SECONDS": "60"}
+    env = {
+        "MISE_CALLS_PER_ACTOR": str(per_actor),
+        "MISE_SPARE_HOSTS": str(spare),
+        "MISE_RING_SECONDS": "60",
+        "MISE_EMOTION": "1",  # the product as shipped: every turn scored by the emotion model too
+    }
     print(
         f"\n== MISE_CALLS_PER_ACTOR={per_actor} (spare hosts {spare}; calls ramp in at {ramp_rate:g}/s, "
         f"then {steady_s:g} s steady) ==",

@@ -146,7 +146,7 @@ def main() -> None:
     runtime.connect(None, namespace="mise-bench-sse", num_cpus=2, temp_dir=temp)
     try:
         # A small per-client queue (200 events) so the stalled client is dropped within the run.
-        with Server.start(runtime.gcs_address(), data, MISE_SSE_QUEUE="200") as srv:
+        with Server.start(runtime.gcs_address(), data, MISE_SSE_QUEUE="200", MISE_EMOTION="1") as srv:
             print(f"{args.calls} real-time calls, {args.subscribers} SSE clients on /v1/events, {args.seconds:g} s")
             for stall in (False, True):
                 r = phase(srv, args.calls, args.subscribers, args.seconds, stall=stall)

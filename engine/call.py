@@ -46,9 +46,10 @@ class LiveCall:
         ring_seconds: float,
         analysis: AnalysisOptions | None = None,
         measure_inline: bool = True,
+        scores: bool = False,
     ) -> None:
         self.meta = meta
-        self.analyzer = CallAnalyzer(analysis, measure_inline=measure_inline)
+        self.analyzer = CallAnalyzer(analysis, measure_inline=measure_inline, scores=scores)
         capacity = int(ring_seconds * 1000) * SAMPLES_PER_MS
         # Both tracks always exist: a <Connect> stream carries inbound only, and an empty outbound
         # ring costs ~0.5 MB less than special-casing it everywhere downstream would.

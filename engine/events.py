@@ -19,6 +19,7 @@ TURN_ENDED: Final = "turn.ended"
 INTERRUPTION: Final = "interruption"
 SILENCE: Final = "silence"
 CALL_ENDED: Final = "call.ended"
+FRUSTRATION_ALERT: Final = "frustration.alert"
 
 
 def iso_utc(epoch_s: float) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.events import INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
+from engine.events import FRUSTRATION_ALERT, INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
 from engine.frames import SPEAKER_OF_TRACK, TRACKS
 from engine.g711 import SAMPLES_PER_MS
 from engine.prosody import FEATURE_KEYS, SpeakerBaseline, turn_features
@@ -59,6 +59,9 @@ class AnalysisOptions:
     silence_ms: int = 3000  # dead air at least this long is a `silence` event
     settle_ms: int = 60  # analyse frames this far behind the newest audio (jitter allowance)
     feature_max_s: float = 6.0  # prosody of at most this much of a turn (its end): bounds a decision's cost
+    alert_on: float = 0.7  # a caller turn this frustrated (or more) opens an episode: one frustration.alert
+    alert_off: float = 0.4  # the episode closes at a caller turn below this (hysteresis)
+    ema_alpha: float = 0.3  # weight of the newest caller turn in the call's running frustration (tension arc)
 
     def tracker(self) -> TurnTracker:
         return TurnTracker(
@@ -84,7 +87,14 @@ class CallSummary:
     longest_silence_ms: int = 0
     _latency_sum: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
     _latency_count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    max_frustration: float | None = None  # filled by the emotion model (issue 4)
+    max_frustration: float | None = None  # the caller's most frustrated turn (emotion model)
+    frustration_ema: float | None = None  # the caller's running frustration across turns: the call's tension arc
+    frustration_alerts: int = 0
+
+    def count_frustration(self, frustration: float, alpha: float) -> None:
+        self.max_frustration = max(self.max_frustration or 0.0, frustration)
+        ema = self.frustration_ema
+        self.frustration_ema = frustration if ema is None else (1 - alpha) * ema + alpha * frustration
 
     def count_turn(self, turn: Turn) -> None:
         self.talk_ms[turn.speaker] += turn.duration_ms
@@ -115,27 +125,57 @@ class CallSummary:
             "longest_silence_ms": self.longest_silence_ms,
             "mean_response_latency_ms": latency,
             "max_frustration": self.max_frustration,
+            "frustration_ema": None if self.frustration_ema is None else round(self.frustration_ema, 4),
+            "frustration_alerts": self.frustration_alerts,
         }
 
 
 class PendingTurn:
     """A decided turn whose ``turn.ended`` waits for its measurements: prosody of its audio and the
-    speaker's z-scores. ``measure`` or ``skip`` it once; measure a call's turns in decision order."""
+    speaker's z-scores, and (``needs_scores``) the emotion model's scores. ``measure`` or ``skip`` it
+    once, in decision order per call (the baselines); ``set_scores`` once, from anywhere."""
 
-    __slots__ = ("_baseline", "_document", "_samples", "_skipped", "at_ms", "seq", "track")
+    __slots__ = ("_baseline", "_document", "_samples", "_scored", "_skipped", "at_ms", "audio", "track")
 
     def __init__(
-        self, seq: int, at_ms: int, document: dict[str, Any], samples: npt.NDArray[np.int16], baseline: SpeakerBaseline
+        self,
+        at_ms: int,
+        document: dict[str, Any],
+        samples: npt.NDArray[np.int16],
+        baseline: SpeakerBaseline,
+        *,
+        needs_scores: bool = False,
     ) -> None:
-        self.seq, self.at_ms, self.track = seq, at_ms, str(document["track"])
+        self.at_ms, self.track = at_ms, str(document["track"])
+        self.audio = samples  # what is measured and scored (the turn's end, at most feature_max_s)
         self._document = document
         self._samples: npt.NDArray[np.int16] | None = samples
         self._baseline = baseline
         self._skipped: str | None = None
+        self._scored = not needs_scores
 
     @property
     def done(self) -> bool:
-        return self._samples is None
+        return self._samples is None and self._scored
+
+    @property
+    def speaker(self) -> str:
+        return str(self._document["speaker"])
+
+    @property
+    def turn_id(self) -> int:
+        return int(self._document["turn_id"])
+
+    def set_scores(self, result: dict[str, Any] | None) -> None:
+        """The emotion model's result for this turn (``EmotionModel.score``), or None if it has none."""
+        if result is not None:
+            self._document["frustration"] = result["frustration"]
+            self._document["emotion"] = {
+                "label": result["label"],
+                "scores": result["scores"],
+                "arousal": result["arousal"],
+            }
+        self._scored = True
 
     @property
     def skipped(self) -> str | None:
@@ -154,6 +194,7 @@ class PendingTurn:
                 self._baseline.update(features)
             self._document["features"] = {**features, **zscores}
         self._samples = None  # last: another thread may read ``done`` and send the document at once
+        self.audio = np.zeros(0, np.int16)
 
     def skip(self, reason: str) -> None:
         """Let the turn go out without features (``features_skipped`` says why); its audio is let go."""
@@ -162,20 +203,31 @@ class PendingTurn:
             self._document["features_window_ms"] = 0
             self._document["features_skipped"] = reason
             self._samples = None  # last, as in ``measure``
+            self.audio = np.zeros(0, np.int16)
 
-    def event(self) -> CallEvent:
-        if self._samples is not None:
+    def event(self, seq: int) -> CallEvent:
+        if not self.done:
             raise RuntimeError(f"turn {self._document['turn_id']} is not measured yet")
-        return CallEvent(TURN_ENDED, self.seq, self.at_ms, self._document)
+        return CallEvent(TURN_ENDED, seq, self.at_ms, self._document)
+
+    @property
+    def frustration(self) -> float | None:
+        value = self._document.get("frustration")
+        return None if value is None else float(value)
 
 
 class CallAnalyzer:
     """One call's analysis state. Not thread-safe: one thread at a time, except ``PendingTurn.measure``."""
 
-    def __init__(self, options: AnalysisOptions | None = None, *, measure_inline: bool = True) -> None:
+    def __init__(
+        self, options: AnalysisOptions | None = None, *, measure_inline: bool = True, scores: bool = False
+    ) -> None:
         self.options = options or AnalysisOptions()
         self._inline = measure_inline
-        self._outbox: deque[CallEvent | PendingTurn] = deque()  # decided, not yet released, in order
+        self._scores = scores  # turns wait for the emotion model's scores (``PendingTurn.set_scores``)
+        self._alerting = False  # inside a frustration episode of the caller
+        # Decided, not yet released, in order. Sequence numbers are given as events leave (``release``).
+        self._outbox: deque[tuple[str, int, dict[str, Any]] | PendingTurn] = deque()
         self._new: list[PendingTurn] = []  # pending turns not yet handed to ``take_pending``
         self._vad = CallVad()
         self._tracker = self.options.tracker()
@@ -228,11 +280,40 @@ class CallAnalyzer:
             if isinstance(head, PendingTurn):
                 if not head.done:
                     break
-                out.append(head.event())
+                out.append(head.event(self._next_seq()))
+                out += self._frustration(head)
             else:
-                out.append(head)
+                kind, at_ms, data = head
+                out.append(CallEvent(kind, self._next_seq(), at_ms, data))
             self._outbox.popleft()
         return out
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq - 1
+
+    def _frustration(self, turn: PendingTurn) -> list[CallEvent]:
+        """The caller's tension arc, and one ``frustration.alert`` per episode (hysteresis)."""
+        f = turn.frustration
+        if f is None or turn.speaker != "caller":
+            return []
+        self.summary.count_frustration(f, self.options.ema_alpha)
+        if self._alerting:
+            self._alerting = f >= self.options.alert_off
+            return []
+        if f < self.options.alert_on:
+            return []
+        self._alerting = True
+        self.summary.frustration_alerts += 1
+        data = {
+            "speaker": turn.speaker,
+            "track": turn.track,
+            "turn_id": turn.turn_id,
+            "frustration": f,
+            "frustration_ema": self.summary.frustration_ema,
+            "threshold": self.options.alert_on,
+        }
+        return [CallEvent(FRUSTRATION_ALERT, self._next_seq(), turn.at_ms, data)]
 
     @property
     def unreleased(self) -> int:
@@ -324,8 +405,9 @@ class CallAnalyzer:
         start = max(turn.start_ms * SAMPLES_PER_MS, end - window, ring.oldest)
         samples = _read(ring, start, end) if end > start else np.zeros(0, np.int16)
         document = self._turn_document(turn, samples.size // SAMPLES_PER_MS)
-        pending = PendingTurn(self._seq, self._next * FRAME_MS, document, samples, self._baselines[turn.track])
-        self._seq += 1
+        pending = PendingTurn(
+            self._next * FRAME_MS, document, samples, self._baselines[turn.track], needs_scores=self._scores
+        )
         if self._inline:
             pending.measure()
         else:
@@ -357,8 +439,7 @@ class CallAnalyzer:
         }
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
-        self._outbox.append(CallEvent(kind, self._seq, self._next * FRAME_MS, data))
-        self._seq += 1
+        self._outbox.append((kind, self._next * FRAME_MS, data))
 
 
 def _read(ring: RingBuffer, start: int, end: int) -> npt.NDArray[np.int16]:

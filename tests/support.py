@@ -90,6 +90,8 @@ class Server:
             "MISE_RAY_ADDRESS": ray_address,
             "MISE_RAY_NAMESPACE": namespace,
             "MISE_RING_SECONDS": "120",
+            # The emotion model's actor (torch) costs ~0.5 GB and seconds to start: on where a test needs it.
+            "MISE_EMOTION": "0",
             **env,
         }
         log_path = data_dir / f"server-{port}.log"
@@ -129,8 +131,9 @@ class Server:
             directory = ray.get_actor("mise-directory", namespace=self.namespace)
             ray.get(directory.shutdown.remote())
             ray.kill(directory)
-        with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor("mise-hub", namespace=self.namespace))
+        for name in ("mise-hub", "mise-scorer"):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=self.namespace))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -184,3 +184,11 @@ def test_analyze_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     assert out.returncode == 2 and "cannot read the audio" in out.stderr and "Traceback" not in out.stderr
     missing = mise("analyze", "--inbound", str(tmp_path / "nope.wav"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_mise_train_is_the_model_trainer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mise train ...` hands its arguments to models.train (trained for real in tests/test_model.py)."""
+    from api.cli import main
+
+    assert main(["train", "--manifest", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv not found" in capsys.readouterr().err

@@ -137,7 +137,7 @@ def test_a_skipped_turn_leaves_without_features_and_says_why() -> None:
     events = analyzer.advance(rings)
     first, second = analyzer.take_pending()
     with pytest.raises(RuntimeError, match="not measured"):
-        first.event()
+        first.event(0)
     first.skip("overload")
     released = analyzer.release()
     assert [e.type for e in released] == [TURN_ENDED, TURN_STARTED]  # the second turn.ended waits
@@ -264,3 +264,39 @@ def test_the_hold_is_configurable(hold_ms: int) -> None:
     x = np.concatenate([quiet(0.5), voice(1.0), quiet(0.5), voice(1.0, seed=2), quiet(1.5)])
     turns = of(analyze(x, None, AnalysisOptions(hold_ms=hold_ms))[0], TURN_ENDED)
     assert len(turns) == (1 if hold_ms == 700 else 2)
+
+
+def test_frustration_alerts_once_per_episode_and_the_tension_arc_is_kept() -> None:
+    """Scores arrive per turn (as from the emotion model): 0.2, 0.9 (alert), 0.8 (same episode),
+    0.3 (episode over: under alert_off), 0.75 (a new episode: a second alert)."""
+    rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
+    audio = np.concatenate([np.concatenate([voice(1.5, seed=k), quiet(1.0)]) for k in range(5)])
+    rings["inbound"].write(0, audio)
+    analyzer = CallAnalyzer(measure_inline=False, scores=True)
+    events = analyzer.advance(rings) + analyzer.finish(rings)
+    pending = analyzer.take_pending()
+    assert len(pending) == 5
+    for turn, f in zip(pending, (0.2, 0.9, 0.8, 0.3, 0.75), strict=True):
+        turn.measure()
+        assert not turn.done  # still waiting for its scores
+        turn.set_scores({"frustration": f, "label": "angry" if f > 0.5 else "neutral", "scores": {}, "arousal": f})
+    events += analyzer.release()
+    assert [e.seq for e in events] == list(range(len(events)))
+    kinds = [(e.type, e.data.get("turn_id")) for e in events if e.type in (TURN_ENDED, "frustration.alert")]
+    assert kinds == [
+        (TURN_ENDED, 0),
+        (TURN_ENDED, 1),
+        ("frustration.alert", 1),
+        (TURN_ENDED, 2),
+        (TURN_ENDED, 3),
+        (TURN_ENDED, 4),
+        ("frustration.alert", 4),
+    ]
+    turns = of(events, TURN_ENDED)
+    assert turns[1]["frustration"] == 0.9 and turns[1]["emotion"]["label"] == "angry"
+    summary = analyzer.summary.to_json()
+    assert summary["max_frustration"] == 0.9 and summary["frustration_alerts"] == 2
+    ema = 0.2
+    for f in (0.9, 0.8, 0.3, 0.75):
+        ema = 0.7 * ema + 0.3 * f
+    assert summary["frustration_ema"] == pytest.approx(ema, abs=1e-4)

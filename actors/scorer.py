@@ -1,0 +1,87 @@
+"""EmotionScorer: the one Ray actor that runs the emotion model for every call host.
+
+torch lives here and only here: call hosts stay torch-free (~500 MiB of RSS apiece otherwise, see
+ENVIRONMENT.md). Hosts send each finished turn's audio (``score``); requests arriving within
+``max_wait_s`` of each other are scored as one batch (up to ``max_batch`` turns), on one thread,
+under ``torch.inference_mode``, with the weights loaded once (``models.load_emotion_model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger("mise.scorer")
+
+SCORER_NAME = "mise-scorer"
+
+
+class EmotionScorer:
+    def __init__(self, *, weights: str | None = None, max_batch: int = 32, max_wait_s: float = 0.005) -> None:
+        from models import load_emotion_model  # torch is imported here, in this actor's process only
+
+        self._model = load_emotion_model(weights, threads=1)  # the packaged weights unless ``weights``
+        self._max_batch = max_batch
+        self._max_wait = max_wait_s
+        self._queue: asyncio.Queue[tuple[npt.NDArray[np.int16], asyncio.Future[dict[str, Any]]]] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mise-model")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = self.items = 0
+        self.busy_s = 0.0
+
+    async def ready(self) -> dict[str, Any]:
+        return {"classes": list(self._model.classes)}
+
+    async def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "batches": self.batches, "items": self.items, "busy_s": self.busy_s}
+
+    async def score(self, items: list[npt.NDArray[np.int16]]) -> list[dict[str, Any]]:
+        """The model's result for each item (a turn's audio, int16, 8 kHz), batched with other callers'."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item in items:
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._queue.put_nowait((item, future))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self._max_wait
+            while len(batch) < self._max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            audio: list[Any] = [item for item, _ in batch]
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._pool, self._model.score, audio)
+            except Exception as exc:
+                log.exception("scoring a batch of %d turns failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.busy_s += time.perf_counter() - started
+            self.batches += 1
+            self.items += len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

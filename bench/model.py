@@ -1,0 +1,85 @@
+"""CPU cost of the emotion model on one thread: per second of audio at batch 1, and throughput batched.
+
+    .venv/bin/python bench/model.py [--weights W.pt] [--seconds 20]
+
+Targets: <= 2 ms of CPU per second of audio at batch 1; >= 500x real time batched on one core.
+The log-mel front end alone is measured in the same run as the reference floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.audio import SAMPLE_RATE
+
+
+def speechlike(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise bursts shaped like syllables (4 per second) at about -20 dBFS, int16; cost does not depend on content."""
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
+    voice = np.sin(2 * np.pi * 140 * t) + 0.3 * rng.standard_normal(n)
+    return np.clip(voice * envelope * 3000, -32768, 32767).astype(np.int16)
+
+
+def cpu_per_call(fn: Callable[[], object], budget_s: float) -> float:
+    """Mean CPU seconds of ``fn()`` over as many calls as fit in ``budget_s`` of CPU (after one warm-up)."""
+    fn()
+    calls, t0 = 0, time.process_time()
+    while time.process_time() - t0 < budget_s or calls < 3:
+        fn()
+        calls += 1
+    return (time.process_time() - t0) / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--seconds", type=float, default=4.0, help="CPU budget per measurement")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import models
+    from models.net import FRONT_END, LogMel
+
+    model = models.load_emotion_model(args.weights)
+    n_params = sum(p.numel() for p in model.net.parameters())
+    print(
+        f"emotion model: {n_params:,} parameters, torch {torch.__version__}, {torch.get_num_threads()} thread "
+        f"(machine: {os.cpu_count()} cores); CPU time from time.process_time"
+    )
+    rng = np.random.default_rng(0)
+    front = LogMel(**FRONT_END)
+    print(f"{'input':<34}{'CPU ms/call':>12}{'ms per s audio':>16}{'x real time':>13}")
+
+    def row(name: str, cost: float, audio_s: float) -> None:
+        print(f"{name:<34}{cost * 1e3:>12.2f}{cost / audio_s * 1e3:>16.3f}{audio_s / cost:>13.0f}")
+
+    for seconds in (1.0, 3.0, 6.0):
+        turn = speechlike(seconds, rng)
+        row(f"batch 1, {seconds:.0f} s turn", cpu_per_call(lambda t=turn: model.score([t]), args.seconds), seconds)
+    wave = torch.from_numpy(speechlike(3.0, rng).astype(np.float32) / 32768)[None, :]
+    with torch.inference_mode():
+        row("reference: log-mel alone, 3 s", cpu_per_call(lambda: front(wave), args.seconds), 3.0)
+    for batch in (16, 64):
+        turns = [speechlike(3.0, rng) for _ in range(batch)]
+        row(f"batch {batch}, 3 s turns", cpu_per_call(lambda ts=turns: model.score(ts), args.seconds), 3.0 * batch)
+    turns = [speechlike(float(s), rng) for s in rng.uniform(0.5, 8.0, 64)]
+    total = sum(len(t) for t in turns) / SAMPLE_RATE
+    row("batch 64, turns of 0.5-8 s", cpu_per_call(lambda: model.score(turns), args.seconds), total)
+    print("targets: <= 2 ms per s of audio at batch 1; >= 500x real time batched (one core)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

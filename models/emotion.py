@@ -1,0 +1,142 @@
+"""The packaged emotion model behind one loader (as silero-vad ships its VAD): weights are package data,
+loaded once per process, scored under ``torch.inference_mode`` on one thread.
+
+    model = models.load_emotion_model()
+    model.score([pcm_int16_turn, ...])  # -> [{"scores": {...}, "label", "frustration", "arousal", "windows"}]
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from models.audio import Audio, as_float, is_silent, trim, windows
+from models.net import EmotionNet
+
+WEIGHTS = "emotion.pt"
+NO_EMODB_WEIGHTS = "emotion_no_emodb.pt"  # the same recipe trained without EmoDB: the cross-corpus check
+BATCH = 64  # windows per forward pass
+
+
+def weights_path(name: str = WEIGHTS) -> Path:
+    return Path(str(importlib.resources.files("models") / "weights" / name))
+
+
+class EmotionModel:
+    """Scores 8 kHz mono turns. Stateless between calls: one instance serves every call in a process."""
+
+    def __init__(self, blob: dict[str, Any]) -> None:
+        self.classes: tuple[str, ...] = tuple(blob["classes"])
+        self.net = EmotionNet(len(self.classes), **blob.get("net", {}))
+        self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
+        self.net.eval()
+        self.temperature = float(blob.get("temperature", 1.0))
+        self.platt = tuple(float(v) for v in blob.get("platt", (1.0, 0.0)))
+        self.frustration_classes = [i for i, c in enumerate(self.classes) if c in blob["frustration"]]
+        arousal = blob["arousal"]
+        self.arousal = np.array([float(arousal.get(c, 0.5)) for c in self.classes])
+        self.meta: dict[str, Any] = dict(blob.get("meta", {}))
+
+    # --- the live API --------------------------------------------------------------------------------
+    def score(self, items: list[npt.ArrayLike]) -> list[dict[str, Any]]:
+        """One result per item (int16 PCM or float in [-1, 1), 8 kHz mono, any length):
+        ``{"scores": {class: prob}, "label", "frustration": 0..1, "arousal": 0..1, "windows": n}``.
+        Leading/trailing silence is trimmed; long items are scored in 3 s windows tiling the item and the
+        window logits averaged (weighted by window length). Silent or empty items score ``neutral``
+        with frustration and arousal 0 and ``windows`` 0."""
+        logits, counts = self.logits([as_float(x) for x in items])
+        return [self.result(z, n) for z, n in zip(logits, counts, strict=True)]
+
+    def result(self, logits: npt.NDArray[np.float64], n_windows: int) -> dict[str, Any]:
+        """Calibrated scores from one item's aggregated logits."""
+        if n_windows == 0:
+            probs = np.array([1.0 if c == "neutral" else 0.0 for c in self.classes])
+            frustration = 0.0
+        else:
+            probs = _softmax(logits / self.temperature)
+            frustration = self.calibrated_frustration(probs)
+        return {
+            "scores": {c: round(float(p), 6) for c, p in zip(self.classes, probs, strict=True)},
+            "label": self.classes[int(np.argmax(probs))],
+            "frustration": round(frustration, 6),
+            "arousal": round(float(probs @ self.arousal), 6) if n_windows else 0.0,
+            "windows": n_windows,
+        }
+
+    def calibrated_frustration(self, probs: npt.NDArray[np.float64]) -> float:
+        """Platt scaling (fitted on validation speakers) of the log-odds of the frustration classes."""
+        p = float(np.clip(probs[self.frustration_classes].sum(), 1e-6, 1 - 1e-6))
+        a, b = self.platt
+        return float(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))))
+
+    def logits(self, items: list[Audio]) -> tuple[npt.NDArray[np.float64], list[int]]:
+        """Raw (uncalibrated) logits per item, averaged over its windows: ``(len(items), n_classes)``,
+        and the number of windows each item had (0: silent)."""
+        owner: list[int] = []
+        cut: list[Audio] = []
+        counts = [0] * len(items)
+        for i, x in enumerate(items):
+            x = trim(x)
+            if len(x) == 0 or is_silent(x):
+                continue
+            for w in windows(x):
+                owner.append(i)
+                cut.append(w)
+                counts[i] += 1
+        out = np.zeros((len(items), len(self.classes)))
+        if cut:
+            window_logits = self.window_logits(cut)
+            weight = np.array([len(w) for w in cut], dtype=np.float64)
+            sums = np.zeros_like(out)
+            np.add.at(sums, owner, window_logits * weight[:, None])
+            totals = np.zeros(len(items))
+            np.add.at(totals, owner, weight)
+            scored = totals > 0
+            out[scored] = sums[scored] / totals[scored, None]
+        return out, counts
+
+    def window_logits(self, cut: list[Audio]) -> npt.NDArray[np.float64]:
+        """Logits of each window ``(len(cut), n_classes)``; windows of similar length share a batch."""
+        order = np.argsort([len(w) for w in cut], kind="stable")
+        result = np.zeros((len(cut), len(self.classes)))
+        with torch.inference_mode():
+            for start in range(0, len(order), BATCH):
+                idx = order[start : start + BATCH]
+                longest = max(len(cut[i]) for i in idx)
+                wave = torch.zeros(len(idx), longest)
+                for row, i in enumerate(idx):
+                    wave[row, : len(cut[i])] = torch.from_numpy(cut[i])
+                lengths = torch.tensor([len(cut[i]) for i in idx])
+                result[idx] = self.net(wave, lengths).double().numpy()
+        return result
+
+
+def _softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    e = np.exp(z - z.max())
+    return np.asarray(e / e.sum())
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    blob = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "state" not in blob:
+        raise ValueError(f"{path} is not an emotion-model weights file")
+    return blob
+
+
+@functools.cache
+def _load_cached(path: str, threads: int) -> EmotionModel:
+    torch.set_num_threads(threads)
+    return EmotionModel(read_weights(Path(path)))
+
+
+def load(path: str | Path | None = None, *, threads: int = 1) -> EmotionModel:
+    """The model at ``path`` (default: the packaged weights), loaded once per process and path.
+    Sets torch's intra-op threads to ``threads`` (one: the live path scales by processes, not threads)."""
+    return _load_cached(str(Path(path) if path else weights_path()), threads)

@@ -1,0 +1,235 @@
+"""Evaluate emotion-model weights on a manifest of labelled clips.
+
+    python -m models.evaluate        # shipped weights on the held-out test speakers of the shared corpus,
+                                     # beside the log-mel-statistics baseline, plus the cross-corpus check
+    python -m models.evaluate --manifest CSV --root DIR --predictions OUT.jsonl [--weights W.pt]
+
+Prints a confusion matrix, per-class recall, unweighted accuracy (UA: mean recall), the 4-class UA
+(neutral+calm / happy / sad / angry, argmax over those four), angry-vs-neutral balanced accuracy
+(angry when P(angry) > P(neutral)), frustration ROC-AUC against all other clips and the expected
+calibration error of the frustration probability (10 equal-width bins). ``--predictions`` writes one
+JSON line per clip: ``{"path", "label", "scores": {class: prob}, "frustration", "arousal"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from models.audio import Audio
+from models.baseline import LogMelStatsBaseline
+from models.data import (
+    AROUSAL,
+    CLASSES,
+    FOUR,
+    Clip,
+    classes_for,
+    default_manifest,
+    load_clips,
+    read_manifest,
+    resolve_root,
+)
+from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
+from models.metrics import (
+    confusion,
+    expected_calibration_error,
+    format_confusion,
+    recalls,
+    roc_auc,
+    unweighted_accuracy,
+)
+
+
+@dataclass
+class Scored:
+    """Per-clip outputs of a model on labelled clips: probabilities ``(n, len(classes))``, frustration ``(n,)``."""
+
+    classes: tuple[str, ...]
+    labels: list[str]
+    probs: npt.NDArray[np.float64]
+    frustration: npt.NDArray[np.float64]
+    frustration_classes: tuple[str, ...]
+    arousal: npt.NDArray[np.float64]
+
+
+def figures(s: Scored) -> dict[str, float]:
+    """The headline numbers (NaN where the clips do not allow one)."""
+    idx = {c: i for i, c in enumerate(s.classes)}
+    y = np.array([idx.get(lab, -1) for lab in s.labels])
+    known = y >= 0
+    out: dict[str, float] = {}
+    m = confusion(y[known], np.argmax(s.probs[known], axis=1), len(s.classes))
+    out["ua_all"] = unweighted_accuracy(m)
+    four = [idx[c] for c in FOUR if c in idx]
+    sel = np.isin(y, four)
+    if len(four) == 4 and sel.any():
+        pred = np.array(four)[np.argmax(s.probs[sel][:, four], axis=1)]
+        out["ua4"] = unweighted_accuracy(confusion(y[sel], pred, len(s.classes)))
+    if "angry" in idx and "neutral" in idx:
+        a, n = idx["angry"], idx["neutral"]
+        sel = np.isin(y, [a, n])
+        if sel.any():
+            pred = np.where(s.probs[sel, a] > s.probs[sel, n], a, n)
+            out["angry_vs_neutral_ba"] = unweighted_accuracy(confusion(y[sel], pred, len(s.classes)))
+    positive = np.isin(s.labels, s.frustration_classes)
+    out["frustration_auc"] = roc_auc(positive, s.frustration)
+    out["frustration_ece"] = expected_calibration_error(positive, s.frustration)
+    out["angry_disgust_auc"] = roc_auc(np.isin(s.labels, ("angry", "disgust")), s.frustration)
+    rated = np.array([lab in AROUSAL and AROUSAL[lab] != 0.55 for lab in s.labels])  # disgust: mid arousal
+    high = np.array([AROUSAL.get(lab, 0.5) > 0.5 for lab in s.labels])
+    out["arousal_auc"] = roc_auc(high[rated], s.arousal[rated])
+    return out
+
+
+def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
+    f = figures(s)
+    rows = [c for c in CLASSES if c in s.labels] + sorted(set(s.labels) - set(CLASSES))
+    print(f"\n== {title}: {len(s.labels)} clips")
+    if matrix:
+        col = {c: i for i, c in enumerate(s.classes)}
+        m = np.zeros((len(rows), len(s.classes)), dtype=np.int64)
+        for lab, p in zip(s.labels, s.probs, strict=True):
+            m[rows.index(lab), int(np.argmax(p))] += 1
+        print(format_confusion(m, rows, list(s.classes)))
+        square = np.zeros((len(s.classes), len(s.classes)), dtype=np.int64)
+        for r, lab in enumerate(rows):
+            if lab in col:
+                square[col[lab]] = m[r]
+        rec = recalls(square)
+        print("recall: " + ", ".join(f"{c} {rec[i]:.3f}" for i, c in enumerate(s.classes) if not np.isnan(rec[i])))
+    names = {
+        "ua_all": "UA, all classes",
+        "ua4": "UA, 4 classes (neutral+calm/happy/sad/angry)",
+        "angry_vs_neutral_ba": "angry vs neutral+calm, balanced accuracy",
+        "frustration_auc": f"frustration ({'+'.join(s.frustration_classes)}) vs all other clips, ROC-AUC",
+        "frustration_ece": "frustration ECE (10 bins)",
+        "angry_disgust_auc": "frustration score vs angry+disgust, ROC-AUC",
+        "arousal_auc": "arousal score, high vs low-arousal labels, ROC-AUC",
+    }
+    for key, name in names.items():
+        if key in f and not np.isnan(f[key]):
+            print(f"  {name:<52} {f[key]:.3f}")
+    return f
+
+
+def score_model(model: EmotionModel, clips: list[Clip], audio: list[Audio]) -> tuple[Scored, list[dict[str, object]]]:
+    results = model.score(list(audio))
+    probs = np.array([[r["scores"][c] for c in model.classes] for r in results])
+    frus = np.array([r["frustration"] for r in results])
+    frustration = tuple(model.classes[i] for i in model.frustration_classes)
+    arousal = np.array([r["arousal"] for r in results])
+    return Scored(model.classes, [c.emotion for c in clips], probs, frus, frustration, arousal), results
+
+
+def score_baseline(
+    train: tuple[list[Clip], list[Audio]], val: tuple[list[Clip], list[Audio]], test: tuple[list[Clip], list[Audio]]
+) -> Scored:
+    classes = classes_for(train[0])
+    base = LogMelStatsBaseline(classes, ("angry",))
+    val_keep = [i for i, c in enumerate(val[0]) if c.emotion in classes]
+    base.fit(
+        train[1], [c.emotion for c in train[0]], [val[1][i] for i in val_keep], [val[0][i].emotion for i in val_keep]
+    )
+    probs = base.probabilities(test[1])
+    arousal = probs @ np.array([AROUSAL.get(c, 0.5) for c in classes])
+    return Scored(classes, [c.emotion for c in test[0]], probs, base.frustration_of(probs), ("angry",), arousal)
+
+
+def write_predictions(path: Path, clips: list[Clip], results: list[dict[str, object]]) -> None:
+    with open(path, "w") as f:
+        for clip, r in zip(clips, results, strict=True):
+            row = {"path": clip.path, "label": r["label"], "scores": r["scores"]}
+            row |= {"frustration": r["frustration"], "arousal": r["arousal"]}
+            f.write(json.dumps(row) + "\n")
+
+
+def _without(split: tuple[list[Clip], list[Audio]], dataset: str) -> tuple[list[Clip], list[Audio]]:
+    keep = [i for i, c in enumerate(split[0]) if c.dataset != dataset]
+    return [split[0][i] for i in keep], [split[1][i] for i in keep]
+
+
+def shared_corpus(args: argparse.Namespace) -> int:
+    """Shipped weights on the test speakers, the baseline beside them, then the cross-corpus check."""
+    manifest = default_manifest()
+    if not manifest.exists():
+        print(f"shared corpus {manifest} not found: set MISE_TEST_DATA or pass --manifest", file=sys.stderr)
+        return 2
+    root = resolve_root(manifest, args.root, [])
+    clips = read_manifest(manifest)
+    audio = load_clips(clips, root)
+    by_split: dict[str, tuple[list[Clip], list[Audio]]] = {}
+    for name in ("train", "val", "test"):
+        keep = [i for i, c in enumerate(clips) if c.split == name]
+        by_split[name] = ([clips[i] for i in keep], [audio[i] for i in keep])
+    test_clips, test_audio = by_split["test"]
+    model = EmotionModel(read_weights(args.weights or weights_path(WEIGHTS)))
+    speakers = sorted({f"{c.dataset}:{c.speaker}" for c in test_clips})
+    print(f"held-out test speakers (never trained on): {', '.join(speakers)}")
+    scored, results = score_model(model, test_clips, test_audio)
+    report("model", scored)
+    if args.predictions:
+        write_predictions(args.predictions, test_clips, results)
+    if not args.no_baseline:
+        report("baseline: log-mel statistics + logistic regression", score_baseline(*by_split.values()))
+
+    cross = weights_path(NO_EMODB_WEIGHTS)
+    emodb = [i for i, c in enumerate(clips) if c.dataset == "emodb"]
+    if cross.exists() and emodb:
+        other = EmotionModel(read_weights(cross))
+        e_clips, e_audio = [clips[i] for i in emodb], [audio[i] for i in emodb]
+        print("\ncross-corpus: trained without EmoDB (python -m models.train --exclude-dataset emodb), tested on")
+        print("all EmoDB speakers (German, another recording setup)")
+        report("model, cross-corpus on EmoDB", score_model(other, e_clips, e_audio)[0], matrix=False)
+        if not args.no_baseline:
+            rav = {k: _without(v, "emodb") for k, v in by_split.items()}
+            base = score_baseline(rav["train"], rav["val"], (e_clips, e_audio))
+            report("baseline, cross-corpus on EmoDB", base, matrix=False)
+    return 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
+    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
+    ap.add_argument("--weights", type=Path, default=None, help="weights to evaluate (default: the shipped ones)")
+    ap.add_argument("--predictions", type=Path, default=None, help="write per-clip JSON lines here")
+    ap.add_argument("--test-speakers-only", action="store_true", help="with --manifest: only the SPLITS test speakers")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline (shared corpus only)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(1)
+    if args.manifest is None:
+        return shared_corpus(args)
+    if not args.manifest.exists():
+        print(f"manifest {args.manifest} not found", file=sys.stderr)
+        return 2
+    clips = read_manifest(args.manifest)
+    if args.test_speakers_only:
+        clips = [c for c in clips if c.split == "test"]
+    root = resolve_root(args.manifest, args.root, clips)
+    try:
+        audio = load_clips(clips, root)
+    except (OSError, ValueError) as e:
+        print(f"cannot read clips: {e}", file=sys.stderr)
+        return 1
+    model = EmotionModel(read_weights(args.weights or weights_path(WEIGHTS)))
+    scored, results = score_model(model, clips, audio)
+    report(f"model on {args.manifest.name}", scored)
+    if args.predictions:
+        write_predictions(args.predictions, clips, results)
+        print(f"wrote {len(results)} predictions to {args.predictions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Train the emotion model on a manifest of labelled 8 kHz clips, then calibrate it on held-out speakers.
+
+    python -m models.train                                   # the shared corpus -> models/weights/emotion.pt
+    python -m models.train --exclude-dataset emodb --out models/weights/emotion_no_emodb.pt
+    python -m models.train --manifest my.csv --root DIR --out my.pt   # your own clips, same CSV format
+
+Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. Validation speakers (SPLITS, or for
+other manifests a seeded fifth of the speakers) are not trained on: they calibrate the probabilities.
+One thread, fixed seeds: the same command gives the same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.audio import SAMPLE_RATE, Audio, trim
+from models.augment import PhoneChannel
+from models.calibrate import fit_platt, fit_temperature
+from models.data import (
+    AROUSAL,
+    FOUR,
+    FRUSTRATION,
+    REPO,
+    Clip,
+    classes_for,
+    default_manifest,
+    load_clips,
+    read_manifest,
+    resolve_root,
+)
+from models.emotion import EmotionModel
+from models.metrics import confusion, roc_auc, unweighted_accuracy
+from models.net import EmotionNet
+
+CROP_S = 3.0  # training crops are at most one inference window long
+DEFAULTS = {"epochs": 50, "batch": 32, "lr": 3e-3, "weight_decay": 1e-2, "ema_decay": 0.995, "seed": 20261124}
+
+
+def split_speakers(clips: list[Clip], seed: int) -> tuple[list[Clip], list[Clip]]:
+    """(train, validation) clips. Test-split speakers are dropped. If no clip falls in a known validation
+    split (a user's own manifest), a seeded fifth of the speakers of each dataset (or of the clips, when
+    the manifest has no speakers) is held out for validation."""
+    usable = [c for c in clips if c.split != "test"]
+    if any(c.split == "val" for c in usable):
+        return [c for c in usable if c.split == "train"], [c for c in usable if c.split == "val"]
+    rng = random.Random(seed)
+    held: set[tuple[str, str]] = set()
+    for dataset in sorted({c.dataset for c in usable}):
+        speakers = sorted({c.speaker for c in usable if c.dataset == dataset})
+        if len(speakers) >= 2 and speakers != [""]:
+            held |= {(dataset, s) for s in rng.sample(speakers, max(1, round(len(speakers) / 5)))}
+    if held:
+        return [c for c in usable if (c.dataset, c.speaker) not in held], [
+            c for c in usable if (c.dataset, c.speaker) in held
+        ]
+    order = list(range(len(usable)))
+    rng.shuffle(order)
+    cut = max(1, len(usable) // 5)
+    return [usable[i] for i in sorted(order[cut:])], [usable[i] for i in sorted(order[:cut])]
+
+
+def make_batch(
+    audio: list[Audio], channel: PhoneChannel | None, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops of at most CROP_S (through a random phone channel when ``channel``), zero-padded:
+    waveforms ``(B, N)`` and lengths ``(B,)``."""
+    crop = int(CROP_S * SAMPLE_RATE)
+    items = []
+    for x in audio:
+        if len(x) > crop:
+            start = int(rng.integers(0, len(x) - crop + 1))
+            x = x[start : start + crop]
+        items.append(channel(x) if channel else x)
+    longest = max(len(x) for x in items)
+    wave = np.zeros((len(items), longest), dtype=np.float32)
+    for i, x in enumerate(items):
+        wave[i, : len(x)] = x
+    return torch.from_numpy(wave), torch.tensor([len(x) for x in items])
+
+
+def validation_report(model: EmotionModel, audio: list[Audio], labels: list[str]) -> str:
+    """4-class UA, angry-vs-neutral balanced accuracy and frustration AUC on validation clips (uncalibrated)."""
+    logits, _ = model.logits(audio)
+    names = model.classes
+    four = [names.index(c) for c in FOUR if c in names]
+    y = np.array([names.index(lab) if lab in names else -1 for lab in labels])
+    parts = []
+    sel = np.isin(y, four)
+    if sel.sum() and len(four) > 1:
+        pred = np.array(four)[np.argmax(logits[sel][:, four], axis=1)]
+        parts.append(f"UA4 {unweighted_accuracy(confusion(y[sel], pred, len(names))):.3f}")
+    if "angry" in names:
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        parts.append(f"frustration AUC {roc_auc(y == names.index('angry'), p[:, names.index('angry')]):.3f}")
+    return "  ".join(parts)
+
+
+def train(
+    clips: list[Clip],
+    root: Path,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    frustration: tuple[str, ...] = FRUSTRATION,
+    net_config: dict[str, Any] | None = None,
+    ema_decay: float = 0.995,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train, calibrate and return the weights blob (see ``models.emotion.EmotionModel``)."""
+    net_config = dict(net_config or {})
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train_clips, val_clips = split_speakers(clips, seed)
+    classes = classes_for(train_clips)
+    if len(classes) < 2:
+        raise ValueError(f"need at least two emotion labels to train, got {list(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    val_clips = [c for c in val_clips if c.emotion in index]
+    t0 = time.perf_counter()
+    train_audio = [trim(x) for x in load_clips(train_clips, root)]
+    val_audio = load_clips(val_clips, root)
+    y = np.array([index[c.emotion] for c in train_clips])
+    log(
+        f"{len(train_clips)} training clips ({len({(c.dataset, c.speaker) for c in train_clips})} speakers), "
+        f"{len(val_clips)} validation clips ({len({(c.dataset, c.speaker) for c in val_clips})} speakers); "
+        f"classes {', '.join(classes)}; read in {time.perf_counter() - t0:.1f} s"
+    )
+    counts = np.bincount(y, minlength=len(classes)).astype(np.float64)
+    class_weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+    net = EmotionNet(len(classes), **net_config)
+    net.spec_augment = True
+    log(f"model: {sum(p.numel() for p in net.parameters()):,} parameters; {epochs} epochs of {len(y)} clips")
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(y) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=0.05)
+    channel = PhoneChannel(rng)
+
+    # An exponential moving average of the weights (and batch-norm statistics) is what ships: single
+    # checkpoints of this small-data training swing by several points of UA from epoch to epoch.
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def update_ema() -> None:
+        for k, v in net.state_dict().items():
+            if v.is_floating_point():
+                ema[k].mul_(ema_decay).add_(v.detach(), alpha=1 - ema_decay)
+            else:
+                ema[k].copy_(v)
+
+    def blob(
+        state: dict[str, torch.Tensor], temperature: float = 1.0, platt: tuple[float, float] = (1.0, 0.0)
+    ) -> dict[str, Any]:
+        return {
+            "classes": list(classes),
+            "net": dict(net_config),
+            "state": {k: v.detach().clone() for k, v in state.items()},
+            "temperature": temperature,
+            "platt": list(platt),
+            "frustration": list(frustration),
+            "arousal": {c: AROUSAL.get(c, 0.5) for c in classes},
+        }
+
+    for epoch in range(1, epochs + 1):
+        net.train()
+        order = rng.permutation(len(y))
+        total, seen = 0.0, 0
+        t_epoch = time.perf_counter()
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            if len(idx) < 2:  # batch norm needs two
+                continue
+            wave, lengths = make_batch([train_audio[i] for i in idx], channel, rng)
+            loss = loss_fn(net(wave, lengths), torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            update_ema()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        line = f"epoch {epoch:3d}/{epochs}  loss {total / max(seen, 1):.3f}  {time.perf_counter() - t_epoch:5.1f} s"
+        if val_clips and (epoch % 5 == 0 or epoch == epochs):
+            line += "  | validation " + validation_report(
+                EmotionModel(blob(ema)), val_audio, [c.emotion for c in val_clips]
+            )
+        log(line)
+
+    temperature, platt = 1.0, (1.0, 0.0)
+    if val_clips:
+        logits, _ = EmotionModel(blob(ema)).logits(val_audio)
+        y_val = np.array([index[c.emotion] for c in val_clips])
+        temperature = fit_temperature(logits, y_val)
+        z = logits / temperature
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        frus = [index[c] for c in frustration if c in index]
+        positive = np.isin(y_val, frus)
+        if frus and positive.any() and (~positive).any():
+            pf = np.clip(p[:, frus].sum(axis=1), 1e-6, 1 - 1e-6)
+            platt = fit_platt(np.log(pf / (1 - pf)), positive)
+        log(
+            f"calibration on {len(val_clips)} validation clips: "
+            f"temperature {temperature:.3f}, Platt {platt[0]:.3f} {platt[1]:+.3f}"
+        )
+    out = blob(ema, temperature, platt)
+    out["meta"] = {
+        "seed": seed,
+        "epochs": epochs,
+        "ema_decay": ema_decay,
+        "train_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in train_clips}),
+        "val_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in val_clips}),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    log(f"trained in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--manifest", type=Path, default=None, help="CSV of clips (default: the shared corpus)")
+    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "weights" / "emotion.pt")
+    ap.add_argument("--exclude-dataset", action="append", default=[], help="leave out a dataset (repeatable)")
+    ap.add_argument("--frustration-labels", default=",".join(FRUSTRATION), help="labels that count as frustration")
+    ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")
+    ap.add_argument("--width", type=int, default=128, help="channels of the convolutions")
+    for name, value in DEFAULTS.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    manifest = args.manifest or default_manifest()
+    if not manifest.exists():
+        print(f"manifest {manifest} not found (set MISE_TEST_DATA or pass --manifest)", file=sys.stderr)
+        return 2
+    clips = [c for c in read_manifest(manifest) if c.dataset not in set(args.exclude_dataset)]
+    root = resolve_root(manifest, args.root, clips)
+    try:
+        blob = train(
+            clips,
+            root,
+            epochs=args.epochs,
+            batch=args.batch,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            frustration=tuple(s.strip() for s in args.frustration_labels.split(",") if s.strip()),
+            net_config={"cmn": args.cmn, "width": args.width},
+            ema_decay=args.ema_decay,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"training failed: {e}", file=sys.stderr)
+        return 1
+    blob["meta"]["excluded_datasets"] = sorted(args.exclude_dataset)
+    blob["meta"]["manifest"] = manifest.name
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The emotion model live: real uvicorn + real Ray (the scorer actor with the shipped weights) + a real
+WebSocket client. The caller's track is four clips of a speaker the model never saw in training
+(RAVDESS actor 15): neutral, angry, angry (strong), neutral.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+import ray
+import websockets
+
+from api.simulate import messages_from_tracks, read_ulaw_track
+from tests.support import API_KEY, Server, SseReader, data_path, ended, send_paced
+
+pytestmark = pytest.mark.integration
+
+CLIPS = [
+    "03-01-01-01-01-01-15.wav",  # neutral
+    "03-01-05-01-01-02-15.wav",  # angry
+    "03-01-05-02-01-02-15.wav",  # angry, strong
+    "03-01-01-01-01-02-15.wav",  # neutral
+]
+PAUSE = b"\xff" * 8 * 1500  # 1.5 s of mu-law silence between turns
+
+
+def test_turns_are_scored_live_and_one_episode_gives_one_alert(ray_address: str, tmp_path: Path) -> None:
+    actor = data_path("emotion/ravdess/Actor_15")
+    caller = b"".join(read_ulaw_track(actor / clip) + PAUSE for clip in CLIPS)
+    messages = messages_from_tracks(caller, b"\xff" * len(caller), custom_parameters={"api_key": API_KEY})
+    call_sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path, MISE_EMOTION="1") as srv:
+        reader = SseReader(srv.http + "/v1/events", until=ended(call_sid))
+        assert reader.connected.wait(10)
+        maps: dict[str, str] = {}
+
+        async def run() -> None:
+            async with websockets.connect(srv.ws) as ws:
+                await send_paced(ws, messages[:200], 10.0)
+                await asyncio.to_thread(srv.wait_call, call_sid, live=True)
+                host = await srv.directory().lookup.remote(call_sid)
+                scorer = ray.get_actor("mise-scorer", namespace=srv.namespace)
+                pids = {"host": (await host[2].stats.remote())["pid"], "scorer": (await scorer.stats.remote())["pid"]}
+                maps.update({name: Path(f"/proc/{pid}/maps").read_text() for name, pid in pids.items()})
+                await send_paced(ws, messages[200:], 10.0)
+                await asyncio.wait_for(ws.wait_closed(), 30)
+
+        asyncio.run(run())
+        events = reader.wait()
+        stored = srv.get(f"/v1/calls/{call_sid}/turns").json()["turns"]
+        call = srv.wait_call(call_sid)
+
+    # torch lives in the scorer's process, never in the call's host (the check can fail: see the scorer).
+    assert "libtorch" in maps["scorer"]
+    assert "libtorch" not in maps["host"] and "libc10" not in maps["host"]
+
+    turns = [e.data for e in events if e.event == "turn.ended"]
+    assert [t["speaker"] for t in turns] == ["caller"] * 4
+    f = [t["frustration"] for t in turns]
+    assert min(f[1], f[2]) - max(f[0], f[3]) > 0.5, f"angry turns must score well above neutral ones: {f}"
+    assert [t["emotion"]["label"] for t in turns][1:3] == ["angry", "angry"]
+    alerts = [e for e in events if e.event == "frustration.alert"]
+    assert len(alerts) == 1 and alerts[0].data["turn_id"] == turns[1]["turn_id"]
+    kinds = [e.event for e in events if e.data["call_sid"] == call_sid]
+    assert kinds.index("frustration.alert") == kinds.index("turn.ended", kinds.index("turn.ended") + 1) + 1
+    assert [t["frustration"] for t in stored] == f  # what is stored is what was streamed
+    summary = call["summary"]
+    assert summary["frustration_alerts"] == 1 and summary["max_frustration"] == max(f)
+    assert 0.0 < summary["frustration_ema"] < max(f)
+    assert orjson.dumps(turns[1]["emotion"]["scores"])  # the class probabilities are there
