@@ -56,65 +56,41 @@ def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir
         )
 
 
+def _shared(cls: type, name: str, ray_namespace: str, **kwargs: Any) -> ActorHandle[Any]:
+    """The one actor called ``name`` in ``namespace``, created by the first process that asks. Detached:
+    it outlives the API process that created it (a restart keeps calls, cursors and loaded weights)."""
+    options = {"name": name, "namespace": ray_namespace, "get_if_exists": True, "lifetime": "detached"}
+    return cast(
+        ActorHandle[Any],
+        ray.remote(cls).options(**options, num_cpus=0, max_concurrency=1000).remote(**kwargs),
+    )
+
+
 def directory(
     *, namespace: str, calls_per_host: int, spare_hosts: int, host_options: dict[str, Any] | None = None
 ) -> ActorHandle[Any]:
-    """The cluster's call directory, created by the first process that asks; ``host_options`` are the
-    keyword arguments of every ``CallHost`` it starts (the first process's options win)."""
-    return cast(
-        ActorHandle[Any],
-        ray.remote(CallDirectory)
-        .options(
-            name=DIRECTORY_NAME,
-            namespace=namespace,
-            get_if_exists=True,
-            lifetime="detached",
-            num_cpus=0,
-            max_concurrency=1000,
-        )
-        .remote(
-            calls_per_host=calls_per_host,
-            spare_hosts=spare_hosts,
-            host_options=host_options or {},
-            namespace=namespace,
-        ),
+    """The cluster's call directory; ``host_options`` are the keyword arguments of every ``CallHost`` it
+    starts (the first process's options win)."""
+    return _shared(
+        CallDirectory,
+        DIRECTORY_NAME,
+        namespace,
+        calls_per_host=calls_per_host,
+        spare_hosts=spare_hosts,
+        host_options=host_options or {},
+        namespace=namespace,
     )
 
 
 def hub(*, namespace: str) -> ActorHandle[Any]:
-    """The cluster's event hub, created by the first process that asks (detached: it outlives API
-    process restarts, so SSE cursors stay valid across them)."""
-    return cast(
-        ActorHandle[Any],
-        ray.remote(EventHub)
-        .options(
-            name=HUB_NAME,
-            namespace=namespace,
-            get_if_exists=True,
-            lifetime="detached",
-            num_cpus=0,
-            max_concurrency=1000,
-        )
-        .remote(),
-    )
+    """The cluster's event hub (SSE cursors stay valid across API process restarts)."""
+    return _shared(EventHub, HUB_NAME, namespace)
 
 
 def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
-    """The cluster's emotion scorer (the only process with torch), created by the first process that asks
-    (with its ``weights``: a file from ``mise train``, else the packaged ones)."""
-    return cast(
-        ActorHandle[Any],
-        ray.remote(EmotionScorer)
-        .options(
-            name=SCORER_NAME,
-            namespace=namespace,
-            get_if_exists=True,
-            lifetime="detached",
-            num_cpus=0,
-            max_concurrency=1000,
-        )
-        .remote(weights=weights),
-    )
+    """The cluster's emotion scorer, the only process with torch (``weights``: a file from ``mise train``,
+    else the packaged ones)."""
+    return _shared(EmotionScorer, SCORER_NAME, namespace, weights=weights)
 
 
 def gcs_address() -> str:

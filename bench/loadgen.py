@@ -68,8 +68,9 @@ async def handshake(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return reader, writer
 
 
-async def close_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Wait for the server's close frame (sent once the call is finalized), answer it, wait for EOF."""
+async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the server's frames for the whole call, as a real client does: answer pings (the server
+    drops a client that does not, after its ping timeout) and, at the end, the server's close frame."""
     while True:
         head = await reader.readexactly(2)
         n = head[1] & 0x7F
@@ -78,7 +79,10 @@ async def close_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWr
         elif n == 127:
             n = int.from_bytes(await reader.readexactly(8), "big")
         body = await reader.readexactly(n)
-        if head[0] & 0x0F == 0x8:
+        opcode = head[0] & 0x0F
+        if opcode == 0x9:  # ping -> pong with the same body
+            writer.write(bytes([0x8A, 0x80 | len(body)]) + b"\x00\x00\x00\x00" + body)
+        elif opcode == 0x8:  # close -> close back, then the server ends the connection
             writer.write(bytes([0x88, 0x80 | len(body[:2])]) + b"\x00\x00\x00\x00" + body[:2])
             await writer.drain()
             await reader.read()
@@ -93,6 +97,7 @@ async def one_call(
     call_sid, stream_sid = "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     reader, writer = await handshake(url)
+    controller = asyncio.create_task(control(reader, writer))
     start = {
         "accountSid": "AC" + "0" * 32,
         "streamSid": stream_sid,
@@ -127,7 +132,7 @@ async def one_call(
     writer.write(
         frame(json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid, "stop": stop}))
     )
-    await asyncio.wait_for(close_handshake(reader, writer), 60)
+    await asyncio.wait_for(controller, 60)
     return {"call_sid": call_sid, "sent": sent}
 
 
