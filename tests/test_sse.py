@@ -181,3 +181,13 @@ def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
         assert polled[2] == [] and hub.duplicates == 1
 
     asyncio.run(run())
+
+
+def test_the_documented_examples_follow_the_schema() -> None:
+    """docs/events.examples.jsonl (one event of each kind, captured from the demo call) against the schema."""
+    schema = orjson.loads((REPO / "docs" / "events.schema.json").read_bytes())
+    validator = jsonschema.Draft202012Validator(schema)
+    examples = [orjson.loads(line) for line in (REPO / "docs" / "events.examples.jsonl").read_text().splitlines()]
+    assert {e["type"] for e in examples} >= {"call.started", "turn.ended", "interruption", "silence", "call.ended"}
+    for example in examples:
+        assert list(validator.iter_errors(example)) == [], example["type"]
