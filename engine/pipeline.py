@@ -269,6 +269,8 @@ class CallAnalyzer:
 
     def take_pending(self) -> list[PendingTurn]:
         """Turns decided since the last call that still need measuring, in decision order."""
+        if not self._new:  # the common case, every push: no new list
+            return []
         new, self._new = self._new, []
         return new
 

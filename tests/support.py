@@ -35,11 +35,16 @@ def data_path(relative: str) -> Path:
     root = Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data"))
     path = root / relative
     if not path.exists():
-        message = f"test data {path} is absent (set MISE_TEST_DATA to the shared data folder)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"test data {path} is absent (set MISE_TEST_DATA to the shared data folder)")
     return path
+
+
+def unavailable(message: str) -> None:
+    """Something a test needs is not on this machine: skip, saying what; in CI (where `make test`
+    provides everything) that is a failure instead."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -75,6 +80,23 @@ class Server:
             yield srv
         finally:
             srv.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def pair(cls, ray_address: str, data_dir: Path) -> Iterator[tuple[Server, Server]]:
+        """Two API processes attached to one Ray instance, sharing one namespace (one directory, one hub)."""
+        namespace = "pair" + secrets.token_hex(3)
+        a = cls.launch(ray_address, data_dir, namespace=namespace)
+        try:
+            b = cls.launch(ray_address, data_dir, namespace=namespace)
+        except BaseException:
+            a.stop()
+            raise
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()
 
     @classmethod
     def launch(

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from api.simulate import load_jsonl, with_fresh_sids
-from tests.support import API_KEY, REPO, Server, SseReader, ended, free_port, send_paced
+from tests.support import API_KEY, REPO, Server, SseReader, ended, free_port, send_paced, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +39,7 @@ SHOTS = Path(os.environ.get("MISE_SCREENSHOTS", REPO / "docs" / "screenshots"))
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is absent (make test installs Debian's chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{CHROMIUM} is absent (make test installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

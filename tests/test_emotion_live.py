@@ -41,9 +41,9 @@ def test_turns_are_scored_live_and_one_episode_gives_one_alert(ray_address: str,
             async with websockets.connect(srv.ws) as ws:
                 await send_paced(ws, messages[:200], 10.0)
                 await asyncio.to_thread(srv.wait_call, call_sid, live=True)
-                host = await srv.directory().lookup.remote(call_sid)
+                host = await asyncio.to_thread(srv.host_of, call_sid)
                 scorer = ray.get_actor("mise-scorer", namespace=srv.namespace)
-                pids = {"host": (await host[2].stats.remote())["pid"], "scorer": (await scorer.stats.remote())["pid"]}
+                pids = {"host": (await host.stats.remote())["pid"], "scorer": (await scorer.stats.remote())["pid"]}
                 maps.update({name: Path(f"/proc/{pid}/maps").read_text() for name, pid in pids.items()})
                 await send_paced(ws, messages[200:], 10.0)
                 await asyncio.wait_for(ws.wait_closed(), 30)

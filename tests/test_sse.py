@@ -6,7 +6,6 @@ A call streamed at 10x real time; subscribers per call and per tenant read it as
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +128,13 @@ def test_unknown_call_bad_key_and_bad_filter(server: Server) -> None:
 def test_two_processes_ingest_on_one_sse_on_the_other(
     ray_address: str, tmp_path: Path, synthetic_capture: Path
 ) -> None:
-    namespace = "sse" + secrets.token_hex(3)
     messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
     call_sid = messages[1]["start"]["callSid"]
-    a = Server.launch(ray_address, tmp_path, namespace=namespace)
-    b = Server.launch(ray_address, tmp_path, namespace=namespace)
-    try:
+    with Server.pair(ray_address, tmp_path) as (a, b):
         reader = SseReader(b.http + "/v1/events", until=ended(call_sid))  # subscribed on B
         assert reader.connected.wait(10) and reader.status == 200
         asyncio.run(stream(a, messages))  # streamed into A
         check_call_sequence(reader.wait(), call_sid)
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_a_subscriber_that_stops_reading_is_dropped_alone() -> None:

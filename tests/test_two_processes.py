@@ -4,7 +4,6 @@ the readers on the other, as behind a load balancer. Hosts stay torch-free."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 
 import httpx
@@ -22,12 +21,9 @@ pytestmark = pytest.mark.integration
 def test_a_call_streamed_into_one_process_is_served_by_another(
     ray_address: str, tmp_path: Path, synthetic_capture: Path
 ) -> None:
-    namespace = "two" + secrets.token_hex(3)
     messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
     call_sid = messages[1]["start"]["callSid"]
-    a = Server.launch(ray_address, tmp_path, namespace=namespace)
-    b = Server.launch(ray_address, tmp_path, namespace=namespace)
-    try:
+    with Server.pair(ray_address, tmp_path) as (a, b):
 
         async def run() -> None:
             async with websockets.connect(a.ws) as ws:  # the stream lands on A
@@ -54,9 +50,6 @@ def test_a_call_streamed_into_one_process_is_served_by_another(
         assert final["end_reason"] == "stop" and final["status"] == "in-progress"
         assert final["tracks"]["inbound"]["frames"] == 2833
         assert a.wait_call(call_sid) == final
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_call_hosts_never_load_torch(server: Server, synthetic_capture: Path) -> None:
@@ -72,9 +65,8 @@ def test_call_hosts_never_load_torch(server: Server, synthetic_capture: Path) ->
             for msg in messages[:600]:
                 await ws.send(orjson.dumps(msg).decode())
             await asyncio.to_thread(server.wait_call, call_sid, live=True)
-            found = await server.directory().lookup.remote(call_sid)
-            assert found is not None, "the live call has no host"
-            pid = (await found[2].stats.remote())["pid"]
+            host = await asyncio.to_thread(server.host_of, call_sid)
+            pid = (await host.stats.remote())["pid"]
             maps = Path(f"/proc/{pid}/maps").read_text()
             await ws.send(orjson.dumps(messages[-1]).decode())
             await ws.wait_closed()
