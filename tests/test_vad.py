@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from engine.vad import FRAME, CallVad, Hysteresis, NoiseFloor, Span, frame_db, spans_of
+from engine.vad import FRAME, CallVad, Hysteresis, NoiseFloor, Span, frame_db, periodicity, spans_of
 from tests.support import data_path
 
 
@@ -37,6 +37,76 @@ def test_frame_db() -> None:
     full = (32767 * np.sin(2 * np.pi * 400 * t)).astype(np.int16)
     assert abs(frame_db(full) - (-3.01)) < 0.1
     assert frame_db(np.zeros(FRAME, dtype=np.int16)) == -100.0
+
+
+def test_periodicity_known_answers() -> None:
+    """Voicing strength: near 1 for periodic signals with a period in the pitch range (a pulse train, a
+    tone), low for white noise, 0 for digital silence."""
+    n = 2 * FRAME
+    pulses = np.zeros(n, dtype=np.int16)
+    pulses[::57] = 8000  # 140 Hz glottal-like pulse train
+    t = np.arange(n) / 8000
+    tone = (3000 * np.sin(2 * np.pi * 210 * t)).astype(np.int16)
+    noise = np.random.default_rng(3).normal(0, 3000, n).astype(np.int16)
+    assert periodicity(pulses) > 0.95
+    assert periodicity(tone) > 0.95
+    assert periodicity(noise) < 0.4
+    assert periodicity(np.zeros(n, dtype=np.int16)) == 0.0
+    assert periodicity(pulses[:100]) == 0.0  # shorter than the longest pitch lag
+
+
+def _vowel(seconds: float, level: float, f0: float = 180.0) -> np.ndarray:
+    """A vowel-like voiced sound: a pulse train at ``f0`` through two formant resonances."""
+    n = int(seconds * 8000)
+    x = np.zeros(n)
+    x[:: int(8000 / f0)] = 1.0
+    for freq, bw in ((700.0, 90.0), (1200.0, 110.0)):
+        r, theta = np.exp(-np.pi * bw / 8000), 2 * np.pi * freq / 8000
+        y = np.zeros(n)
+        for i in range(n):
+            y[i] = x[i] + 2 * r * np.cos(theta) * y[i - 1] - r * r * y[i - 2] if i >= 2 else x[i]
+        x = y
+    scale: float = level / float(np.sqrt(np.mean(x * x)))
+    return scale * x
+
+
+def test_quiet_voiced_tail_extends_speech_but_never_starts_it() -> None:
+    """A voiced sound below the absolute floor (-65 dBFS; background -85 dBFS) right after louder speech
+    continues it, within the span hangover; the same sound on its own, a tone, or the same sound while
+    the other track speaks 30 dB louder (its leak) is not speech."""
+    rng = np.random.default_rng(5)
+    n = 8000 * 3
+    background = rng.normal(0, 32768 * 10 ** (-85 / 20), n)
+    loud, quiet = 32768 * 10 ** (-30 / 20), 32768 * 10 ** (-65 / 20)
+    tail = background.copy()
+    tail[8000:12000] += _vowel(0.5, loud)
+    tail[12000:14400] += _vowel(0.3, quiet)  # 0.3 s quiet voiced tail: frames 75-89
+    alone = background.copy()
+    alone[12000:14400] += _vowel(0.3, quiet)
+    silent = np.zeros(n, dtype=np.int16)
+
+    def speech_frames(track: np.ndarray, other: np.ndarray) -> set[int]:
+        vad = CallVad()
+        return {
+            k
+            for k in range(n // FRAME)
+            if vad.push(track[k * FRAME : (k + 1) * FRAME], other[k * FRAME : (k + 1) * FRAME])["inbound"][0]
+        }
+
+    with_tail = speech_frames(tail.astype(np.int16), silent)
+    assert len(with_tail & set(range(76, 90))) >= 12, sorted(with_tail)  # the tail (its first frame mixes)
+    strict = CallVad(voicing=1.1)  # the voiced test off: the strict test alone stops at the loud part
+    assert not any(
+        strict.push(tail[k * FRAME : (k + 1) * FRAME].astype(np.int16), silent[:FRAME])["inbound"][0]
+        for k in range(77, 90)
+    )
+    assert not speech_frames(alone.astype(np.int16), silent)  # a quiet voiced sound alone does not start speech
+    other = np.zeros(n)
+    other[12000:14400] = _vowel(0.3, 32768 * 10 ** (-35 / 20), f0=120.0)  # the other party, 30 dB louder
+    assert not (speech_frames(tail.astype(np.int16), other.astype(np.int16)) & set(range(77, 90)))
+    t = np.arange(n) / 8000
+    tone = (32768 * 10 ** (-40 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    assert len(speech_frames(tone, silent)) <= 25  # a steady tone: at most webrtcvad's start plus one hangover
 
 
 def test_noise_floor_falls_at_once_and_rises_slowly() -> None:
