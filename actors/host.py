@@ -8,7 +8,9 @@ the plain "a Ray actor per call"; with N it multiplexes N calls in one process.
 After writing a push's audio, the host advances each touched call's analysis: deciding turns, pauses
 and interruptions costs microseconds per frame and happens in the push. Measuring a decided turn
 (prosody: milliseconds per second of turn) does NOT: it runs on the host's measuring thread, so a
-burst of turns ending together never holds up the next push's audio. A call's events still leave in
+burst of turns ending together never holds up the next push's audio. Between turns the same thread
+analyses the pitch frames of the turns still in progress (``engine.prosody.PitchStream``), so what is
+left when a turn ends is a few milliseconds. A call's events still leave in
 decision order (``CallAnalyzer.release``). Under overload a turn that has waited longer than
 ``measure_max_delay_s`` goes out without features (``features_skipped: "overload"``), counted, so
 the backlog and its memory stay bounded and nothing else is held up.
@@ -46,6 +48,9 @@ from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_u
 from engine.pipeline import AnalysisOptions, PendingTurn
 
 log = logging.getLogger("mise.host")
+
+CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
+CATCH_UP_FRAMES = 50  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
 
 # One entry of a push: (call_sid, track, timestamp_ms, mu-law payload, arrival time at the API, epoch s)
 PushItem = tuple[str, str, int, bytes, float]
@@ -239,7 +244,11 @@ class CallHost:
 
     def _measure_loop(self) -> None:
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=CATCH_UP_EVERY_S)
+            except queue.Empty:
+                self._catch_up()
+                continue
             with self._lock:
                 if job.claimed:  # its call finished or failed meanwhile
                     continue
@@ -253,6 +262,22 @@ class CallHost:
                 if call is not None:
                     self._publish(call, call.analyzer.release())
                     self._send_to_hub()
+            if self._queue.empty():
+                self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Between turns: analyse the pitch frames of the turns in progress (no lock held while analysing),
+        so a turn's measurement at its end is mostly done already. Decided turns come first."""
+        with self._lock:
+            streams = [s for call in self._calls.values() for s in call.analyzer.streams(CATCH_UP_FRAMES)]
+        for stream in streams:
+            if not self._queue.empty():
+                return
+            try:
+                stream.catch_up()
+            except Exception:  # the turn is then measured from its own audio, as without a stream
+                log.exception("pitch frames of a turn in progress could not be analysed")
+                stream.dead = True
 
     def _measure(self, job: _Measure) -> None:
         """Measure one turn (no lock held), or skip it if it waited too long: the backlog stays bounded."""

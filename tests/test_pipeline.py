@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
+from engine import prosody
 from engine.events import INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
 from engine.pipeline import AnalysisOptions, CallAnalyzer, analyze
 from engine.prosody import FEATURE_KEYS
@@ -128,6 +129,45 @@ def test_measuring_later_changes_nothing_but_when_events_leave() -> None:
     assert analyzer.unreleased == 0
     assert held_back > 0, "no event was ever held back: the test does not test deferral"
     assert [(e.type, e.seq, e.at_ms, e.data) for e in events] == [(e.type, e.seq, e.at_ms, e.data) for e in expected]
+
+
+def test_pitch_frames_analysed_while_a_turn_is_in_progress_are_reused_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a live host does: the pitch frames of open turns are analysed between pushes (``streams``), so
+    measuring a turn when it ends analyses only its last frames; the features are exactly the offline ones."""
+    inbound, outbound, _ = synthetic()
+    expected, _ = analyze(inbound, outbound, chunk_ms=20)
+    analysed = {"now": 0}
+    real = prosody._candidates
+
+    def counting(setup: Any, buf: Any, first: int, count: int) -> Any:  # a spy: the real function runs
+        analysed["now"] += count
+        return real(setup, buf, first, count)
+
+    monkeypatch.setattr(prosody, "_candidates", counting)
+    rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
+    analyzer = CallAnalyzer(measure_inline=False)
+    events: list[CallEvent] = []
+    at_measure = in_turns = 0
+    for k in range(len(inbound) // 160):
+        for track, x in (("inbound", inbound), ("outbound", outbound)):
+            rings[track].write(k * 160, x[k * 160 : (k + 1) * 160])
+        events += analyzer.advance(rings)
+        for stream in analyzer.streams(behind=25):  # the host's idle measuring thread
+            stream.catch_up()
+        for pending in analyzer.take_pending():
+            before = analysed["now"]
+            in_turns += 1 + (pending.audio.size - 320) // 80
+            pending.measure()
+            at_measure += analysed["now"] - before
+        events += analyzer.release()
+    events += analyzer.finish(rings)
+    for pending in analyzer.take_pending():
+        pending.measure()
+    events += analyzer.release()
+    assert [(e.type, e.seq, e.at_ms, e.data) for e in events] == [(e.type, e.seq, e.at_ms, e.data) for e in expected]
+    assert in_turns > 2000 and at_measure < 0.05 * in_turns, (at_measure, in_turns)
 
 
 def test_a_skipped_turn_leaves_without_features_and_says_why() -> None:

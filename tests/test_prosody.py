@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from engine.prosody import FEATURE_KEYS, PitchTrack, SpeakerBaseline, pitch_track, turn_features
+from engine.prosody import FEATURE_KEYS, PitchStream, PitchTrack, SpeakerBaseline, pitch_track, turn_features
 from tests.support import data_path
 
 SR = 8000
@@ -157,6 +157,57 @@ def test_bad_options_raise_value_error() -> None:
         pitch_track(sine(150.0), fmin=300.0, fmax=200.0)
     with pytest.raises(ValueError):
         pitch_track(sine(150.0), frame_s=0.01)
+
+
+# --- PitchStream: frames analysed as the audio arrives give the same features ---------------------------------
+def speechlike(duration: float, seed: int = 0) -> np.ndarray:
+    """Syllables of a gliding voice with pauses and a little noise: voiced, unvoiced and silent frames."""
+    rng = np.random.default_rng(seed)
+    t = seconds(duration)
+    x = 0.5 * glide(110.0, 190.0, duration) * (np.sin(2 * np.pi * 2.5 * t) > -0.3)
+    return np.asarray(np.clip(x + 0.003 * rng.standard_normal(len(t)), -1, 1) * 32767, dtype=np.int16)
+
+
+def as_float(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) / 32768.0
+
+
+def test_a_pitch_stream_gives_the_features_of_the_turn_alone_for_any_span_it_covers() -> None:
+    audio, origin = speechlike(12.0), 4000  # the stream starts at sample 4000 of the track
+    stream = PitchStream(origin, keep_s=30.0)
+    for start in range(origin, origin + len(audio), 160):  # 20 ms at a time, analysed now and then
+        stream.feed(audio[start - origin : start - origin + 160])
+        if start % 4000 == 0:
+            stream.catch_up()
+    track = np.concatenate([np.zeros(origin, np.int16), audio])
+    spans = [(origin, 3 * SR), (origin + 1600, 5 * SR), (origin + 80 * 37, 2 * SR), (origin + 161, SR), (0, 2 * SR)]
+    for at, length in spans:
+        turn = as_float(track[at : at + length])
+        assert turn_features(turn, stream=stream, at=at) == turn_features(turn), (at, length)
+    # Which frames came from the stream: all of them when the span starts where the stream does, all but the
+    # first two (their scoring window reaches before the span) when it starts later on the 10 ms grid.
+    whole = stream.candidates(stream.setup, origin, 3 * SR)
+    assert whole is not None and whole[0] == 0 and len(whole[1]) == 1 + (3 * SR - 320) // 80
+    first, frames = stream.candidates(stream.setup, origin + 1600, 5 * SR) or (None, [])
+    assert first == 2 and len(frames) == 1 + (5 * SR - 320) // 80 - 2
+    assert stream.candidates(stream.setup, origin + 161, SR) is None  # off the grid: analysed on its own
+
+
+def test_a_pitch_stream_keeps_only_its_last_seconds_and_gives_up_when_nobody_catches_up() -> None:
+    audio = speechlike(20.0, seed=1)
+    stream = PitchStream(0, keep_s=2.0, max_queued_s=8.0)
+    for start in range(0, 10 * SR, 800):
+        stream.feed(audio[start : start + 800])
+        stream.catch_up()
+    kept = stream.candidates(stream.setup, 8 * SR, 2 * SR)
+    assert kept is not None and kept[0] == 2  # the last 2 s are there (but the first frames, as above)
+    assert stream.candidates(stream.setup, 0, 2 * SR) is None  # the first seconds are gone
+    assert len(stream._buf) < 800 and sum(len(p) for p in stream._parts) <= 2 * 200 + 10
+    for start in range(10 * SR, 20 * SR, 800):  # 10 s fed and never analysed: past max_queued_s
+        stream.feed(audio[start : start + 800])
+    assert stream.dead
+    turn = as_float(audio[18 * SR : 20 * SR])
+    assert turn_features(turn, stream=stream, at=18 * SR) == turn_features(turn)  # measured from its own audio
 
 
 # --- turn_features: known answers -------------------------------------------------------------------------------
