@@ -402,7 +402,7 @@ class PitchStream:
         self._next += count
         keep_from = self.origin + self._next * s.hop - s.lead
         self._buf, self._buf_at = self._buf[keep_from - self._buf_at :], keep_from
-        if self._next - self._first > 2 * self._keep:  # trim, amortised
+        if self._next - self._first > self._keep + 256:  # trim, amortised
             kept = _Candidates.join(self._parts)
             drop = self._next - self._keep - self._first
             self._parts, self._first = [kept[drop:]], self._first + drop
