@@ -6,7 +6,10 @@
 const SILENCE_MS = 3000;
 const $ = (id) => document.getElementById(id);
 const state = { key: null, source: null, live: new Map(), recent: [], call: null, dirty: false };
-window.miseReceived = []; // SSE ids as received, in order (tests check: no repeats across reconnects)
+// SSE ids as received, in order (tests check: no repeats across reconnects). Only the latest RECEIVED_KEEP
+// are kept (a page left open on a busy tenant would otherwise grow by every event it ever saw).
+const RECEIVED_KEEP = 10000;
+window.miseReceived = [];
 
 function loadKey() {
   const params = new URLSearchParams(location.search);
@@ -35,6 +38,7 @@ function stream(path, onEvent) {
   for (const type of types) {
     source.addEventListener(type, (msg) => {
       window.miseReceived.push(msg.lastEventId);
+      if (window.miseReceived.length > 2 * RECEIVED_KEEP) window.miseReceived.splice(0, RECEIVED_KEEP);
       onEvent(type, JSON.parse(msg.data));
     });
   }
@@ -99,7 +103,7 @@ function onMonitorEvent(type, e) {
     state.live.set(e.call_sid, call);
   } else if (type === "call.ended") {
     state.live.delete(e.call_sid);
-    api("/v1/calls?live=false&limit=20").then((r) => { state.recent = r.calls; redraw(); }).catch(() => {});
+    refreshRecent();
   }
   if (call && e.at_ms) call.streamMs = Math.max(call.streamMs, e.at_ms);
   if (type === "call.started" || type === "call.ended") {
@@ -114,6 +118,18 @@ function onMonitorEvent(type, e) {
     }
   }
   redraw();
+}
+
+// Many calls ending together ask for the recent list once (and once more if any ended meanwhile).
+const recentFetch = { busy: false, again: false };
+function refreshRecent() {
+  if (recentFetch.busy) { recentFetch.again = true; return; }
+  recentFetch.busy = true;
+  api("/v1/calls?live=false&limit=20").then((r) => { state.recent = r.calls; redraw(); }).catch(() => {})
+    .finally(() => {
+      recentFetch.busy = false;
+      if (recentFetch.again) { recentFetch.again = false; refreshRecent(); }
+    });
 }
 
 function redraw() {
@@ -132,24 +148,55 @@ function callLink(sid) {
   return a;
 }
 
+// The monitor's rows are kept and updated in place, a cell only when its text changes: with 50 live calls
+// there are events every frame, and rebuilding the table each time costs style, layout and paint, and
+// swallows clicks (a row replaced between press and release never gets its click).
+const monitorRows = new Map(); // call_sid -> { tr, cells }
+let drawnRecent = null;
+
+function setText(el, value) {
+  const v = String(value);
+  if (el.textContent !== v) el.textContent = v;
+}
+
+function monitorRow(sid) {
+  const tr = document.createElement("tr");
+  tr.dataset.callSid = sid;
+  const link = document.createElement("td");
+  link.append(callLink(sid));
+  const cells = [text("td", ""), text("td", ""), text("td", ""), text("td", ""), text("td", "")];
+  tr.append(link, ...cells);
+  return { tr, cells };
+}
+
 function drawMonitor() {
-  const rows = [];
   const now = Date.now();
-  for (const c of state.live.values()) {
-    const tr = document.createElement("tr");
-    tr.dataset.callSid = c.sid;
-    const link = document.createElement("td");
-    link.append(callLink(c.sid));
-    const speaking = text("td", c.speaking || "—", c.speaking ? "speaking " + c.speaking : "");
-    const f = c.frustration === null ? "—" : Math.round(100 * c.frustration) + "%";
-    // Stream time from the events (a replayed or sped-up call runs ahead of the wall clock), else wall time.
-    const duration = Math.max(now - c.started, c.streamMs);
-    tr.append(link, text("td", c.who), text("td", fmtDuration(duration)), speaking, text("td", c.turns), text("td", f));
-    rows.push(tr);
+  const tbody = $("live-rows");
+  for (const [sid, row] of monitorRows) {
+    if (!state.live.has(sid) || row.tr.parentNode !== tbody) { row.tr.remove(); monitorRows.delete(sid); }
   }
-  $("live-rows").replaceChildren(...rows);
-  $("live-count").textContent = state.live.size;
-  $("live-empty").hidden = state.live.size > 0;
+  let prev = null;
+  for (const c of state.live.values()) {
+    let row = monitorRows.get(c.sid);
+    if (!row) { row = monitorRow(c.sid); monitorRows.set(c.sid, row); }
+    const [whoCell, durationCell, speakingCell, turnsCell, fCell] = row.cells;
+    // Stream time from the events (a replayed or sped-up call runs ahead of the wall clock), else wall time.
+    setText(whoCell, c.who);
+    setText(durationCell, fmtDuration(Math.max(now - c.started, c.streamMs)));
+    setText(speakingCell, c.speaking || "—");
+    const cls = c.speaking ? "speaking " + c.speaking : "";
+    if (speakingCell.className !== cls) speakingCell.className = cls;
+    setText(turnsCell, c.turns);
+    setText(fCell, c.frustration === null ? "—" : Math.round(100 * c.frustration) + "%");
+    const at = prev ? prev.nextSibling : tbody.firstChild; // keep the rows in the calls' order
+    if (at !== row.tr) tbody.insertBefore(row.tr, at);
+    prev = row.tr;
+  }
+  while (prev ? prev.nextSibling : tbody.firstChild) (prev ? prev.nextSibling : tbody.firstChild).remove();
+  setText($("live-count"), state.live.size);
+  if ($("live-empty").hidden !== state.live.size > 0) $("live-empty").hidden = state.live.size > 0;
+  if (drawnRecent === state.recent) return;
+  drawnRecent = state.recent;
   $("recent-rows").replaceChildren(...state.recent.map((c) => {
     const tr = document.createElement("tr");
     const link = document.createElement("td");
@@ -251,6 +298,34 @@ function describe(type, e) {
   }
 }
 
+// The timeline is kept between draws and changed incrementally: new turns, bands and marks are added;
+// existing ones are only moved when the scale changes (while the call is short enough to fit the width).
+// A long call's lanes hold thousands of elements: rebuilding them on every event would take 100+ ms.
+const view = { call: null, pxPerS: 0, widthPx: 0, turns: new Map(), lanes: {}, silences: [], marks: [],
+  selected: null, axis: "", events: null, eventsLength: -1 };
+
+function placeTurn(b, t, x) {
+  b.style.left = x(t.start_ms) + "px";
+  b.style.width = Math.max(4, x(t.end_ms - t.start_ms)) + "px";
+  setText(b, !t.backchannel && x(t.end_ms - t.start_ms) > 40 ? fmtS(t.duration_ms) : "");
+}
+
+function turnButton(call, t, x) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "turn" + (t.backchannel ? " backchannel" : "");
+  placeTurn(b, t, x);
+  b.style.background = frustrationColour(t.frustration, t.speaker);
+  b.dataset.turnId = t.turn_id;
+  b.dataset.speaker = t.speaker;
+  b.dataset.added = t.added;
+  b.setAttribute("aria-pressed", String(call.selected === t.turn_id));
+  b.setAttribute("aria-label", `${t.speaker} turn ${t.turn_id}, ${fmtS(t.start_ms)} to ${fmtS(t.end_ms)}` +
+    (t.backchannel ? ", backchannel" : "") + (t.interrupted_other ? ", interrupted the other party" : ""));
+  b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); });
+  return b;
+}
+
 function drawCall() {
   const call = state.call;
   // Fit the call to the width while it is short; scroll (at 8-60 px a second) once it is long.
@@ -259,40 +334,66 @@ function drawCall() {
   const widthPx = Math.max(avail, Math.ceil((call.endMs / 1000 + 1) * pxPerS));
   const x = (ms) => (ms / 1000) * pxPerS;
   const tracks = {};
-  for (const el of document.querySelectorAll("#timeline .track")) {
-    el.style.width = widthPx + "px";
-    el.style.backgroundSize = pxPerS + "px 100%";
-    el.replaceChildren();
-    tracks[el.dataset.speaker] = el;
+  for (const el of document.querySelectorAll("#timeline .track")) tracks[el.dataset.speaker] = el;
+  if (view.call !== call) { // another call (or the same one shown again): start from empty lanes
+    for (const el of Object.values(tracks)) el.replaceChildren();
+    Object.assign(view, { call, pxPerS: 0, widthPx: 0, turns: new Map(), silences: [], marks: [], selected: null,
+      axis: "", events: null, eventsLength: -1 });
+    view.lanes = Object.fromEntries(Object.keys(tracks).map((k) => [k, []])); // [turn_id, button], by turn_id
   }
-  for (const s of call.silences) {
+  const rescale = view.pxPerS !== pxPerS;
+  if (rescale || view.widthPx !== widthPx) {
     for (const el of Object.values(tracks)) {
-      const band = document.createElement("div");
-      band.className = "silence-band";
-      band.style.left = x(s.start_ms) + "px";
-      band.style.width = x(s.end_ms - s.start_ms) + "px";
-      band.title = "silence " + fmtS(s.end_ms - s.start_ms);
-      el.append(band);
+      el.style.width = widthPx + "px";
+      el.style.backgroundSize = pxPerS + "px 100%";
     }
   }
-  for (const t of [...call.turns.values()].sort((a, b) => a.turn_id - b.turn_id)) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "turn" + (t.backchannel ? " backchannel" : "");
-    b.style.left = x(t.start_ms) + "px";
-    b.style.width = Math.max(4, x(t.end_ms - t.start_ms)) + "px";
-    b.style.background = frustrationColour(t.frustration, t.speaker);
-    b.dataset.turnId = t.turn_id;
-    b.dataset.speaker = t.speaker;
-    b.dataset.added = t.added;
-    b.setAttribute("aria-pressed", String(call.selected === t.turn_id));
-    b.setAttribute("aria-label", `${t.speaker} turn ${t.turn_id}, ${fmtS(t.start_ms)} to ${fmtS(t.end_ms)}` +
-      (t.backchannel ? ", backchannel" : "") + (t.interrupted_other ? ", interrupted the other party" : ""));
-    if (!t.backchannel && x(t.end_ms - t.start_ms) > 40) b.textContent = fmtS(t.duration_ms);
-    b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); });
-    (tracks[t.speaker] || tracks.caller).append(b);
+  const placeBand = (band, s) => {
+    band.style.left = x(s.start_ms) + "px";
+    band.style.width = x(s.end_ms - s.start_ms) + "px";
+  };
+  if (rescale) for (const [s, bands] of view.silences) for (const band of bands) placeBand(band, s);
+  for (const s of call.silences.slice(view.silences.length)) {
+    const bands = Object.values(tracks).map((el) => {
+      const band = document.createElement("div");
+      band.className = "silence-band";
+      placeBand(band, s);
+      band.title = "silence " + fmtS(s.end_ms - s.start_ms);
+      el.prepend(band); // under the turns
+      return band;
+    });
+    view.silences.push([s, bands]);
   }
-  for (const i of call.interruptions) {
+  for (const t of call.turns.values()) {
+    const drawn = view.turns.get(t.turn_id);
+    if (drawn && drawn.t === t) {
+      if (rescale) placeTurn(drawn.b, t, x);
+      continue;
+    }
+    if (drawn) { // the same turn again, as a new event: it replaces the one drawn
+      const old = view.lanes[drawn.lane];
+      old.splice(old.findIndex(([id]) => id === t.turn_id), 1);
+      drawn.b.remove();
+    }
+    const b = turnButton(call, t, x);
+    // Keep each lane's turns in turn order (the keyboard's order); the marks (z-index 2) may sit between them.
+    const laneName = tracks[t.speaker] ? t.speaker : "caller";
+    const lane = view.lanes[laneName];
+    let i = lane.length;
+    while (i > 0 && lane[i - 1][0] > t.turn_id) i -= 1;
+    tracks[laneName].insertBefore(b, i < lane.length ? lane[i][1] : null);
+    lane.splice(i, 0, [t.turn_id, b]);
+    view.turns.set(t.turn_id, { t, b, lane: laneName });
+  }
+  if (view.selected !== call.selected) {
+    for (const id of [view.selected, call.selected]) {
+      const drawn = view.turns.get(id);
+      if (drawn) drawn.b.setAttribute("aria-pressed", String(call.selected === id));
+    }
+    view.selected = call.selected;
+  }
+  if (rescale) for (const [i, m] of view.marks) m.style.left = x(i.at_ms) + "px";
+  for (const i of call.interruptions.slice(view.marks.length)) {
     const m = document.createElement("div");
     m.className = "interruption";
     m.textContent = "!";
@@ -300,17 +401,28 @@ function drawCall() {
     m.setAttribute("role", "img");
     m.setAttribute("aria-label", `${i.by} interrupted at ${fmtS(i.at_ms)}`);
     (tracks[i.by] || tracks.caller).append(m);
+    view.marks.push([i, m]);
   }
+  view.pxPerS = pxPerS;
+  view.widthPx = widthPx;
   const axis = $("axis");
-  axis.style.width = widthPx + "px";
   const step = call.endMs > 120000 ? 10 : 5;
-  axis.replaceChildren(...Array.from({ length: Math.floor(call.endMs / 1000 / step) + 1 }, (_, k) => {
-    const s = text("span", k * step + " s");
-    s.style.left = x(k * step * 1000) + "px";
-    return s;
-  }));
-  $("events").replaceChildren(...call.events.map(({ type, e }) =>
-    text("li", describe(type, e), type === "frustration.alert" ? "alert" : "")));
+  const ticks = Math.floor(call.endMs / 1000 / step) + 1;
+  if (view.axis !== `${widthPx} ${pxPerS} ${step} ${ticks}`) {
+    view.axis = `${widthPx} ${pxPerS} ${step} ${ticks}`;
+    axis.style.width = widthPx + "px";
+    axis.replaceChildren(...Array.from({ length: ticks }, (_, k) => {
+      const s = text("span", k * step + " s");
+      s.style.left = x(k * step * 1000) + "px";
+      return s;
+    }));
+  }
+  if (view.events !== call.events[0] || view.eventsLength !== call.events.length) {
+    view.events = call.events[0];
+    view.eventsLength = call.events.length;
+    $("events").replaceChildren(...call.events.map(({ type, e }) =>
+      text("li", describe(type, e), type === "frustration.alert" ? "alert" : "")));
+  }
 }
 
 function showTurn(t) {
