@@ -36,7 +36,8 @@ class EmotionModel:
         self.classes: tuple[str, ...] = tuple(blob["classes"])
         self.net = EmotionNet(len(self.classes), **blob.get("net", {}))
         self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
-        self.net.eval()
+        self.n_parameters = sum(p.numel() for p in self.net.parameters())  # as trained
+        self.net.fuse()  # eval mode, batch norms folded into the layers before them
         self.temperature = float(blob.get("temperature", 1.0))
         self.platt = tuple(float(v) for v in blob.get("platt", (1.0, 0.0)))
         self.frustration_classes = [i for i, c in enumerate(self.classes) if c in blob["frustration"]]

@@ -43,7 +43,16 @@ from models.metrics import confusion, roc_auc, unweighted_accuracy
 from models.net import EmotionNet
 
 CROP_S = 3.0  # training crops are at most one inference window long
-DEFAULTS = {"epochs": 50, "batch": 32, "lr": 3e-3, "weight_decay": 1e-2, "ema_decay": 0.995, "seed": 20261124}
+DEFAULTS = {
+    "vtlp": 0.0,
+    "mixup": 0.0,
+    "epochs": 50,
+    "batch": 32,
+    "lr": 3e-3,
+    "weight_decay": 1e-2,
+    "ema_decay": 0.995,
+    "seed": 20261124,
+}
 
 
 def split_speakers(clips: list[Clip], seed: int) -> tuple[list[Clip], list[Clip]]:
@@ -118,6 +127,8 @@ def train(
     frustration: tuple[str, ...] = FRUSTRATION,
     net_config: dict[str, Any] | None = None,
     ema_decay: float = 0.995,
+    vtlp: float = 0.0,
+    mixup: float = 0.0,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train, calibrate and return the weights blob (see ``models.emotion.EmotionModel``)."""
@@ -144,6 +155,7 @@ def train(
     class_weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
     net = EmotionNet(len(classes), **net_config)
     net.spec_augment = True
+    net.vtlp = vtlp
     log(f"model: {sum(p.numel() for p in net.parameters()):,} parameters; {epochs} epochs of {len(y)} clips")
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(y) / batch)
@@ -185,7 +197,15 @@ def train(
             if len(idx) < 2:  # batch norm needs two
                 continue
             wave, lengths = make_batch([train_audio[i] for i in idx], channel, rng)
-            loss = loss_fn(net(wave, lengths), torch.from_numpy(y[idx]))
+            target = torch.from_numpy(y[idx])
+            if mixup > 0:  # mixup of the pooled statistics (and of the targets), Beta(mixup, mixup)
+                lam = float(rng.beta(mixup, mixup))
+                perm = torch.from_numpy(rng.permutation(len(idx)))
+                pooled = net.embed(wave, lengths)
+                logits = net.head(lam * pooled + (1 - lam) * pooled[perm])
+                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[perm])
+            else:
+                loss = loss_fn(net(wave, lengths), target)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -222,6 +242,8 @@ def train(
         "seed": seed,
         "epochs": epochs,
         "ema_decay": ema_decay,
+        "vtlp": vtlp,
+        "mixup": mixup,
         "train_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in train_clips}),
         "val_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in val_clips}),
         "train_seconds": round(time.perf_counter() - t0, 1),
@@ -239,6 +261,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--frustration-labels", default=",".join(FRUSTRATION), help="labels that count as frustration")
     ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")
     ap.add_argument("--width", type=int, default=128, help="channels of the convolutions")
+    ap.add_argument("--pitch-bins", type=int, default=0, help="periodicity (lag-gram) channels; 0: log-mel only")
     for name, value in DEFAULTS.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     return ap.parse_args(argv)
@@ -262,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             seed=args.seed,
             frustration=tuple(s.strip() for s in args.frustration_labels.split(",") if s.strip()),
-            net_config={"cmn": args.cmn, "width": args.width},
+            net_config={"cmn": args.cmn, "width": args.width, "pitch_bins": args.pitch_bins},
             ema_decay=args.ema_decay,
+            vtlp=args.vtlp,
+            mixup=args.mixup,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"training failed: {e}", file=sys.stderr)

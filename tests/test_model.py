@@ -169,3 +169,47 @@ def test_metrics_on_known_answers() -> None:
     assert expected_calibration_error([1, 1], [0.0, 0.0]) == 1.0
     m = confusion(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 3)
     assert unweighted_accuracy(m) == pytest.approx(0.75)  # class 2 has no clips: not averaged
+
+
+def test_folded_batch_norms_and_dilated_convolutions_compute_the_same() -> None:
+    """The inference shortcuts (batch norms folded into the layers, dilated convolutions as one plain
+    convolution over the interleaved subsequences) give the network's own outputs."""
+    import torch
+
+    from models.net import DilatedConv1d, EmotionNet
+
+    torch.manual_seed(0)
+    for d, k, t, b in ((2, 3, 48, 1), (3, 3, 47, 2), (3, 5, 100, 3), (2, 3, 1, 1)):
+        conv = DilatedConv1d(8, 6, k, dilation=d, padding=d * (k - 1) // 2)
+        x = torch.randn(b, 8, t)
+        plain = torch.nn.functional.conv1d(x, conv.weight, conv.bias, padding=d * (k - 1) // 2, dilation=d)
+        assert torch.allclose(conv.train()(x), plain, atol=1e-5)  # subsequences as a batch
+        assert torch.allclose(conv.eval()(x), plain, atol=1e-5)  # subsequences end to end
+    net = EmotionNet(4, width=16, embed=8, pitch_bins=8)
+    net.train()
+    for _ in range(3):  # give the batch norms non-trivial running statistics
+        net(torch.randn(4, 9000) * 0.1, torch.tensor([9000, 7000, 5000, 3000]))
+    net.eval()
+    wave, lengths = torch.randn(3, 20000) * 0.1, torch.tensor([20000, 9000, 3000])
+    with torch.inference_mode():
+        before = net(wave, lengths)
+        after = net.fuse()(wave, lengths)
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_periodicity_channels_find_the_pitch() -> None:
+    """The lag-gram of a harmonic tone peaks at its period (to within a log-spaced bin)."""
+    import torch
+
+    from models.net import FRONT_END, PITCH_HZ, LogMel
+
+    front = LogMel(pitch_bins=32, **FRONT_END)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    lags = np.geomspace(SAMPLE_RATE / PITCH_HZ[1], SAMPLE_RATE / PITCH_HZ[0], 32)
+    for f0 in (90.0, 150.0, 280.0):
+        tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 20) if f0 * k < 3400) * 0.1
+        with torch.inference_mode():
+            spec, _ = front(torch.tensor(tone, dtype=torch.float32)[None])
+        gram = spec[0, int(FRONT_END["n_mels"]) :, 50].numpy()
+        assert gram.max() > 0.8
+        assert abs(np.log(lags[int(np.argmax(gram))] * f0 / SAMPLE_RATE)) < 0.05
