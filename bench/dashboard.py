@@ -52,20 +52,9 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from actors import runtime  # noqa: E402
-from tests.support import API_KEY, Server  # noqa: E402
+from tests.support import API_KEY, CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402
 
 SPEECH = REPO / "api" / "demo"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [  # as tests/test_dashboard.py
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # Installed before the page's own script. Records only while __bench.on (set per window).
@@ -313,7 +302,7 @@ def main() -> None:
     gen: subprocess.Popen[str] | None = None
     try:
         with Server.start(runtime.gcs_address(), data, MISE_EMOTION=args.emotion) as srv, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
             print(
                 f"{args.calls} real-time calls (bench/loadgen.py, the demo call, starts {interval:g} s apart, "

@@ -25,6 +25,18 @@ import pytest
 from engine.g711 import decode_ulaw
 
 REPO = Path(__file__).resolve().parent.parent
+# Debian's chromium (make test installs it), headless, for the dashboard test and bench/dashboard.py.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 API_KEY = "test-key-acme-0001"
 OTHER_KEY = "test-key-globex-002"
 

@@ -17,21 +17,21 @@ import pytest
 import websockets
 
 from api.simulate import load_jsonl, with_fresh_sids
-from tests.support import API_KEY, REPO, Server, SseReader, ended, free_port, send_paced, unavailable
+from tests.support import (
+    API_KEY,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    Server,
+    SseReader,
+    ended,
+    free_port,
+    send_paced,
+    unavailable,
+)
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SPEED = 10.0
 SHOTS = Path(os.environ.get("MISE_SCREENSHOTS", REPO / "docs" / "screenshots"))
 
@@ -43,7 +43,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
