@@ -50,7 +50,7 @@ from engine.pipeline import AnalysisOptions, PendingTurn
 log = logging.getLogger("mise.host")
 
 CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
-CATCH_UP_FRAMES = 50  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
+CATCH_UP_FRAMES = 100  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
 
 # One entry of a push: (call_sid, track, timestamp_ms, mu-law payload, arrival time at the API, epoch s)
 PushItem = tuple[str, str, int, bytes, float]

@@ -351,7 +351,7 @@ class PitchStream:
         self.dead = False
         self._keep = max(1, round(keep_s * sr / self.setup.hop))  # frames kept
         self._max_queued = round(max_queued_s * sr)
-        self._incoming: deque[FloatArray] = deque()
+        self._incoming: deque[npt.NDArray[np.int16]] = deque()
         self._drained = origin  # samples up to here have left ``_incoming``
         self._buf = np.zeros(self.setup.lead)  # samples from ``_buf_at`` on (silence before ``origin``)
         self._buf_at = origin - self.setup.lead
@@ -361,10 +361,10 @@ class PitchStream:
         self._lock = threading.Lock()
 
     def feed(self, samples: npt.NDArray[np.int16]) -> None:
-        """Append the track's next ``samples`` (int16, as the ring holds them)."""
+        """Append the track's next ``samples`` (int16, as the ring holds them; the stream keeps the array)."""
         if self.dead or not len(samples):
             return
-        self._incoming.append(samples.astype(np.float64) / 32768.0)
+        self._incoming.append(samples)
         self.end += len(samples)
         if self.end - self._drained > self._max_queued:  # nobody is catching up: let it all go
             with self._lock:
@@ -385,14 +385,24 @@ class PitchStream:
     def _catch_up(self, until: int | None) -> None:
         if self.dead:
             return
-        parts = [self._buf]
+        parts = []
         while self._incoming:
             part = self._incoming.popleft()
             self._drained += len(part)
             parts.append(part)
-        if len(parts) > 1:
-            self._buf = np.concatenate(parts)
+        if parts:
+            self._buf = np.concatenate([self._buf, np.concatenate(parts).astype(np.float64) / 32768.0])
         s = self.setup
+        # Frames more than ``keep_s`` before the newest audio can't be in any turn's window any more (the
+        # open turn ends at the earliest now): a long turn's early frames are skipped, not analysed.
+        newest = self._buf_at + len(self._buf)
+        skip_to = -(-(newest - self._keep * s.hop - self.origin) // s.hop)
+        if skip_to > self._next:
+            self._parts, self._first = [], skip_to
+            self._next = skip_to
+            keep_from = self.origin + self._next * s.hop - s.lead
+            if keep_from > self._buf_at:
+                self._buf, self._buf_at = self._buf[keep_from - self._buf_at :], keep_from
         end = self._buf_at + len(self._buf) if until is None else min(until, self._buf_at + len(self._buf))
         start = self.origin + self._next * s.hop  # the next frame's start
         count = (end - start - s.reach) // s.hop + 1 if end >= start + s.reach else 0

@@ -210,6 +210,17 @@ def test_a_pitch_stream_keeps_only_its_last_seconds_and_gives_up_when_nobody_cat
     assert turn_features(turn, stream=stream, at=18 * SR) == turn_features(turn)  # measured from its own audio
 
 
+def test_a_pitch_stream_skips_frames_no_turn_window_can_reach() -> None:
+    audio = speechlike(12.0, seed=2)
+    stream = PitchStream(0, keep_s=2.0)
+    stream.feed(audio[: 10 * SR])  # 10 s of one long turn, not analysed yet: only its last 2 s can be needed
+    stream.catch_up()
+    frames = stream.candidates(stream.setup, 8 * SR, 2 * SR)
+    assert frames is not None and frames[0] == 2 and stream._first >= (8 * SR) // 80 - 1
+    turn = as_float(audio[8 * SR : 10 * SR])
+    assert turn_features(turn, stream=stream, at=8 * SR) == turn_features(turn)
+
+
 # --- turn_features: known answers -------------------------------------------------------------------------------
 def test_energy_of_a_full_scale_sine_is_minus_3_dbfs() -> None:
     assert turn_features(sine(157.3, amplitude=1.0))["energy_db"] == pytest.approx(-3.01, abs=0.05)
