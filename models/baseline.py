@@ -26,6 +26,24 @@ def statistics(audio: list[Audio]) -> npt.NDArray[np.float64]:
     return np.stack(rows)
 
 
+def fit_logistic(xt: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class-weighted multinomial logistic regression with an L2 penalty (``L2``, not on the bias): the
+    weights ``(features, n_classes)`` for standardised features ``xt`` whose last column is ones."""
+    counts = torch.bincount(y, minlength=n_classes).double()
+    class_weight = counts.sum() / (n_classes * counts.clamp(min=1))
+    w = torch.zeros(xt.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w, y, weight=class_weight) + L2 * (w[:-1] ** 2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    return w.detach()
+
+
 class LogMelStatsBaseline:
     def __init__(self, classes: tuple[str, ...], frustration: tuple[str, ...]) -> None:
         self.classes = classes
@@ -40,19 +58,7 @@ class LogMelStatsBaseline:
         self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
         xt = torch.tensor(np.c_[(x - self.mean) / self.std, np.ones(len(x))], dtype=torch.float64)
         y = torch.tensor([self.classes.index(c) for c in labels])
-        counts = torch.bincount(y, minlength=len(self.classes)).double()
-        class_weight = counts.sum() / (len(self.classes) * counts.clamp(min=1))
-        w = torch.zeros(xt.shape[1], len(self.classes), dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xt @ w, y, weight=class_weight) + L2 * (w[:-1] ** 2).sum()
-            loss.backward()  # type: ignore[no-untyped-call]
-            return loss
-
-        opt.step(closure)  # type: ignore[no-untyped-call]
-        self.weight = w.detach()
+        self.weight = fit_logistic(xt, y, len(self.classes))
         if val_audio and self.frustration:
             p = self.probabilities(val_audio)
             positive = np.isin([self.classes.index(c) for c in val_labels], self.frustration)

@@ -22,7 +22,7 @@ import torchaudio
 
 from engine.prosody import FEATURE_KEYS, turn_features
 from models.audio import Audio, trim
-from models.baseline import L2
+from models.baseline import fit_logistic
 from models.data import CLASSES, FOUR, default_manifest, default_root, load_clips, read_manifest
 from models.metrics import confusion, roc_auc, unweighted_accuracy
 from models.net import FRONT_END, LogMel
@@ -58,20 +58,7 @@ def fit(x: Floats, y: npt.NDArray[np.int64]) -> Callable[[Floats], Floats]:
     """The baseline's class-weighted multinomial logistic regression (L2 as in models.baseline)."""
     mean, std = x.mean(0), x.std(0) + 1e-6
     xt = torch.tensor(np.c_[(x - mean) / std, np.ones(len(x))])
-    yt = torch.tensor(y)
-    counts = torch.bincount(yt, minlength=len(CLASSES)).double()
-    weight = counts.sum() / (len(CLASSES) * counts.clamp(min=1))
-    w = torch.zeros(xt.shape[1], len(CLASSES), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w, yt, weight=weight) + L2 * (w[:-1] ** 2).sum()
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
-
-    opt.step(closure)  # type: ignore[no-untyped-call]
-    weights = w.detach()
+    weights = fit_logistic(xt, torch.tensor(y), len(CLASSES))
 
     def predict(z: Floats) -> Floats:
         logits = torch.tensor(np.c_[(z - mean) / std, np.ones(len(z))]) @ weights
