@@ -4,8 +4,11 @@
     python -m models.train --exclude-dataset emodb --out models/weights/emotion_no_emodb.pt
     python -m models.train --manifest my.csv --root DIR --out my.pt   # your own clips, same CSV format
 
-Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. Validation speakers (SPLITS, or for
-other manifests a seeded fifth of the speakers) are not trained on: they calibrate the probabilities.
+Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. Training runs twice: a first fit on the
+training speakers, whose probabilities are calibrated on the validation speakers (SPLITS, or for other
+manifests a seeded fifth of the speakers), then a refit of the same recipe on training and validation
+speakers, which keeps the first fit's calibration and is what is written (``--once``: the first fit only,
+``--first-fit W.pt``: refit from an existing first fit).
 One thread, fixed seeds: the same command gives the same weights on the same machine.
 """
 
@@ -38,7 +41,7 @@ from models.data import (
     read_manifest,
     resolve_root,
 )
-from models.emotion import EmotionModel
+from models.emotion import EmotionModel, read_weights
 from models.metrics import confusion, roc_auc, unweighted_accuracy
 from models.net import EmotionNet
 
@@ -129,14 +132,21 @@ def train(
     ema_decay: float = 0.995,
     vtlp: float = 0.0,
     mixup: float = 0.0,
+    calibration: dict[str, Any] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Train, calibrate and return the weights blob (see ``models.emotion.EmotionModel``)."""
+    """Train, calibrate and return the weights blob (see ``models.emotion.EmotionModel``).
+
+    ``calibration`` (the blob of the same recipe trained on the training speakers alone, whose temperature
+    and Platt coefficients were fitted on the validation speakers) refits instead: the validation speakers
+    are trained on too, and the calibration is taken from that blob."""
     net_config = dict(net_config or {})
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_clips, val_clips = split_speakers(clips, seed)
+    if calibration is not None:
+        train_clips, val_clips = train_clips + val_clips, []
     classes = classes_for(train_clips)
     if len(classes) < 2:
         raise ValueError(f"need at least two emotion labels to train, got {list(classes)}")
@@ -221,7 +231,17 @@ def train(
         log(line)
 
     temperature, platt = 1.0, (1.0, 0.0)
-    if val_clips:
+    if calibration is not None:
+        if list(calibration["classes"]) != list(classes):
+            raise ValueError(f"calibration blob has classes {calibration['classes']}, this training {list(classes)}")
+        temperature, platt = (
+            float(calibration["temperature"]),
+            (float(calibration["platt"][0]), float(calibration["platt"][1])),
+        )
+        log(
+            f"calibration taken from the first fit: temperature {temperature:.3f}, Platt {platt[0]:.3f} {platt[1]:+.3f}"
+        )
+    elif val_clips:
         logits, _ = EmotionModel(blob(ema)).logits(val_audio)
         y_val = np.array([index[c.emotion] for c in val_clips])
         temperature = fit_temperature(logits, y_val)
@@ -246,6 +266,8 @@ def train(
         "mixup": mixup,
         "train_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in train_clips}),
         "val_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in val_clips}),
+        "calibration_speakers": (calibration or {}).get("meta", {}).get("val_speakers")
+        or sorted({f"{c.dataset}:{c.speaker}" for c in val_clips}),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     log(f"trained in {time.perf_counter() - t0:.0f} s")
@@ -262,6 +284,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")
     ap.add_argument("--width", type=int, default=128, help="channels of the convolutions")
     ap.add_argument("--pitch-bins", type=int, default=0, help="periodicity (lag-gram) channels; 0: log-mel only")
+    ap.add_argument(
+        "--once",
+        action="store_true",
+        help="train once, on the training speakers, calibrated on the validation speakers (default: then refit the "
+        "same recipe on training + validation speakers with that calibration, which is what ships)",
+    )
+    ap.add_argument("--first-fit", type=Path, default=None, help="the first fit (a --once run) if already made")
     for name, value in DEFAULTS.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     return ap.parse_args(argv)
@@ -275,21 +304,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     clips = [c for c in read_manifest(manifest) if c.dataset not in set(args.exclude_dataset)]
     root = resolve_root(manifest, args.root, clips)
+    recipe: dict[str, Any] = {
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "frustration": tuple(s.strip() for s in args.frustration_labels.split(",") if s.strip()),
+        "net_config": {"cmn": args.cmn, "width": args.width, "pitch_bins": args.pitch_bins},
+        "ema_decay": args.ema_decay,
+        "vtlp": args.vtlp,
+        "mixup": args.mixup,
+    }
     try:
-        blob = train(
-            clips,
-            root,
-            epochs=args.epochs,
-            batch=args.batch,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            frustration=tuple(s.strip() for s in args.frustration_labels.split(",") if s.strip()),
-            net_config={"cmn": args.cmn, "width": args.width, "pitch_bins": args.pitch_bins},
-            ema_decay=args.ema_decay,
-            vtlp=args.vtlp,
-            mixup=args.mixup,
-        )
+        first = None
+        if not args.once:
+            if args.first_fit:
+                first = read_weights(args.first_fit)
+                net = {"cmn": False, "width": 128, "pitch_bins": 0} | dict(first["net"])
+                meta = first.get("meta", {})
+                same_data = meta.get("excluded_datasets", []) == sorted(args.exclude_dataset)
+                same_run = (meta.get("seed"), meta.get("epochs")) == (args.seed, args.epochs)
+                if net != recipe["net_config"] or not same_run or not same_data:
+                    raise ValueError(f"{args.first_fit} was not trained with this recipe")
+                print(f"first fit: {args.first_fit} (calibrated on {', '.join(meta.get('val_speakers', []))})")
+            else:
+                print("first fit: training speakers only, calibrated on the validation speakers")
+                first = train(clips, root, **recipe)
+            print("refit: training + validation speakers, with the first fit's calibration")
+        blob = train(clips, root, calibration=first, **recipe)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"training failed: {e}", file=sys.stderr)
         return 1

@@ -161,6 +161,40 @@ def test_training_runs_on_a_tiny_manifest(tmp_path: Path) -> None:
     assert set(result) == KEYS and 0.0 <= result["frustration"] <= 1.0
 
 
+def test_refit_trains_on_every_speaker_with_the_first_fits_calibration(tmp_path: Path) -> None:
+    import torch
+
+    from models import train
+    from models.emotion import read_weights
+
+    rows = []
+    clips = read_manifest(data_path("emotion/manifest.csv"))
+    for speaker in ("01", "02", "03", "04", "05"):
+        for emotion in ("angry", "neutral"):
+            mine = [c for c in clips if c.dataset == "ravdess" and c.speaker == speaker and c.emotion == emotion]
+            rows += [(c.path, "mine", speaker, c.emotion) for c in mine[:2]]
+    root = str(data_path("emotion/manifest.csv").parent.parent)
+    manifest = str(tiny_manifest(tmp_path, rows))
+    common = ["--manifest", manifest, "--root", root, "--epochs", "1", "--batch", "8"]
+    first, refit = tmp_path / "first.pt", tmp_path / "refit.pt"
+    assert train.main([*common, "--once", "--out", str(first)]) == 0
+    assert train.main([*common, "--first-fit", str(first), "--out", str(refit)]) == 0
+    a, b = read_weights(first), read_weights(refit)
+    assert len(a["meta"]["val_speakers"]) == 1 and len(a["meta"]["train_speakers"]) == 4
+    assert b["meta"]["train_speakers"] == sorted(a["meta"]["train_speakers"] + a["meta"]["val_speakers"])
+    assert b["meta"]["calibration_speakers"] == a["meta"]["val_speakers"]
+    assert (b["temperature"], b["platt"]) == (a["temperature"], a["platt"])
+    assert not all(torch.equal(b["state"][k], a["state"][k]) for k in a["state"])
+    # the default command (first fit, then refit) makes exactly these weights
+    both = tmp_path / "both.pt"
+    assert train.main([*common, "--out", str(both)]) == 0
+    c = read_weights(both)
+    assert all(torch.equal(c["state"][k], b["state"][k]) for k in b["state"])
+    assert (c["temperature"], c["platt"]) == (b["temperature"], b["platt"])
+    # a first fit of another recipe is refused, not silently used
+    assert train.main([*common, "--first-fit", str(first), "--width", "64", "--out", str(refit)]) == 1
+
+
 def test_metrics_on_known_answers() -> None:
     assert roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
     assert roc_auc([1, 0], [0.5, 0.5]) == 0.5
