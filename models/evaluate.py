@@ -168,7 +168,7 @@ def score_baseline(
 
 
 def is_refit(model: EmotionModel, val_clips: list[Clip]) -> bool:
-    """Were these weights trained on the validation speakers too (``models.train --refit``)?"""
+    """Were these weights trained on the validation speakers too (a refit, ``models.train`` without ``--once``)?"""
     return bool(set(model.meta.get("train_speakers", ())) & {f"{c.dataset}:{c.speaker}" for c in val_clips})
 
 
