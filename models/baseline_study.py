@@ -175,9 +175,11 @@ def speaker_protocols(
         w = calmness[rows] if calm else np.ones(len(rows))
         return (w[:, None] * logits[rows]).sum(0) / max(w.sum(), 1e-9), float(w.sum())
 
+    references = {calm: centre(np.flatnonzero(split == "val"), calm)[0] for calm in (False, True)}
+
     def shifted(part: str, order: Order | None, calm: bool = False, seed: int = 0) -> Floats:
         z = logits.copy()
-        reference = centre(np.flatnonzero(split == "val"), calm)[0]
+        reference = references[calm]
         rng = np.random.default_rng(seed)
         for s in np.unique(speaker[split == part]):
             clips = np.flatnonzero(speaker == s)

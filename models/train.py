@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.once:
             if args.first_fit:
                 first = read_weights(args.first_fit)
-                net = {"cmn": False, "width": 128, "pitch_bins": 0} | dict(first["net"])
+                net = {"pitch_bins": 0} | dict(first["net"])  # weights from before the option lack it
                 meta = first.get("meta", {})
                 same_data = meta.get("excluded_datasets", []) == sorted(args.exclude_dataset)
                 same_run = (meta.get("seed"), meta.get("epochs")) == (args.seed, args.epochs)
