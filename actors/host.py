@@ -34,6 +34,7 @@ import resource
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,8 @@ from ray.actor import ActorHandle
 
 from engine.call import CallMeta, LiveCall
 from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
-from engine.pipeline import AnalysisOptions, PendingTurn
+from engine.pipeline import AnalysisOptions, PendingTurn, TurnScorer
+from models.caller import CallerScorer
 
 log = logging.getLogger("mise.host")
 
@@ -106,6 +108,7 @@ class CallHost:
         self._scorer = scorer  # the EmotionScorer (actors/scorer.py), when there is one
         self._score_timeout = score_timeout_s
         self._unscored = 0
+        self._speaker_scorer = self._speaker_scoring(scorer, analysis or AnalysisOptions())
         self._to_hub: list[Published] = []
         self._events = 0
         self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
@@ -121,6 +124,23 @@ class CallHost:
         self._pushes = 0
         threading.Thread(target=self._measure_loop, name="mise-measure", daemon=True).start()
 
+    def _speaker_scoring(
+        self, scorer: ActorHandle[Any] | None, analysis: AnalysisOptions
+    ) -> Callable[[], TurnScorer] | None:
+        """Each speaker's turns scored with their voice offset removed (``models.caller``), if the scorer's
+        weights support it and ``analysis.speaker_baseline`` asks for it; else every turn is scored alone."""
+        if scorer is None or not analysis.speaker_baseline:
+            return None
+        try:
+            spec: Any = ray.get(scorer.caller_spec.remote(), timeout=max(self._score_timeout, 30.0))
+        except Exception:
+            log.exception("the emotion scorer gave no per-speaker calibration; every turn is scored alone")
+            return None
+        if spec is None:
+            log.info("the emotion weights have no per-speaker calibration; every turn is scored alone")
+            return None
+        return lambda: CallerScorer(spec)
+
     def ready(self) -> int:
         return os.getpid()
 
@@ -134,6 +154,7 @@ class CallHost:
             analysis=self._analysis,
             measure_inline=False,
             scores=self._scorer is not None,
+            speaker_scorer=self._speaker_scorer,
         )
         started = {
             "stream_sid": meta.stream_sid,

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.audio import as_float
+
 log = logging.getLogger("mise.scorer")
 
 SCORER_NAME = "mise-scorer"
@@ -39,6 +41,11 @@ class EmotionScorer:
     async def ready(self) -> dict[str, Any]:
         return {"classes": list(self._model.classes)}
 
+    async def caller_spec(self) -> dict[str, Any] | None:
+        """What a call host needs to score each speaker's turns with their voice offset removed
+        (``models.caller.CallerScorer``), or None: these weights score every turn alone."""
+        return self._model.caller_spec()
+
     async def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "batches": self.batches, "items": self.items, "busy_s": self.busy_s}
 
@@ -54,6 +61,13 @@ class EmotionScorer:
             self._queue.put_nowait((item, future))
             futures.append(future)
         return list(await asyncio.gather(*futures))
+
+    def _score(self, audio: list[Any]) -> list[dict[str, Any]]:
+        """Each turn scored alone, with the raw logits a host needs to score it again for its speaker."""
+        logits, counts = self._model.logits([as_float(x) for x in audio])
+        return [
+            self._model.result(z, n) | {"logits": [float(v) for v in z]} for z, n in zip(logits, counts, strict=True)
+        ]
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -72,7 +86,7 @@ class EmotionScorer:
             audio: list[Any] = [item for item, _ in batch]
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self._model.score, audio)
+                results = await loop.run_in_executor(self._pool, self._score, audio)
             except Exception as exc:
                 log.exception("scoring a batch of %d turns failed", len(batch))
                 for _, future in batch:

@@ -42,6 +42,7 @@ class Settings:
     sse_heartbeat_s: float = 15.0
     emotion: bool = True  # score every turn with the emotion model (its own Ray actor, the only one with torch)
     emotion_weights: str | None = None  # weights from `mise train`; default: the packaged ones
+    emotion_per_speaker: bool = AnalysisOptions.speaker_baseline  # scores relative to each speaker's own voice
     alert_on: float = AnalysisOptions.alert_on
     alert_off: float = AnalysisOptions.alert_off
     sse_queue: int = 2000  # events buffered per SSE client; a client further behind is dropped
@@ -78,6 +79,7 @@ class Settings:
             sse_heartbeat_s=_float(env, "MISE_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1, 3600.0),
             emotion=_bool(env, "MISE_EMOTION", cls.emotion),
             emotion_weights=env.get("MISE_EMOTION_WEIGHTS") or None,
+            emotion_per_speaker=_bool(env, "MISE_EMOTION_PER_SPEAKER", cls.emotion_per_speaker),
             alert_on=_float(env, "MISE_FRUSTRATION_ALERT", cls.alert_on, 0.0, 1.0),
             alert_off=_float(env, "MISE_FRUSTRATION_CLEAR", cls.alert_off, 0.0, 1.0),
             sse_queue=_int(env, "MISE_SSE_QUEUE", cls.sse_queue, 1, 1_000_000),
@@ -90,6 +92,7 @@ class Settings:
             silence_ms=self.silence_ms,
             alert_on=self.alert_on,
             alert_off=min(self.alert_off, self.alert_on),
+            speaker_baseline=self.emotion_per_speaker,
         )
 
 

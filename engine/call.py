@@ -7,6 +7,7 @@ the end) and returns the call's events; the call itself knows nothing about Ray,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy.typing as npt
 from engine.events import CallEvent
 from engine.frames import TRACKS
 from engine.g711 import SAMPLES_PER_MS, decode_ulaw
-from engine.pipeline import AnalysisOptions, CallAnalyzer
+from engine.pipeline import AnalysisOptions, CallAnalyzer, TurnScorer
 from engine.ring import RingBuffer, WriteResult
 
 
@@ -47,9 +48,12 @@ class LiveCall:
         analysis: AnalysisOptions | None = None,
         measure_inline: bool = True,
         scores: bool = False,
+        speaker_scorer: Callable[[], TurnScorer] | None = None,
     ) -> None:
         self.meta = meta
-        self.analyzer = CallAnalyzer(analysis, measure_inline=measure_inline, scores=scores)
+        self.analyzer = CallAnalyzer(
+            analysis, measure_inline=measure_inline, scores=scores, speaker_scorer=speaker_scorer
+        )
         capacity = int(ring_seconds * 1000) * SAMPLES_PER_MS
         # Both tracks always exist: a <Connect> stream carries inbound only, and an empty outbound
         # ring costs ~0.5 MB less than special-casing it everywhere downstream would.

@@ -35,9 +35,9 @@ running sums) plus the turns not yet measured, which the host bounds.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,7 @@ class AnalysisOptions:
     alert_on: float = 0.7  # a caller turn this frustrated (or more) opens an episode: one frustration.alert
     alert_off: float = 0.4  # the episode closes at a caller turn below this (hysteresis)
     ema_alpha: float = 0.3  # weight of the newest caller turn in the call's running frustration (tension arc)
+    speaker_baseline: bool = True  # emotion scores relative to each speaker's voice, learned from their turns
 
     def tracker(self) -> TurnTracker:
         return TurnTracker(
@@ -133,6 +134,13 @@ class CallSummary:
         }
 
 
+class TurnScorer(Protocol):
+    """Scores one speaker's turns in order from the emotion model's raw logits, keeping that speaker's
+    state between turns (``models.caller.CallerScorer``: the speaker's voice offset)."""
+
+    def score(self, logits: list[float], n_windows: int) -> dict[str, Any]: ...
+
+
 class PendingTurn:
     """A decided turn whose ``turn.ended`` waits for its measurements: prosody of its audio and the
     speaker's z-scores, and (``needs_scores``) the emotion model's scores. ``measure`` or ``skip`` it
@@ -142,6 +150,7 @@ class PendingTurn:
         "_at",
         "_baseline",
         "_document",
+        "_raw",
         "_samples",
         "_scored",
         "_skipped",
@@ -169,6 +178,7 @@ class PendingTurn:
         self._baseline = baseline
         self._skipped: str | None = None
         self._scored = not needs_scores
+        self._raw: tuple[list[float], int] | None = None  # the model's raw logits and windows, for ``rescore``
         self._stream, self._at = stream, at  # the track's pitch frames so far; ``samples`` start at sample ``at``
 
     @property
@@ -184,7 +194,8 @@ class PendingTurn:
         return int(self._document["turn_id"])
 
     def set_scores(self, result: dict[str, Any] | None) -> None:
-        """The emotion model's result for this turn (``EmotionModel.score``), or None if it has none."""
+        """The emotion model's result for this turn (``EmotionModel.score``), or None if it has none. A
+        result with the model's raw ``logits`` can be scored again for its speaker (``rescore``)."""
         if result is not None:
             self._document["frustration"] = result["frustration"]
             self._document["emotion"] = {
@@ -192,7 +203,17 @@ class PendingTurn:
                 "scores": result["scores"],
                 "arousal": result["arousal"],
             }
+            if "baseline_turns" in result:
+                self._document["emotion"]["baseline_turns"] = result["baseline_turns"]
+            if result.get("logits") is not None:
+                self._raw = (list(result["logits"]), int(result["windows"]))
         self._scored = True
+
+    def rescore(self, scorer: TurnScorer) -> None:
+        """Score the turn again from its raw logits with its speaker's state (in turn order, once)."""
+        if self._raw is not None:
+            raw, self._raw = self._raw, None
+            self.set_scores(scorer.score(*raw))
 
     @property
     def skipped(self) -> str | None:
@@ -239,11 +260,19 @@ class CallAnalyzer:
     """One call's analysis state. Not thread-safe: one thread at a time, except ``PendingTurn.measure``."""
 
     def __init__(
-        self, options: AnalysisOptions | None = None, *, measure_inline: bool = True, scores: bool = False
+        self,
+        options: AnalysisOptions | None = None,
+        *,
+        measure_inline: bool = True,
+        scores: bool = False,
+        speaker_scorer: Callable[[], TurnScorer] | None = None,
     ) -> None:
         self.options = options or AnalysisOptions()
         self._inline = measure_inline
         self._scores = scores  # turns wait for the emotion model's scores (``PendingTurn.set_scores``)
+        # Per speaker, made on first use: their turns are scored again, in order, as they leave (``release``).
+        self._speaker_scorer = speaker_scorer
+        self._speaker_scorers: dict[str, TurnScorer] = {}
         self._alerting = False  # inside a frustration episode of the caller
         # Decided, not yet released, in order. Sequence numbers are given as events leave (``release``).
         self._outbox: deque[tuple[str, int, dict[str, Any]] | PendingTurn] = deque()
@@ -303,6 +332,10 @@ class CallAnalyzer:
             if isinstance(head, PendingTurn):
                 if not head.done:
                     break
+                if self._speaker_scorer is not None:
+                    if head.track not in self._speaker_scorers:
+                        self._speaker_scorers[head.track] = self._speaker_scorer()
+                    head.rescore(self._speaker_scorers[head.track])
                 out.append(head.event(self._next_seq()))
                 out += self._frustration(head)
             else:

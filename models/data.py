@@ -1,7 +1,7 @@
 """Manifests of labelled clips, label vocabulary and the speaker-independent splits. No torch.
 
 A manifest is a CSV with at least ``path`` (relative to the data root), ``emotion`` and ``speaker``;
-``dataset`` is optional (empty means one dataset). The shared corpus is
+``dataset`` (empty means one dataset) and ``gender`` are optional. The shared corpus is
 ``<root>/emotion/manifest.csv`` with root ``$MISE_TEST_DATA`` (default ``../shared/data`` from the repo).
 """
 
@@ -66,6 +66,7 @@ class Clip:
     dataset: str
     speaker: str
     emotion: str  # canonical
+    gender: str = ""  # male / female / "" (unknown): balances the cross-validation folds
 
     @property
     def split(self) -> str:
@@ -91,7 +92,13 @@ def read_manifest(path: Path) -> list[Clip]:
     if missing:
         raise ValueError(f"{path}: manifest lacks column(s) {sorted(missing)}")
     return [
-        Clip(r["path"], (r.get("dataset") or "").strip(), (r.get("speaker") or "").strip(), canonical(r["emotion"]))
+        Clip(
+            r["path"],
+            (r.get("dataset") or "").strip(),
+            (r.get("speaker") or "").strip(),
+            canonical(r["emotion"]),
+            (r.get("gender") or "").strip().lower(),
+        )
         for r in rows
     ]
 

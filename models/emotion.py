@@ -18,6 +18,7 @@ import numpy.typing as npt
 import torch
 
 from models.audio import Audio, as_float, is_silent, trim, windows
+from models.caller import Calibration
 from models.net import EmotionNet
 
 WEIGHTS = "emotion.pt"
@@ -44,6 +45,32 @@ class EmotionModel:
         arousal = blob["arousal"]
         self.arousal = np.array([float(arousal.get(c, 0.5)) for c in self.classes])
         self.meta: dict[str, Any] = dict(blob.get("meta", {}))
+        self.calibration = Calibration.of(self.calibration_spec())
+        # Per-caller scoring (models.caller): class centroids and a calibration of their own; None in weights
+        # calibrated on a validation split only (``models.train --once``).
+        self.caller: dict[str, Any] | None = blob.get("caller")
+
+    def calibration_spec(self, *, caller: bool = False) -> dict[str, Any]:
+        """Plain data for ``models.caller.Calibration.of`` (per clip, or per caller with ``caller``)."""
+        temperature, platt = self.temperature, list(self.platt)
+        if caller and self.caller:
+            temperature, platt = float(self.caller["temperature"]), [float(v) for v in self.caller["platt"]]
+        return {
+            "classes": list(self.classes),
+            "temperature": temperature,
+            "platt": platt,
+            "frustration": list(self.frustration_classes),
+            "arousal": [float(a) for a in self.arousal],
+        }
+
+    def caller_spec(self) -> dict[str, Any] | None:
+        """What ``models.caller.CallerScorer`` needs (plain data), or None without per-caller scoring."""
+        if self.caller is None:
+            return None
+        return self.calibration_spec(caller=True) | {
+            "centroids": [[float(v) for v in row] for row in self.caller["centroids"]],
+            "shrink": float(self.caller["shrink"]),
+        }
 
     # --- the live API --------------------------------------------------------------------------------
     def score(self, items: list[npt.ArrayLike]) -> list[dict[str, Any]]:
@@ -57,25 +84,7 @@ class EmotionModel:
 
     def result(self, logits: npt.NDArray[np.float64], n_windows: int) -> dict[str, Any]:
         """Calibrated scores from one item's aggregated logits."""
-        if n_windows == 0:
-            probs = np.array([1.0 if c == "neutral" else 0.0 for c in self.classes])
-            frustration = 0.0
-        else:
-            probs = _softmax(logits / self.temperature)
-            frustration = self.calibrated_frustration(probs)
-        return {
-            "scores": {c: round(float(p), 6) for c, p in zip(self.classes, probs, strict=True)},
-            "label": self.classes[int(np.argmax(probs))],
-            "frustration": round(frustration, 6),
-            "arousal": round(float(probs @ self.arousal), 6) if n_windows else 0.0,
-            "windows": n_windows,
-        }
-
-    def calibrated_frustration(self, probs: npt.NDArray[np.float64]) -> float:
-        """Platt scaling (fitted on validation speakers) of the log-odds of the frustration classes."""
-        p = float(np.clip(probs[self.frustration_classes].sum(), 1e-6, 1 - 1e-6))
-        a, b = self.platt
-        return float(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))))
+        return self.calibration.result(logits, n_windows)
 
     def logits(self, items: list[Audio]) -> tuple[npt.NDArray[np.float64], list[int]]:
         """Raw (uncalibrated) logits per item, averaged over its windows: ``(len(items), n_classes)``,
@@ -117,11 +126,6 @@ class EmotionModel:
                 lengths = torch.tensor([len(cut[i]) for i in idx])
                 result[idx] = self.net(wave, lengths).double().numpy()
         return result
-
-
-def _softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    e = np.exp(z - z.max())
-    return np.asarray(e / e.sum())
 
 
 def read_weights(path: Path) -> dict[str, Any]:

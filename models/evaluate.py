@@ -18,6 +18,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ import torch
 
 from models.audio import Audio
 from models.baseline import LogMelStatsBaseline
+from models.caller import CallerScorer
 from models.data import (
     AROUSAL,
     CLASSES,
@@ -134,13 +136,58 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
 
 
 def score_model(model: EmotionModel, clips: list[Clip], audio: list[Audio]) -> tuple[Scored, list[dict[str, object]]]:
-    results = model.score(list(audio))
+    """Each clip scored alone, as ``EmotionModel.score`` does."""
+    logits, counts = model.logits(list(audio))
+    results = [model.result(z, n) for z, n in zip(logits, counts, strict=True)]
+    return scored_of(model, clips, results), results
+
+
+def scored_of(model: EmotionModel, clips: list[Clip], results: list[dict[str, Any]]) -> Scored:
     probs = np.array([[r["scores"][c] for c in model.classes] for r in results])
     frus = np.array([r["frustration"] for r in results])
     frustration = tuple(model.classes[i] for i in model.frustration_classes)
     arousal = np.array([r["arousal"] for r in results])
     speakers = [f"{c.dataset}:{c.speaker}" for c in clips]
-    return Scored(model.classes, [c.emotion for c in clips], probs, frus, frustration, arousal, speakers), results
+    return Scored(model.classes, [c.emotion for c in clips], probs, frus, frustration, arousal, speakers)
+
+
+def per_caller(model: EmotionModel, clips: list[Clip], audio: list[Audio], *, seeds: int = 10) -> None:
+    """Each speaker's clips scored as one caller's turns, in order, through the live path's
+    ``models.caller.CallerScorer`` (the caller's voice offset learned from their earlier turns): in random
+    orders (figures averaged over ``seeds`` orders), calm clips first (the usual call) and calm clips last."""
+    spec = model.caller_spec()
+    if spec is None:
+        print("  (these weights have no per-caller calibration: `python -m models.train --once` made them)")
+        return
+    logits, counts = model.logits(list(audio))
+    who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
+    calm = np.array([c.emotion == "neutral" for c in clips])
+    angry = np.isin([c.emotion for c in clips], [model.classes[i] for i in model.frustration_classes])
+
+    def run(order: str, seed: int) -> Scored:
+        rng = np.random.default_rng(seed)
+        results: list[dict[str, Any]] = [{}] * len(clips)
+        for speaker in sorted(set(who)):
+            rows = np.flatnonzero(who == speaker)
+            rows = rows[rng.permutation(len(rows))]
+            if order != "random":
+                first = calm[rows] if order == "calm first" else ~calm[rows]
+                rows = np.r_[rows[first], rows[~first]]
+            caller = CallerScorer(spec)
+            for i in rows:
+                results[i] = caller.score(logits[i], counts[i])
+        return scored_of(model, clips, results)
+
+    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
+    head = "".join(f"{k:>7}" for k in ("UA4", "BA", "AUC", "ECE"))
+    print(f"  {'order of the clips':<32}{head}   mean frustration: calm, angry clips")
+    runs = {"random (10 orders)": [run("random", k) for k in range(seeds)]}
+    runs |= {name: [run(name, 0)] for name in ("calm first", "calm last")}
+    for name, scored in runs.items():
+        f = [figures(s) for s in scored]
+        frus = np.mean([s.frustration for s in scored], axis=0)
+        values = "".join(f"{np.mean([x.get(k, np.nan) for x in f]):>7.3f}" for k in keys)
+        print(f"  {name:<32}{values}   {frus[calm].mean():.3f}, {frus[angry].mean():.3f}")
 
 
 def score_baseline(
@@ -203,7 +250,9 @@ def shared_corpus(args: argparse.Namespace) -> int:
     speakers = sorted({f"{c.dataset}:{c.speaker}" for c in test_clips})
     print(f"held-out test speakers (never trained on): {', '.join(speakers)}")
     scored, results = score_model(model, test_clips, test_audio)
-    report("model", scored)
+    report("model, each clip alone", scored)
+    print("\n== model, per caller: each test speaker's clips as one caller's turns (as the live path scores them)")
+    per_caller(model, test_clips, test_audio)
     if args.predictions:
         write_predictions(args.predictions, test_clips, results)
     val_clips, val_audio = by_split["val"]
@@ -224,7 +273,9 @@ def shared_corpus(args: argparse.Namespace) -> int:
         e_clips, e_audio = [clips[i] for i in emodb], [audio[i] for i in emodb]
         print("\ncross-corpus: trained without EmoDB (python -m models.train --exclude-dataset emodb), tested on")
         print("all EmoDB speakers (German, another recording setup)")
-        report("model, cross-corpus on EmoDB", score_model(other, e_clips, e_audio)[0], matrix=False)
+        report("model, cross-corpus on EmoDB, each clip alone", score_model(other, e_clips, e_audio)[0], matrix=False)
+        print("\n== model, cross-corpus on EmoDB, per caller (each EmoDB speaker's clips as one caller's turns)")
+        per_caller(other, e_clips, e_audio)
         if not args.no_baseline:
             rav = {k: _without(v, "emodb") for k, v in by_split.items()}
             base = score_baseline(rav["train"], rav["val"], (e_clips, e_audio), refit=is_refit(other, rav["val"][0]))

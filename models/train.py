@@ -133,18 +133,25 @@ def train(
     vtlp: float = 0.0,
     mixup: float = 0.0,
     calibration: dict[str, Any] | None = None,
+    val_speakers: set[tuple[str, str]] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train, calibrate and return the weights blob (see ``models.emotion.EmotionModel``).
 
     ``calibration`` (the blob of the same recipe trained on the training speakers alone, whose temperature
     and Platt coefficients were fitted on the validation speakers) refits instead: the validation speakers
-    are trained on too, and the calibration is taken from that blob."""
+    are trained on too, and the calibration is taken from that blob. ``val_speakers`` ((dataset, speaker)
+    pairs) replaces the validation split: those speakers validate, every other non-test speaker trains."""
     net_config = dict(net_config or {})
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_clips, val_clips = split_speakers(clips, seed)
+    if val_speakers is None:
+        train_clips, val_clips = split_speakers(clips, seed)
+    else:
+        usable = [c for c in clips if c.split != "test"]
+        val_clips = [c for c in usable if (c.dataset, c.speaker) in val_speakers]
+        train_clips = [c for c in usable if (c.dataset, c.speaker) not in val_speakers]
     if calibration is not None:
         train_clips, val_clips = train_clips + val_clips, []
     classes = classes_for(train_clips)
@@ -238,9 +245,7 @@ def train(
             float(calibration["temperature"]),
             (float(calibration["platt"][0]), float(calibration["platt"][1])),
         )
-        log(
-            f"calibration taken from the first fit: temperature {temperature:.3f}, Platt {platt[0]:.3f} {platt[1]:+.3f}"
-        )
+        log(f"calibration given (not fitted here): temperature {temperature:.3f}, Platt {platt[0]:.3f} {platt[1]:+.3f}")
     elif val_clips:
         logits, _ = EmotionModel(blob(ema)).logits(val_audio)
         y_val = np.array([index[c.emotion] for c in val_clips])
@@ -274,37 +279,22 @@ def train(
     return out
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that define a training recipe (shared with ``models.crossval``)."""
     ap.add_argument("--manifest", type=Path, default=None, help="CSV of clips (default: the shared corpus)")
     ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "weights" / "emotion.pt")
     ap.add_argument("--exclude-dataset", action="append", default=[], help="leave out a dataset (repeatable)")
     ap.add_argument("--frustration-labels", default=",".join(FRUSTRATION), help="labels that count as frustration")
     ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")
     ap.add_argument("--width", type=int, default=128, help="channels of the convolutions")
     ap.add_argument("--pitch-bins", type=int, default=0, help="periodicity (lag-gram) channels; 0: log-mel only")
-    ap.add_argument(
-        "--once",
-        action="store_true",
-        help="train once, on the training speakers, calibrated on the validation speakers (default: then refit the "
-        "same recipe on training + validation speakers with that calibration, which is what ships)",
-    )
-    ap.add_argument("--first-fit", type=Path, default=None, help="the first fit (a --once run) if already made")
     for name, value in DEFAULTS.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    manifest = args.manifest or default_manifest()
-    if not manifest.exists():
-        print(f"manifest {manifest} not found (set MISE_TEST_DATA or pass --manifest)", file=sys.stderr)
-        return 2
-    clips = [c for c in read_manifest(manifest) if c.dataset not in set(args.exclude_dataset)]
-    root = resolve_root(manifest, args.root, clips)
-    recipe: dict[str, Any] = {
+def recipe_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``train``'s keyword arguments from the options of ``add_recipe_arguments``."""
+    return {
         "epochs": args.epochs,
         "batch": args.batch,
         "lr": args.lr,
@@ -316,23 +306,76 @@ def main(argv: list[str] | None = None) -> int:
         "vtlp": args.vtlp,
         "mixup": args.mixup,
     }
+
+
+def recipe_clips(args: argparse.Namespace) -> tuple[Path, list[Clip], Path]:
+    """The manifest, its clips (less ``--exclude-dataset``) and their root; FileNotFoundError without one."""
+    manifest = args.manifest or default_manifest()
+    if not manifest.exists():
+        raise FileNotFoundError(f"manifest {manifest} not found (set MISE_TEST_DATA or pass --manifest)")
+    clips = [c for c in read_manifest(manifest) if c.dataset not in set(args.exclude_dataset)]
+    return manifest, clips, resolve_root(manifest, args.root, clips)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    add_recipe_arguments(ap)
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "weights" / "emotion.pt")
+    ap.add_argument(
+        "--once",
+        action="store_true",
+        help="train once, on the training speakers, calibrated on the validation speakers (default: then refit the "
+        "same recipe on training + validation speakers with that calibration, which is what ships)",
+    )
+    ap.add_argument(
+        "--first-fit", type=Path, default=None, help="refit a first fit (a --once run), keeping its calibration"
+    )
+    ap.add_argument("--folds", type=int, default=4, help="speaker folds of the cross-validation (default 4)")
+    ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
+    ap.add_argument("--oof", type=Path, default=None, help="reuse an earlier run's out-of-fold logits")
+    ap.add_argument("--save-oof", type=Path, default=None, help="keep the cross-validation's out-of-fold logits here")
+    return ap.parse_args(argv)
+
+
+def refit_on_validation(
+    args: argparse.Namespace, clips: list[Clip], root: Path, recipe: dict[str, Any]
+) -> dict[str, Any]:
+    """With fewer speakers than folds (or ``--first-fit``): a first fit calibrated on the validation
+    speakers, then the refit on every speaker, which keeps that calibration."""
+    if args.first_fit:
+        first = read_weights(args.first_fit)
+        net = {"pitch_bins": 0} | dict(first["net"])  # weights from before the option lack it
+        meta = first.get("meta", {})
+        same_data = meta.get("excluded_datasets", []) == sorted(args.exclude_dataset)
+        same_run = (meta.get("seed"), meta.get("epochs")) == (args.seed, args.epochs)
+        if net != recipe["net_config"] or not same_run or not same_data:
+            raise ValueError(f"{args.first_fit} was not trained with this recipe")
+        print(f"first fit: {args.first_fit} (calibrated on {', '.join(meta.get('val_speakers', []))})")
+    else:
+        print(f"fewer than {args.folds} speakers for cross-validation: calibrated on held-out validation speakers")
+        first = train(clips, root, **recipe)
+    print("refit: training + validation speakers, with the first fit's calibration")
+    return train(clips, root, calibration=first, **recipe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     try:
-        first = None
-        if not args.once:
-            if args.first_fit:
-                first = read_weights(args.first_fit)
-                net = {"pitch_bins": 0} | dict(first["net"])  # weights from before the option lack it
-                meta = first.get("meta", {})
-                same_data = meta.get("excluded_datasets", []) == sorted(args.exclude_dataset)
-                same_run = (meta.get("seed"), meta.get("epochs")) == (args.seed, args.epochs)
-                if net != recipe["net_config"] or not same_run or not same_data:
-                    raise ValueError(f"{args.first_fit} was not trained with this recipe")
-                print(f"first fit: {args.first_fit} (calibrated on {', '.join(meta.get('val_speakers', []))})")
-            else:
-                print("first fit: training speakers only, calibrated on the validation speakers")
-                first = train(clips, root, **recipe)
-            print("refit: training + validation speakers, with the first fit's calibration")
-        blob = train(clips, root, calibration=first, **recipe)
+        manifest, clips, root = recipe_clips(args)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+    recipe = recipe_of(args)
+    speakers = {(c.dataset, c.speaker) for c in clips if c.split != "test" and c.speaker}
+    try:
+        if args.once:
+            blob = train(clips, root, **recipe)
+        elif args.first_fit is None and len(speakers) >= max(args.folds, 2):
+            from models.crossval import calibrated_refit  # it imports this module
+
+            blob = calibrated_refit(args)
+        else:
+            blob = refit_on_validation(args, clips, root, recipe)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"training failed: {e}", file=sys.stderr)
         return 1

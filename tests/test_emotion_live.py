@@ -1,6 +1,6 @@
 """The emotion model live: real uvicorn + real Ray (the scorer actor with the shipped weights) + a real
 WebSocket client. The caller's track is four clips of a speaker the model never saw in training
-(RAVDESS actor 15): neutral, angry, angry (strong), neutral.
+(RAVDESS actor 15): neutral, angry, angry (strong), neutral, scored against the caller's own voice.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def test_turns_are_scored_live_and_one_episode_gives_one_alert(ray_address: str,
     f = [t["frustration"] for t in turns]
     assert min(f[1], f[2]) - max(f[0], f[3]) > 0.5, f"angry turns must score well above neutral ones: {f}"
     assert [t["emotion"]["label"] for t in turns][1:3] == ["angry", "angry"]
+    # each turn scored against the caller's own voice, learned from their earlier turns (models.caller)
+    assert [t["emotion"]["baseline_turns"] for t in turns] == [0, 1, 2, 3]
     alerts = [e for e in events if e.event == "frustration.alert"]
     assert len(alerts) == 1 and alerts[0].data["turn_id"] == turns[1]["turn_id"]
     kinds = [e.event for e in events if e.data["call_sid"] == call_sid]

@@ -167,15 +167,7 @@ def test_refit_trains_on_every_speaker_with_the_first_fits_calibration(tmp_path:
     from models import train
     from models.emotion import read_weights
 
-    rows = []
-    clips = read_manifest(data_path("emotion/manifest.csv"))
-    for speaker in ("01", "02", "03", "04", "05"):
-        for emotion in ("angry", "neutral"):
-            mine = [c for c in clips if c.dataset == "ravdess" and c.speaker == speaker and c.emotion == emotion]
-            rows += [(c.path, "mine", speaker, c.emotion) for c in mine[:2]]
-    root = str(data_path("emotion/manifest.csv").parent.parent)
-    manifest = str(tiny_manifest(tmp_path, rows))
-    common = ["--manifest", manifest, "--root", root, "--epochs", "1", "--batch", "8"]
+    common = five_speaker_manifest(tmp_path)
     first, refit = tmp_path / "first.pt", tmp_path / "refit.pt"
     assert train.main([*common, "--once", "--out", str(first)]) == 0
     assert train.main([*common, "--first-fit", str(first), "--out", str(refit)]) == 0
@@ -185,14 +177,49 @@ def test_refit_trains_on_every_speaker_with_the_first_fits_calibration(tmp_path:
     assert b["meta"]["calibration_speakers"] == a["meta"]["val_speakers"]
     assert (b["temperature"], b["platt"]) == (a["temperature"], a["platt"])
     assert not all(torch.equal(b["state"][k], a["state"][k]) for k in a["state"])
-    # the default command (first fit, then refit) makes exactly these weights
-    both = tmp_path / "both.pt"
-    assert train.main([*common, "--out", str(both)]) == 0
-    c = read_weights(both)
-    assert all(torch.equal(c["state"][k], b["state"][k]) for k in b["state"])
-    assert (c["temperature"], c["platt"]) == (b["temperature"], b["platt"])
+    assert "caller" not in a and "caller" not in b  # no out-of-fold logits, no per-caller calibration
     # a first fit of another recipe is refused, not silently used
     assert train.main([*common, "--first-fit", str(first), "--width", "64", "--out", str(refit)]) == 1
+
+
+def test_the_default_refit_is_calibrated_by_speaker_cross_validation(tmp_path: Path) -> None:
+    """``models.train`` cross-validates over speaker folds, refits on every speaker and calibrates with the
+    out-of-fold logits (per clip, and per caller with class centroids); ``--oof`` reuses that run."""
+    import torch
+
+    from models import train
+    from models.crossval import read_oof
+    from models.emotion import EmotionModel, read_weights
+
+    common = five_speaker_manifest(tmp_path)
+    out, oof = tmp_path / "cv.pt", tmp_path / "oof.npz"
+    assert train.main([*common, "--jobs", "2", "--save-oof", str(oof), "--out", str(out)]) == 0
+    blob = read_weights(out)
+    logits = read_oof(oof)
+    assert sorted(set(logits.speakers)) == blob["meta"]["calibration_speakers"] == blob["meta"]["train_speakers"]
+    assert len(blob["meta"]["train_speakers"]) == 5 and len(set(logits.fold.tolist())) == 4
+    assert np.asarray(blob["caller"]["centroids"]).shape == (2, 2)
+    spec = EmotionModel(blob).caller_spec()
+    assert spec is not None and spec["classes"] == ["neutral", "angry"]
+    again = tmp_path / "again.pt"
+    assert train.main([*common, "--oof", str(oof), "--out", str(again)]) == 0
+    same = read_weights(again)
+    assert all(torch.equal(same["state"][k], blob["state"][k]) for k in blob["state"])
+    assert (same["temperature"], same["platt"], same["caller"]) == (blob["temperature"], blob["platt"], blob["caller"])
+    # out-of-fold logits of another recipe are refused
+    assert train.main([*common, "--oof", str(oof), "--width", "64", "--out", str(again)]) == 1
+
+
+def five_speaker_manifest(tmp_path: Path) -> list[str]:
+    """Two angry and two neutral clips of five RAVDESS speakers; one-epoch training options."""
+    rows = []
+    clips = read_manifest(data_path("emotion/manifest.csv"))
+    for speaker in ("01", "02", "03", "04", "05"):
+        for emotion in ("angry", "neutral"):
+            mine = [c for c in clips if c.dataset == "ravdess" and c.speaker == speaker and c.emotion == emotion]
+            rows += [(c.path, "mine", speaker, c.emotion) for c in mine[:2]]
+    root = str(data_path("emotion/manifest.csv").parent.parent)
+    return ["--manifest", str(tiny_manifest(tmp_path, rows)), "--root", root, "--epochs", "1", "--batch", "8"]
 
 
 def test_metrics_on_known_answers() -> None:

@@ -340,3 +340,48 @@ def test_frustration_alerts_once_per_episode_and_the_tension_arc_is_kept() -> No
     for f in (0.9, 0.8, 0.3, 0.75):
         ema = 0.7 * ema + 0.3 * f
     assert summary["frustration_ema"] == pytest.approx(ema, abs=1e-4)
+
+
+def test_each_speakers_turns_are_rescored_in_turn_order_whatever_order_the_scores_arrive_in() -> None:
+    """With a ``speaker_scorer`` (the live path's ``models.caller.CallerScorer``), each turn's raw logits
+    are scored again by its speaker's own scorer as the turn leaves, in turn order, even when the model's
+    answers come back out of order."""
+    from models.caller import CallerScorer
+
+    spec = {
+        "classes": ["neutral", "angry"],
+        "temperature": 1.0,
+        "platt": [1.0, 0.0],
+        "frustration": [1],
+        "arousal": [0.25, 0.95],
+        "centroids": [[4.0, 0.0], [0.0, 4.0]],
+        "shrink": 3.0,
+    }
+    rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
+    audio = np.concatenate([np.concatenate([voice(1.5, seed=k), quiet(1.0)]) for k in range(4)])
+    rings["inbound"].write(0, audio)
+    made: list[CallerScorer] = []
+
+    def scorer() -> CallerScorer:
+        made.append(CallerScorer(spec))
+        return made[-1]
+
+    analyzer = CallAnalyzer(measure_inline=False, scores=True, speaker_scorer=scorer)
+    events = analyzer.advance(rings) + analyzer.finish(rings)
+    pending = analyzer.take_pending()
+    assert len(pending) == 4
+    # The same tense-sounding calm turn four times (the caller's voice reads angrier than it is).
+    logits = [3.0, 1.5]
+    for turn in reversed(pending):  # answers arrive last turn first
+        turn.measure()
+        turn.set_scores(
+            {"frustration": 0.0, "label": "x", "scores": {}, "arousal": 0.0, "logits": logits, "windows": 1}
+        )
+    events += analyzer.release()
+    turns = of(events, TURN_ENDED)
+    assert len(made) == 1  # one speaker (the caller), one scorer
+    assert [t["emotion"]["baseline_turns"] for t in turns] == [0, 1, 2, 3]
+    frustration = [t["frustration"] for t in turns]
+    alone = CallerScorer(spec).score(logits, 1)["frustration"]
+    assert frustration[0] == alone  # the first turn has nothing to go on
+    assert frustration == sorted(frustration, reverse=True) and frustration[-1] < alone  # the offset is learned

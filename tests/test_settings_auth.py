@@ -14,6 +14,8 @@ def test_defaults_and_overrides() -> None:
     s = Settings.from_env({"MISE_API_KEYS": "k-000000001:acme, k-000000002:globex", "MISE_CALLS_PER_ACTOR": "1"})
     assert s.api_keys == {"k-000000001": "acme", "k-000000002": "globex"}
     assert s.calls_per_actor == 1 and s.port == 8000 and s.ring_seconds == 60.0
+    assert s.analysis().speaker_baseline  # emotion scored against each speaker's own voice by default
+    assert not Settings.from_env({"MISE_EMOTION_PER_SPEAKER": "0"}).analysis().speaker_baseline
 
 
 @pytest.mark.parametrize(
@@ -22,6 +24,7 @@ def test_defaults_and_overrides() -> None:
         ({"MISE_PORT": "eighty"}, "MISE_PORT"),
         ({"MISE_CALLS_PER_ACTOR": "0"}, "MISE_CALLS_PER_ACTOR"),
         ({"MISE_RING_SECONDS": "x"}, "MISE_RING_SECONDS"),
+        ({"MISE_EMOTION_PER_SPEAKER": "maybe"}, "MISE_EMOTION_PER_SPEAKER"),
         ({"MISE_API_KEYS": "justakey"}, "MISE_API_KEYS"),
         ({"MISE_API_KEYS": "short:acme"}, "MISE_API_KEYS"),
         ({"MISE_API_KEYS_FILE": "/nonexistent/keys"}, "MISE_API_KEYS_FILE"),

@@ -1,0 +1,334 @@
+"""Speaker-grouped cross-validation of a training recipe over every non-test speaker.
+
+    python -m models.crossval --out oof.npz [--folds 4] [--jobs 2] [recipe options of models.train]
+
+The non-test speakers are dealt into ``--folds`` folds (per dataset, men then women, round robin, so each
+fold mixes both corpora and genders). Each fold is held out once: the recipe trains on the other folds (as
+``python -m models.train --once`` does on the training speakers) and scores the held-out clips. Pooled over
+all folds, every non-test speaker is predicted by a model that never heard it: 22 speakers behind each
+figure instead of the 6 validation speakers, so recipes and settings can be compared with less noise than a
+single split allows. Test speakers are never read.
+
+Prints, pooled over the out-of-fold clips: 4-class UA, angry-vs-neutral balanced accuracy, frustration
+ROC-AUC and ECE, and the 4-class UA per fold. The ECE is cross-fitted: each fold's probabilities are
+calibrated (temperature, Platt) on the other folds' out-of-fold logits. ``--out`` keeps the out-of-fold
+logits (``models.crossval.read_oof``) for calibration and per-caller studies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from models.calibrate import fit_platt, fit_temperature
+from models.caller import SHRINK, class_centroids, in_order
+from models.data import AROUSAL, Clip, load_clips
+from models.emotion import EmotionModel
+from models.evaluate import Scored, figures, ua4
+from models.train import add_recipe_arguments, recipe_clips, recipe_of, train
+
+Floats = npt.NDArray[np.float64]
+
+
+def speaker_folds(clips: list[Clip], folds: int) -> list[set[tuple[str, str]]]:
+    """The non-test speakers, as (dataset, speaker) pairs, dealt into ``folds`` folds: per dataset, men
+    then women then speakers of unknown gender, each sorted, round robin continuing across datasets."""
+    genders: dict[tuple[str, str], str] = {}
+    for c in clips:
+        if c.split != "test":
+            genders.setdefault((c.dataset, c.speaker), c.gender)
+    rank = {"male": 0, "female": 1}
+    order = sorted(genders, key=lambda s: (s[0], rank.get(genders[s], 2), s[1]))
+    if len(order) < folds:
+        raise ValueError(f"{len(order)} non-test speakers cannot fill {folds} folds")
+    out: list[set[tuple[str, str]]] = [set() for _ in range(folds)]
+    for i, s in enumerate(order):
+        out[i % folds].add(s)
+    return out
+
+
+@dataclass
+class OutOfFold:
+    """Every non-test clip scored by the fold model that did not train on its speaker."""
+
+    classes: tuple[str, ...]
+    frustration: tuple[str, ...]
+    logits: Floats  # (n, len(classes)), raw
+    labels: list[str]
+    speakers: list[str]  # dataset:speaker
+    fold: npt.NDArray[np.int64]
+
+
+def _run_fold(args: argparse.Namespace, k: int, held: set[tuple[str, str]], logs: Path) -> dict[str, Any]:
+    """Train on every fold but ``held``; the held-out clips' raw logits. Runs in a worker process."""
+    torch.set_num_threads(1)
+    _, clips, root = recipe_clips(args)
+    with open(logs / f"fold{k}.log", "w") as log_file:
+
+        def log(line: str) -> None:
+            print(line, file=log_file, flush=True)
+
+        blob = train(clips, root, val_speakers=held, log=log, **recipe_of(args))
+    model = EmotionModel(blob)
+    mine = [c for c in clips if (c.dataset, c.speaker) in held and c.emotion in model.classes]
+    logits, _ = model.logits(load_clips(mine, root))
+    return {
+        "classes": list(model.classes),
+        "frustration": list(blob["frustration"]),
+        "logits": logits,
+        "labels": [c.emotion for c in mine],
+        "speakers": [f"{c.dataset}:{c.speaker}" for c in mine],
+        "seconds": blob["meta"]["train_seconds"],
+    }
+
+
+def cross_validate(args: argparse.Namespace, logs: Path) -> OutOfFold:
+    """Each fold trained in its own process (``args.jobs`` at a time), its training log in ``logs``."""
+    _, clips, _ = recipe_clips(args)
+    folds = speaker_folds(clips, args.folds)
+    for k, held in enumerate(folds):
+        print(f"fold {k}: {', '.join(f'{d}:{s}' for d, s in sorted(held))}  (log: {logs / f'fold{k}.log'})")
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run_fold, args, k, held, logs) for k, held in enumerate(folds)]
+        parts = []
+        for k, future in enumerate(futures):
+            parts.append(future.result())
+            print(f"fold {k} trained in {parts[-1]['seconds']:.0f} s", flush=True)
+    classes = parts[0]["classes"]
+    if any(p["classes"] != classes for p in parts):
+        raise ValueError("folds trained on different class sets: a label is missing from some fold's speakers")
+    return OutOfFold(
+        tuple(classes),
+        tuple(parts[0]["frustration"]),
+        np.concatenate([p["logits"] for p in parts]),
+        [lab for p in parts for lab in p["labels"]],
+        [s for p in parts for s in p["speakers"]],
+        np.concatenate([np.full(len(p["labels"]), k) for k, p in enumerate(parts)]),
+    )
+
+
+def softmax(z: Floats) -> Floats:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def calibration_of(
+    oof: OutOfFold, keep: npt.NDArray[np.bool_], logits: Floats | None = None
+) -> tuple[float, tuple[float, float]]:
+    """Temperature and Platt coefficients fitted on the out-of-fold logits (or ``logits``) ``keep``
+    selects, as ``models.train`` fits them on the validation speakers."""
+    z = (oof.logits if logits is None else logits)[keep]
+    y = np.array([oof.classes.index(lab) for lab in oof.labels])[keep]
+    temperature = fit_temperature(z, y)
+    positive = np.isin(np.array(oof.labels)[keep], oof.frustration)
+    return temperature, fit_platt(frustration_log_odds(oof, z / temperature), positive)
+
+
+def frustration_log_odds(oof: OutOfFold, z: Floats) -> Floats:
+    frus = [oof.classes.index(c) for c in oof.frustration if c in oof.classes]
+    p = np.clip(softmax(z)[:, frus].sum(axis=1), 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def cross_fitted(oof: OutOfFold, logits: Floats | None = None) -> Scored:
+    """Out-of-fold scores (of ``logits`` if given: the out-of-fold logits transformed), each fold calibrated
+    on the other folds' rows."""
+    logits = oof.logits if logits is None else logits
+    probs = np.zeros_like(logits)
+    frustration = np.zeros(len(oof.labels))
+    for k in np.unique(oof.fold):
+        mine = oof.fold == k
+        temperature, (a, b) = calibration_of(oof, ~mine, logits)
+        z = logits[mine] / temperature
+        probs[mine] = softmax(z)
+        frustration[mine] = 1 / (1 + np.exp(-(a * frustration_log_odds(oof, z) + b)))
+    arousal = probs @ np.array([AROUSAL.get(c, 0.5) for c in oof.classes])
+    return Scored(oof.classes, oof.labels, probs, frustration, oof.frustration, arousal, oof.speakers)
+
+
+def write_oof(path: Path, oof: OutOfFold, recipe: dict[str, Any]) -> None:
+    np.savez(
+        path,
+        classes=np.array(oof.classes),
+        frustration=np.array(oof.frustration),
+        logits=oof.logits,
+        labels=np.array(oof.labels),
+        speakers=np.array(oof.speakers),
+        fold=oof.fold,
+        recipe=np.array(repr(recipe)),
+    )
+
+
+def read_oof(path: Path) -> OutOfFold:
+    with np.load(path) as f:
+        return OutOfFold(
+            tuple(str(c) for c in f["classes"]),
+            tuple(str(c) for c in f["frustration"]),
+            f["logits"].astype(np.float64),
+            [str(s) for s in f["labels"]],
+            [str(s) for s in f["speakers"]],
+            f["fold"].astype(np.int64),
+        )
+
+
+def report(oof: OutOfFold) -> None:
+    scored = cross_fitted(oof)
+    f = figures(scored)
+    n_speakers = len(set(oof.speakers))
+    print(f"\npooled out-of-fold figures, {len(oof.labels)} clips of {n_speakers} speakers (cross-fitted calibration)")
+    nan = float("nan")
+    print(
+        f"  4-class UA {f.get('ua4', nan):.3f}  angry vs neutral BA {f.get('angry_vs_neutral_ba', nan):.3f}"
+        f"  frustration AUC {f['frustration_auc']:.3f}  ECE {f['frustration_ece']:.3f}"
+        f"  | 8-class UA {f['ua_all']:.3f}  arousal AUC {f['arousal_auc']:.3f}"
+    )
+    per_fold = [ua4(scored, oof.fold == k) for k in np.unique(oof.fold)]
+    print("  4-class UA per fold: " + ", ".join(f"{v:.3f}" for v in per_fold))
+    who = np.array(oof.speakers)
+    each = np.array([ua4(scored, who == s) for s in sorted(set(oof.speakers))])
+    if (~np.isnan(each)).any():
+        print(f"  4-class UA per speaker: mean {np.nanmean(each):.3f}, sd {np.nanstd(each):.3f}")
+    caller_study(oof)
+
+
+def per_caller(oof: OutOfFold, order: str, seed: int) -> Floats:
+    """The out-of-fold logits through ``models.caller``: each speaker's clips as one caller's turns, in
+    ``order`` (``random``; ``calm-first``: their neutral clips first; ``calm-last``), with the class
+    centroids of the other folds' clips."""
+    rng = np.random.default_rng(seed)
+    out = oof.logits.copy()
+    who = np.array(oof.speakers)
+    calm = np.array(oof.labels) == "neutral"
+    for k in np.unique(oof.fold):
+        other = oof.fold != k
+        labels = [lab for lab, o in zip(oof.labels, other, strict=True) if o]
+        centroids = class_centroids(oof.logits[other], labels, oof.classes)
+        for s in sorted(set(who[oof.fold == k])):
+            rows = np.flatnonzero(who == s)
+            rows = rows[rng.permutation(len(rows))]
+            if order != "random":
+                first = calm[rows] if order == "calm-first" else ~calm[rows]
+                rows = np.r_[rows[first], rows[~first]]
+            out[rows] = in_order(oof.logits[rows], range(len(rows)), centroids)
+    return out
+
+
+def caller_study(oof: OutOfFold, seeds: int = 10) -> None:
+    """Pooled figures with each speaker's clips scored as one caller's turns (``models.caller``), in random
+    order (mean over ``seeds`` orders) and with the calm turns first or last; calibration cross-fitted on the
+    other folds' adjusted logits."""
+    if "neutral" not in oof.classes:
+        return
+    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
+    calm = np.array(oof.labels) == "neutral"
+    angry = np.isin(oof.labels, oof.frustration)
+
+    def line(name: str, runs: list[Scored]) -> None:
+        f = [figures(s) for s in runs]
+        values = "  ".join(f"{np.mean([x.get(k, np.nan) for x in f]):.3f}" for k in keys)
+        mean_f = np.mean([s.frustration for s in runs], axis=0)
+        print(f"  {name:<34}{values}   {mean_f[calm].mean():.3f}  {mean_f[angry].mean():.3f}")
+
+    print("\nper caller (models.caller: each speaker's clips as one call's turns, their voice offset removed)")
+    print(f"  {'protocol':<34}UA4    BA     AUC    ECE     mean frustration: calm clips, angry clips")
+    line("each clip alone", [cross_fitted(oof)])
+    line(f"per caller, random order ({seeds})", [cross_fitted(oof, per_caller(oof, "random", k)) for k in range(seeds)])
+    line("per caller, calm clips first", [cross_fitted(oof, per_caller(oof, "calm-first", 0))])
+    line("per caller, calm clips last", [cross_fitted(oof, per_caller(oof, "calm-last", 0))])
+
+
+def calibrate(oof: OutOfFold) -> dict[str, Any]:
+    """The shipped calibration from out-of-fold logits: temperature and Platt per clip, and per caller the
+    class centroids with a temperature and Platt fitted on the per-caller adjusted logits (random order)."""
+    temperature, platt = calibration_of(oof, np.ones(len(oof.labels), dtype=bool))
+    adjusted = per_caller(oof, "random", 0)
+    caller_t, caller_platt = calibration_of(oof, np.ones(len(oof.labels), dtype=bool), adjusted)
+    return {
+        "temperature": temperature,
+        "platt": list(platt),
+        "caller": {
+            "centroids": class_centroids(oof.logits, oof.labels, oof.classes).tolist(),
+            "shrink": SHRINK,
+            "temperature": caller_t,
+            "platt": list(caller_platt),
+        },
+    }
+
+
+def calibrated_refit(args: argparse.Namespace) -> dict[str, Any]:
+    """``python -m models.train``'s default: cross-validate the recipe (or read the out-of-fold logits of an
+    earlier run from ``args.oof``), train it on every non-test speaker, and calibrate that with the
+    out-of-fold logits (kept in ``args.save_oof`` if given)."""
+    _, clips, root = recipe_clips(args)
+    recipe = recipe_of(args)
+    oof_path = args.oof
+    if oof_path is not None:
+        oof = read_oof(oof_path)
+        with np.load(oof_path) as f:
+            made_with = str(f["recipe"])
+        speakers = {f"{c.dataset}:{c.speaker}" for c in clips if c.split != "test"}
+        if made_with != repr(recipe) or set(oof.speakers) != speakers:
+            raise ValueError(f"{oof_path} was not made with this recipe and these speakers")
+        print(f"out-of-fold logits: {oof_path}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="mise-cv-") as logs:
+            oof = cross_validate(args, Path(logs))
+        if args.save_oof:
+            write_oof(args.save_oof, oof, recipe)
+        report(oof)
+    calibration = calibrate(oof)
+    print("refit: every non-test speaker, calibrated by the out-of-fold logits")
+    blob = train(clips, root, calibration={"classes": list(oof.classes), **calibration, "meta": {}}, **recipe)
+    blob["caller"] = calibration["caller"]
+    blob["meta"]["calibration_speakers"] = sorted(set(oof.speakers))
+    blob["meta"]["calibration"] = f"out-of-fold logits of {len(np.unique(oof.fold))} speaker folds"
+    return blob
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m models.crossval", description=__doc__.split("\n\n")[0])
+    add_recipe_arguments(ap)
+    ap.add_argument("--folds", type=int, default=4, help="speaker folds (default 4)")
+    ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
+    ap.add_argument("--out", type=Path, required=True, help="where to keep the out-of-fold logits (.npz)")
+    ap.add_argument("--report", action="store_true", help="only print the figures of an existing --out file")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.report:
+        report(read_oof(args.out))
+        return 0
+    t0 = time.perf_counter()
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        logs = args.out.parent / (args.out.stem + "-logs")
+        logs.mkdir(exist_ok=True)
+        oof = cross_validate(args, logs)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"cross-validation failed: {e}", file=sys.stderr)
+        return 1
+    write_oof(args.out, oof, recipe_of(args))
+    report(oof)
+    print(f"\n{args.folds} folds in {time.perf_counter() - t0:.0f} s ({args.jobs} at a time); logits in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
