@@ -7,7 +7,8 @@
 Prints a confusion matrix, per-class recall, unweighted accuracy (UA: mean recall), the 4-class UA
 (neutral+calm / happy / sad / angry, argmax over those four), angry-vs-neutral balanced accuracy
 (angry when P(angry) > P(neutral)), frustration ROC-AUC against all other clips and the expected
-calibration error of the frustration probability (10 equal-width bins). ``--predictions`` writes one
+calibration error of the frustration probability (10 equal-width bins). On the shared corpus it also scores
+each test speaker's clips as one caller's turns, as the live path does (``models.caller``). ``--predictions`` writes one
 JSON line per clip: ``{"path", "label", "scores": {class: prob}, "frustration", "arousal"}``.
 """
 

@@ -1,14 +1,16 @@
-"""Train the emotion model on a manifest of labelled 8 kHz clips, then calibrate it on held-out speakers.
+"""Train the emotion model on a manifest of labelled 8 kHz clips, calibrated on speakers it did not train on.
 
     python -m models.train                                   # the shared corpus -> models/weights/emotion.pt
     python -m models.train --exclude-dataset emodb --out models/weights/emotion_no_emodb.pt
     python -m models.train --manifest my.csv --root DIR --out my.pt   # your own clips, same CSV format
 
-Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. Training runs twice: a first fit on the
-training speakers, whose probabilities are calibrated on the validation speakers (SPLITS, or for other
-manifests a seeded fifth of the speakers), then a refit of the same recipe on training and validation
-speakers, which keeps the first fit's calibration and is what is written (``--once``: the first fit only,
-``--first-fit W.pt``: refit from an existing first fit).
+Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. By default the recipe is first
+cross-validated over speaker folds of the other speakers (``models.crossval``: ``--folds``, ``--jobs``), then
+trained on all of them; that refit is what is written, calibrated with the cross-validation's out-of-fold
+logits, per turn and per caller (``models.caller``). ``--save-oof F`` keeps those logits, ``--oof F`` reuses
+them. ``--once``: a first fit on the training speakers only, calibrated on the validation speakers (SPLITS, or
+for other manifests a seeded fifth of the speakers); ``--first-fit W.pt``: a refit keeping such a first fit's
+calibration (also the default for manifests with fewer speakers than folds).
 One thread, fixed seeds: the same command gives the same weights on the same machine.
 """
 
