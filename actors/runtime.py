@@ -6,9 +6,13 @@ address (``MISE_RAY_ADDRESS``) every API process joins one cluster and shares on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from typing import Any, cast
 
 import ray
@@ -38,6 +42,20 @@ def connect(address: str | None, *, namespace: str, num_cpus: int | None = None,
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def private_cluster(namespace: str, *, num_cpus: int = 2) -> Iterator[str]:
+    """A local Ray instance of this process's own (tests, benchmarks): its GCS address, then shut down and
+    its temp dir removed."""
+    temp = tempfile.mkdtemp(prefix="mray")  # short: Ray's socket paths must fit 107 bytes
+    connect(None, namespace=namespace, num_cpus=num_cpus, temp_dir=temp)
+    try:
+        yield gcs_address()
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir: str | None) -> None:

@@ -36,7 +36,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,6 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import ray  # noqa: E402
 
 from actors import runtime  # noqa: E402
 from tests.support import API_KEY, CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402
@@ -296,12 +294,12 @@ def main() -> None:
     ramp = args.calls * interval
     # Every call stays live through both windows (and the page loads between them), with a margin.
     call_s = ramp + 4 + 2 * (settle + args.window + 6) + 10
-    temp = tempfile.mkdtemp(prefix="mrd")
-    data = Path(tempfile.mkdtemp(prefix="mise-dash-"))
-    runtime.connect(None, namespace="mise-bench-dashboard", num_cpus=2, temp_dir=temp)
+    cleanup = contextlib.ExitStack()
+    address = cleanup.enter_context(runtime.private_cluster("mise-bench-dashboard"))
+    data = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mise-dash-", ignore_cleanup_errors=True)))
     gen: subprocess.Popen[str] | None = None
     try:
-        with Server.start(runtime.gcs_address(), data, MISE_EMOTION=args.emotion) as srv, sync_playwright() as pw:
+        with Server.start(address, data, MISE_EMOTION=args.emotion) as srv, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
             print(
@@ -356,10 +354,7 @@ def main() -> None:
     finally:
         if gen is not None and gen.poll() is None:
             gen.kill()
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
+        cleanup.close()
 
 
 if __name__ == "__main__":

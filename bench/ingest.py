@@ -24,7 +24,6 @@ The generator shares the 2 cores with the server: figures are for that condition
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -264,11 +263,8 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.levels_one, args.levels_default, args.steady = "10,20", "50,100", 8.0
-    temp = tempfile.mkdtemp(prefix="mrb")
-    runtime.connect(None, namespace="mise-bench", num_cpus=2, temp_dir=temp)
-    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; ray {ray.__version__}")
-    try:
-        address = runtime.gcs_address()
+    with runtime.private_cluster("mise-bench") as address:
+        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; ray {ray.__version__}")
         if args.only != "default":
             bench_density(
                 address, 1, [int(x) for x in args.levels_one.split(",")], ramp_rate=4.0, steady_s=args.steady, spare=4
@@ -282,10 +278,6 @@ def main() -> None:
                 steady_s=args.steady,
                 spare=1,
             )
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 if __name__ == "__main__":

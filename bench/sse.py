@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -147,31 +146,26 @@ def main() -> None:
     if args.clients:
         clients_main(args.clients[0], int(args.clients[1]), float(args.clients[2]))
         return
-    temp = tempfile.mkdtemp(prefix="mrs")
-    data = Path(tempfile.mkdtemp(prefix="mise-sse-"))
-    runtime.connect(None, namespace="mise-bench-sse", num_cpus=2, temp_dir=temp)
-    try:
-        # A small per-client queue (200 events) so the stalled client is dropped within the run.
-        with Server.start(runtime.gcs_address(), data, MISE_SSE_QUEUE="200", MISE_EMOTION="1") as srv:
-            print(f"{args.calls} real-time calls, {args.subscribers} SSE clients on /v1/events, {args.seconds:g} s")
-            for stall in (False, True):
-                # The stalled client needs its socket buffers (hundreds of KB) and its queue filled before the
-                # server drops it: its phase runs twice as long.
-                r = phase(srv, args.calls, args.subscribers, args.seconds * (2 if stall else 1), stall=stall)
-                print(
-                    f"  {'with a stalled client' if stall else 'all clients reading':22s}: event creation -> SSE "
-                    f"receipt p50 {r['p50']:.0f} ms, p95 {r['p95']:.0f} ms, max {r['max']:.0f} ms "
-                    f"({r['events_per_client']:.0f} events per client); ingest lag p95 "
-                    f"{fmt(r['ingest_lag_p95'])}; generator lag p95 {r['gen_lag_p95']:.0f} ms; "
-                    f"clients dropped {r['dropped']:.0f}; calls completed {r['calls_ok']}/{args.calls}"
-                    + (f" (generator errors: {r['gen_errors']})" if r["gen_errors"] else ""),
-                    flush=True,
-                )
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
+    # A small per-client queue (200 events) so the stalled client is dropped within the run.
+    with (
+        runtime.private_cluster("mise-bench-sse") as address,
+        tempfile.TemporaryDirectory(prefix="mise-sse-", ignore_cleanup_errors=True) as data,
+        Server.start(address, Path(data), MISE_SSE_QUEUE="200", MISE_EMOTION="1") as srv,
+    ):
+        print(f"{args.calls} real-time calls, {args.subscribers} SSE clients on /v1/events, {args.seconds:g} s")
+        for stall in (False, True):
+            # The stalled client needs its socket buffers (hundreds of KB) and its queue filled before the
+            # server drops it: its phase runs twice as long.
+            r = phase(srv, args.calls, args.subscribers, args.seconds * (2 if stall else 1), stall=stall)
+            print(
+                f"  {'with a stalled client' if stall else 'all clients reading':22s}: event creation -> SSE "
+                f"receipt p50 {r['p50']:.0f} ms, p95 {r['p95']:.0f} ms, max {r['max']:.0f} ms "
+                f"({r['events_per_client']:.0f} events per client); ingest lag p95 "
+                f"{fmt(r['ingest_lag_p95'])}; generator lag p95 {r['gen_lag_p95']:.0f} ms; "
+                f"clients dropped {r['dropped']:.0f}; calls completed {r['calls_ok']}/{args.calls}"
+                + (f" (generator errors: {r['gen_errors']})" if r["gen_errors"] else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import torch
 
 from models.audio import Audio, trim
-from models.calibrate import fit_platt
+from models.calibrate import fit_platt, frustration_log_odds
 from models.net import FRONT_END, LogMel
 
 L2 = 1e-2  # chosen on the validation speakers (1e-3..1e-1 within 0.02 UA of each other)
@@ -62,8 +62,7 @@ class LogMelStatsBaseline:
         if val_audio and self.frustration:
             p = self.probabilities(val_audio)
             positive = np.isin([self.classes.index(c) for c in val_labels], self.frustration)
-            pf = np.clip(p[:, self.frustration].sum(axis=1), 1e-6, 1 - 1e-6)
-            self.platt = fit_platt(np.log(pf / (1 - pf)), positive)
+            self.platt = fit_platt(frustration_log_odds(p, self.frustration), positive)
 
     def probabilities(self, audio: list[Audio]) -> npt.NDArray[np.float64]:
         x = (statistics(audio) - self.mean) / self.std
@@ -71,6 +70,5 @@ class LogMelStatsBaseline:
         return np.asarray(torch.softmax(z, dim=1).numpy())
 
     def frustration_of(self, probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        pf = np.clip(probs[:, self.frustration].sum(axis=1), 1e-6, 1 - 1e-6)
         a, b = self.platt
-        return np.asarray(1 / (1 + np.exp(-(a * np.log(pf / (1 - pf)) + b))))
+        return np.asarray(1 / (1 + np.exp(-(a * frustration_log_odds(probs, self.frustration) + b))))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from models.caller import softmax
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -32,3 +36,19 @@ def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
         if np.abs(step).max() < 1e-8:
             break
     return float(a), float(b)
+
+
+def frustration_log_odds(probs: np.ndarray, frustration: Sequence[int]) -> np.ndarray:
+    """The log-odds of the frustration classes' summed probability, per row of ``probs`` ``(n, classes)``."""
+    p = np.clip(probs[:, list(frustration)].sum(axis=1), 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def fit_calibration(logits: np.ndarray, y: np.ndarray, frustration: Sequence[int]) -> tuple[float, tuple[float, float]]:
+    """What ``models.train`` ships: the softmax temperature, then Platt coefficients of the frustration log-odds
+    at that temperature ((1, 0) when the clips lack frustrated or other examples)."""
+    temperature = fit_temperature(logits, y)
+    positive = np.isin(y, list(frustration))
+    if not frustration or positive.all() or not positive.any():
+        return temperature, (1.0, 0.0)
+    return temperature, fit_platt(frustration_log_odds(softmax(logits / temperature), frustration), positive)

@@ -150,3 +150,16 @@ class CallerScorer:
         out["baseline_turns"] = self.baseline.turns  # the earlier turns behind the offset (0: scored alone)
         self.baseline.update(z)
         return out
+
+
+def arrival_order(
+    rows: npt.NDArray[np.int64], calm: npt.NDArray[np.bool_], order: str, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """One speaker's clips (indices ``rows``) in the order a study lets them arrive as a caller's turns:
+    shuffled (``random``), then with the calm ones (``calm``, a mask over all clips) moved to the front
+    (``calm first``, the usual call) or the back (``calm last``), shuffled within each part."""
+    rows = rows[rng.permutation(len(rows))]
+    if order == "random":
+        return rows
+    first = calm[rows] if order == "calm first" else ~calm[rows]
+    return np.asarray(np.r_[rows[first], rows[~first]], dtype=np.int64)

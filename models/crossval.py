@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.calibrate import fit_platt, fit_temperature
-from models.caller import SHRINK, class_centroids, in_order
+from models.calibrate import fit_calibration, frustration_log_odds
+from models.caller import SHRINK, arrival_order, class_centroids, in_order, softmax
 from models.data import AROUSAL, Clip, load_clips
 from models.emotion import EmotionModel
 from models.evaluate import Scored, figures, ua4
@@ -68,12 +68,14 @@ class OutOfFold:
     labels: list[str]
     speakers: list[str]  # dataset:speaker
     fold: npt.NDArray[np.int64]
+    recipe: str = ""  # repr of the training recipe that made them
 
 
-def _run_fold(args: argparse.Namespace, k: int, held: set[tuple[str, str]], logs: Path) -> dict[str, Any]:
+def _run_fold(
+    args: argparse.Namespace, clips: list[Clip], root: Path, k: int, held: set[tuple[str, str]], logs: Path
+) -> dict[str, Any]:
     """Train on every fold but ``held``; the held-out clips' raw logits. Runs in a worker process."""
     torch.set_num_threads(1)
-    _, clips, root = recipe_clips(args)
     with open(logs / f"fold{k}.log", "w") as log_file:
 
         def log(line: str) -> None:
@@ -93,15 +95,14 @@ def _run_fold(args: argparse.Namespace, k: int, held: set[tuple[str, str]], logs
     }
 
 
-def cross_validate(args: argparse.Namespace, logs: Path) -> OutOfFold:
+def cross_validate(args: argparse.Namespace, clips: list[Clip], root: Path, logs: Path) -> OutOfFold:
     """Each fold trained in its own process (``args.jobs`` at a time), its training log in ``logs``."""
-    _, clips, _ = recipe_clips(args)
     folds = speaker_folds(clips, args.folds)
     for k, held in enumerate(folds):
         print(f"fold {k}: {', '.join(f'{d}:{s}' for d, s in sorted(held))}  (log: {logs / f'fold{k}.log'})")
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_fold, args, k, held, logs) for k, held in enumerate(folds)]
+        futures = [pool.submit(_run_fold, args, clips, root, k, held, logs) for k, held in enumerate(folds)]
         parts = []
         for k, future in enumerate(futures):
             parts.append(future.result())
@@ -119,27 +120,17 @@ def cross_validate(args: argparse.Namespace, logs: Path) -> OutOfFold:
     )
 
 
-def softmax(z: Floats) -> Floats:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
-
-
 def calibration_of(
     oof: OutOfFold, keep: npt.NDArray[np.bool_], logits: Floats | None = None
 ) -> tuple[float, tuple[float, float]]:
     """Temperature and Platt coefficients fitted on the out-of-fold logits (or ``logits``) ``keep``
     selects, as ``models.train`` fits them on the validation speakers."""
-    z = (oof.logits if logits is None else logits)[keep]
     y = np.array([oof.classes.index(lab) for lab in oof.labels])[keep]
-    temperature = fit_temperature(z, y)
-    positive = np.isin(np.array(oof.labels)[keep], oof.frustration)
-    return temperature, fit_platt(frustration_log_odds(oof, z / temperature), positive)
+    return fit_calibration((oof.logits if logits is None else logits)[keep], y, frustration_indices(oof))
 
 
-def frustration_log_odds(oof: OutOfFold, z: Floats) -> Floats:
-    frus = [oof.classes.index(c) for c in oof.frustration if c in oof.classes]
-    p = np.clip(softmax(z)[:, frus].sum(axis=1), 1e-6, 1 - 1e-6)
-    return np.asarray(np.log(p / (1 - p)))
+def frustration_indices(oof: OutOfFold) -> list[int]:
+    return [oof.classes.index(c) for c in oof.frustration if c in oof.classes]
 
 
 def cross_fitted(oof: OutOfFold, logits: Floats | None = None) -> Scored:
@@ -151,9 +142,8 @@ def cross_fitted(oof: OutOfFold, logits: Floats | None = None) -> Scored:
     for k in np.unique(oof.fold):
         mine = oof.fold == k
         temperature, (a, b) = calibration_of(oof, ~mine, logits)
-        z = logits[mine] / temperature
-        probs[mine] = softmax(z)
-        frustration[mine] = 1 / (1 + np.exp(-(a * frustration_log_odds(oof, z) + b)))
+        probs[mine] = softmax(logits[mine] / temperature)
+        frustration[mine] = 1 / (1 + np.exp(-(a * frustration_log_odds(probs[mine], frustration_indices(oof)) + b)))
     arousal = probs @ np.array([AROUSAL.get(c, 0.5) for c in oof.classes])
     return Scored(oof.classes, oof.labels, probs, frustration, oof.frustration, arousal, oof.speakers)
 
@@ -180,6 +170,7 @@ def read_oof(path: Path) -> OutOfFold:
             [str(s) for s in f["labels"]],
             [str(s) for s in f["speakers"]],
             f["fold"].astype(np.int64),
+            str(f["recipe"]),
         )
 
 
@@ -205,7 +196,7 @@ def report(oof: OutOfFold) -> None:
 
 def per_caller(oof: OutOfFold, order: str, seed: int) -> Floats:
     """The out-of-fold logits through ``models.caller``: each speaker's clips as one caller's turns, in
-    ``order`` (``random``; ``calm-first``: their neutral clips first; ``calm-last``), with the class
+    ``order`` (``models.caller.arrival_order``), with the class
     centroids of the other folds' clips."""
     rng = np.random.default_rng(seed)
     out = oof.logits.copy()
@@ -216,11 +207,7 @@ def per_caller(oof: OutOfFold, order: str, seed: int) -> Floats:
         labels = [lab for lab, o in zip(oof.labels, other, strict=True) if o]
         centroids = class_centroids(oof.logits[other], labels, oof.classes)
         for s in sorted(set(who[oof.fold == k])):
-            rows = np.flatnonzero(who == s)
-            rows = rows[rng.permutation(len(rows))]
-            if order != "random":
-                first = calm[rows] if order == "calm-first" else ~calm[rows]
-                rows = np.r_[rows[first], rows[~first]]
+            rows = arrival_order(np.flatnonzero(who == s), calm, order, rng)
             out[rows] = in_order(oof.logits[rows], range(len(rows)), centroids)
     return out
 
@@ -245,8 +232,8 @@ def caller_study(oof: OutOfFold, seeds: int = 10) -> None:
     print(f"  {'protocol':<34}UA4    BA     AUC    ECE     mean frustration: calm clips, angry clips")
     line("each clip alone", [cross_fitted(oof)])
     line(f"per caller, random order ({seeds})", [cross_fitted(oof, per_caller(oof, "random", k)) for k in range(seeds)])
-    line("per caller, calm clips first", [cross_fitted(oof, per_caller(oof, "calm-first", 0))])
-    line("per caller, calm clips last", [cross_fitted(oof, per_caller(oof, "calm-last", 0))])
+    line("per caller, calm clips first", [cross_fitted(oof, per_caller(oof, "calm first", 0))])
+    line("per caller, calm clips last", [cross_fitted(oof, per_caller(oof, "calm last", 0))])
 
 
 def calibrate(oof: OutOfFold) -> dict[str, Any]:
@@ -267,24 +254,21 @@ def calibrate(oof: OutOfFold) -> dict[str, Any]:
     }
 
 
-def calibrated_refit(args: argparse.Namespace) -> dict[str, Any]:
+def calibrated_refit(args: argparse.Namespace, clips: list[Clip], root: Path) -> dict[str, Any]:
     """``python -m models.train``'s default: cross-validate the recipe (or read the out-of-fold logits of an
     earlier run from ``args.oof``), train it on every non-test speaker, and calibrate that with the
     out-of-fold logits (kept in ``args.save_oof`` if given)."""
-    _, clips, root = recipe_clips(args)
     recipe = recipe_of(args)
     oof_path = args.oof
     if oof_path is not None:
         oof = read_oof(oof_path)
-        with np.load(oof_path) as f:
-            made_with = str(f["recipe"])
         speakers = {f"{c.dataset}:{c.speaker}" for c in clips if c.split != "test"}
-        if made_with != repr(recipe) or set(oof.speakers) != speakers:
+        if oof.recipe != repr(recipe) or set(oof.speakers) != speakers:
             raise ValueError(f"{oof_path} was not made with this recipe and these speakers")
         print(f"out-of-fold logits: {oof_path}")
     else:
         with tempfile.TemporaryDirectory(prefix="mise-cv-") as logs:
-            oof = cross_validate(args, Path(logs))
+            oof = cross_validate(args, clips, root, Path(logs))
         if args.save_oof:
             write_oof(args.save_oof, oof, recipe)
         report(oof)
@@ -314,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     try:
+        _, clips, root = recipe_clips(args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         logs = args.out.parent / (args.out.stem + "-logs")
         logs.mkdir(exist_ok=True)
-        oof = cross_validate(args, logs)
+        oof = cross_validate(args, clips, root, logs)
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ import torch
 
 from models.audio import Audio
 from models.baseline import LogMelStatsBaseline
-from models.caller import CallerScorer
+from models.caller import CallerScorer, arrival_order
 from models.data import (
     AROUSAL,
     CLASSES,
@@ -169,11 +169,7 @@ def per_caller(model: EmotionModel, clips: list[Clip], audio: list[Audio], *, se
         rng = np.random.default_rng(seed)
         results: list[dict[str, Any]] = [{}] * len(clips)
         for speaker in sorted(set(who)):
-            rows = np.flatnonzero(who == speaker)
-            rows = rows[rng.permutation(len(rows))]
-            if order != "random":
-                first = calm[rows] if order == "calm first" else ~calm[rows]
-                rows = np.r_[rows[first], rows[~first]]
+            rows = arrival_order(np.flatnonzero(who == speaker), calm, order, rng)
             caller = CallerScorer(spec)
             for i in rows:
                 results[i] = caller.score(logits[i], counts[i])

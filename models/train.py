@@ -30,7 +30,7 @@ from torch import nn
 
 from models.audio import SAMPLE_RATE, Audio, trim
 from models.augment import PhoneChannel
-from models.calibrate import fit_platt, fit_temperature
+from models.calibrate import fit_calibration
 from models.data import (
     AROUSAL,
     FOUR,
@@ -251,15 +251,7 @@ def train(
     elif val_clips:
         logits, _ = EmotionModel(blob(ema)).logits(val_audio)
         y_val = np.array([index[c.emotion] for c in val_clips])
-        temperature = fit_temperature(logits, y_val)
-        z = logits / temperature
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        frus = [index[c] for c in frustration if c in index]
-        positive = np.isin(y_val, frus)
-        if frus and positive.any() and (~positive).any():
-            pf = np.clip(p[:, frus].sum(axis=1), 1e-6, 1 - 1e-6)
-            platt = fit_platt(np.log(pf / (1 - pf)), positive)
+        temperature, platt = fit_calibration(logits, y_val, [index[c] for c in frustration if c in index])
         log(
             f"calibration on {len(val_clips)} validation clips: "
             f"temperature {temperature:.3f}, Platt {platt[0]:.3f} {platt[1]:+.3f}"
@@ -375,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.first_fit is None and len(speakers) >= max(args.folds, 2):
             from models.crossval import calibrated_refit  # it imports this module
 
-            blob = calibrated_refit(args)
+            blob = calibrated_refit(args, clips, root)
         else:
             blob = refit_on_validation(args, clips, root, recipe)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,15 +20,10 @@ def synthetic_capture() -> Path:
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
     """A real local Ray instance (loopback-only, quiet, temp dir of its own), shared by all tests."""
-    import ray
-
     from actors import runtime
 
-    temp = tempfile.mkdtemp(prefix="mray")
-    runtime.connect(None, namespace="mise-tests", num_cpus=2, temp_dir=temp)
-    yield runtime.gcs_address()
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+    with runtime.private_cluster("mise-tests") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
