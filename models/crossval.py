@@ -36,25 +36,26 @@ from models.caller import SHRINK, arrival_order, class_centroids, in_order, soft
 from models.data import AROUSAL, Clip, load_clips
 from models.emotion import EmotionModel
 from models.evaluate import Scored, figures, ua4
-from models.train import add_recipe_arguments, recipe_clips, recipe_of, train
+from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
 
 Floats = npt.NDArray[np.float64]
 
 
 def speaker_folds(clips: list[Clip], folds: int) -> list[set[tuple[str, str]]]:
-    """The non-test speakers, as (dataset, speaker) pairs, dealt into ``folds`` folds: per dataset, men
-    then women then speakers of unknown gender, each sorted, round robin continuing across datasets."""
+    """The non-test speakers, as (dataset, speaker) pairs, dealt into ``folds`` folds (one per speaker when
+    there are fewer): per dataset, men then women then speakers of unknown gender, each sorted, round robin
+    continuing across datasets."""
     genders: dict[tuple[str, str], str] = {}
     for c in clips:
         if c.split != "test":
             genders.setdefault((c.dataset, c.speaker), c.gender)
     rank = {"male": 0, "female": 1}
     order = sorted(genders, key=lambda s: (s[0], rank.get(genders[s], 2), s[1]))
-    if len(order) < folds:
-        raise ValueError(f"{len(order)} non-test speakers cannot fill {folds} folds")
-    out: list[set[tuple[str, str]]] = [set() for _ in range(folds)]
+    if len(order) < 2:
+        raise ValueError(f"{len(order)} non-test speaker(s): cross-validation needs two or more")
+    out: list[set[tuple[str, str]]] = [set() for _ in range(min(folds, len(order)))]
     for i, s in enumerate(order):
-        out[i % folds].add(s)
+        out[i % len(out)].add(s)
     return out
 
 
@@ -133,19 +134,33 @@ def frustration_indices(oof: OutOfFold) -> list[int]:
     return [oof.classes.index(c) for c in oof.frustration if c in oof.classes]
 
 
-def cross_fitted(oof: OutOfFold, logits: Floats | None = None) -> Scored:
+def cross_fitted(
+    oof: OutOfFold,
+    logits: Floats | None = None,
+    *,
+    source: OutOfFold | None = None,
+    source_logits: Floats | None = None,
+) -> Scored:
     """Out-of-fold scores (of ``logits`` if given: the out-of-fold logits transformed), each fold calibrated
-    on the other folds' rows."""
+    on the other folds' rows; with ``source``, on another cross-validation's out-of-fold logits (or
+    ``source_logits``) of the speakers outside the fold: a calibration fitted to other fold models."""
     logits = oof.logits if logits is None else logits
+    calibrating, calibrating_logits = (oof, logits) if source is None else (source, source_logits)
     probs = np.zeros_like(logits)
     frustration = np.zeros(len(oof.labels))
     for k in np.unique(oof.fold):
         mine = oof.fold == k
-        temperature, (a, b) = calibration_of(oof, ~mine, logits)
+        keep = ~mine if source is None else outside(source, oof, mine)
+        temperature, (a, b) = calibration_of(calibrating, keep, calibrating_logits)
         probs[mine] = softmax(logits[mine] / temperature)
         frustration[mine] = 1 / (1 + np.exp(-(a * frustration_log_odds(probs[mine], frustration_indices(oof)) + b)))
     arousal = probs @ np.array([AROUSAL.get(c, 0.5) for c in oof.classes])
     return Scored(oof.classes, oof.labels, probs, frustration, oof.frustration, arousal, oof.speakers)
+
+
+def outside(source: OutOfFold, oof: OutOfFold, mine: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The rows of ``source`` whose speakers are none of the speakers of ``oof``'s rows ``mine``."""
+    return ~np.isin(source.speakers, sorted(set(np.array(oof.speakers)[mine])))
 
 
 def write_oof(path: Path, oof: OutOfFold, recipe: dict[str, Any]) -> None:
@@ -194,22 +209,58 @@ def report(oof: OutOfFold) -> None:
     caller_study(oof)
 
 
-def per_caller(oof: OutOfFold, order: str, seed: int) -> Floats:
+def per_caller(oof: OutOfFold, order: str, seed: int, *, source: OutOfFold | None = None) -> Floats:
     """The out-of-fold logits through ``models.caller``: each speaker's clips as one caller's turns, in
-    ``order`` (``models.caller.arrival_order``), with the class
-    centroids of the other folds' clips."""
+    ``order`` (``models.caller.arrival_order``), with the class centroids of the other folds' clips (of
+    ``source``'s clips of the speakers outside the fold, if given)."""
     rng = np.random.default_rng(seed)
     out = oof.logits.copy()
     who = np.array(oof.speakers)
     calm = np.array(oof.labels) == "neutral"
     for k in np.unique(oof.fold):
-        other = oof.fold != k
-        labels = [lab for lab, o in zip(oof.labels, other, strict=True) if o]
-        centroids = class_centroids(oof.logits[other], labels, oof.classes)
-        for s in sorted(set(who[oof.fold == k])):
+        mine = oof.fold == k
+        fitting, other = (oof, ~mine) if source is None else (source, outside(source, oof, mine))
+        labels = [lab for lab, o in zip(fitting.labels, other, strict=True) if o]
+        centroids = class_centroids(fitting.logits[other], labels, oof.classes)
+        for s in sorted(set(who[mine])):
             rows = arrival_order(np.flatnonzero(who == s), calm, order, rng)
             out[rows] = in_order(oof.logits[rows], range(len(rows)), centroids)
     return out
+
+
+def transfer_report(oof: OutOfFold, source: OutOfFold, seeds: int = 10) -> None:
+    """Does a calibration fitted to one set of fold models hold for another, as the shipped calibration,
+    fitted to the fold models, must hold for the refit? ``oof``'s out-of-fold logits scored with the
+    calibration and centroids fitted on ``source``'s out-of-fold logits of the other speakers, beside
+    ``oof``'s own cross-fitted calibration."""
+    if source.classes != oof.classes or source.frustration != oof.frustration:
+        raise ValueError("the two cross-validations have different classes")
+    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
+    angry = np.isin(oof.labels, oof.frustration)
+    print("\ncalibration transfer: these logits calibrated by their own folds, and by the other cross-validation's")
+    print(f"  {'protocol':<34}{'calibrated by':<15}UA4    BA     AUC    ECE     mean frustration, angry clips")
+
+    def line(name: str, by: str, runs: list[Scored]) -> None:
+        f = [figures(s) for s in runs]
+        values = "  ".join(f"{np.mean([x.get(k, np.nan) for x in f]):.3f}" for k in keys)
+        print(f"  {name:<34}{by:<15}{values}   {np.mean([s.frustration[angry] for s in runs]):.3f}")
+
+    line("each clip alone", "own folds", [cross_fitted(oof)])
+    line("each clip alone", "other", [cross_fitted(oof, source=source, source_logits=source.logits)])
+    for order, n in (("random", seeds), ("calm first", 1)):
+        name = f"per caller, {order}" + (f" ({n})" if n > 1 else "")
+        own = [cross_fitted(oof, per_caller(oof, order, k)) for k in range(n)]
+        other = [
+            cross_fitted(
+                oof,
+                per_caller(oof, order, k, source=source),
+                source=source,
+                source_logits=per_caller(source, order, k),
+            )
+            for k in range(n)
+        ]
+        line(name, "own folds", own)
+        line(name, "other", other)
 
 
 def caller_study(oof: OutOfFold, seeds: int = 10) -> None:
@@ -284,17 +335,26 @@ def calibrated_refit(args: argparse.Namespace, clips: list[Clip], root: Path) ->
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m models.crossval", description=__doc__.split("\n\n")[0])
     add_recipe_arguments(ap)
-    ap.add_argument("--folds", type=int, default=4, help="speaker folds (default 4)")
+    ap.add_argument("--folds", type=int, default=FOLDS, help=f"speaker folds (default {FOLDS})")
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
     ap.add_argument("--out", type=Path, required=True, help="where to keep the out-of-fold logits (.npz)")
     ap.add_argument("--report", action="store_true", help="only print the figures of an existing --out file")
+    ap.add_argument(
+        "--calibrated-by",
+        type=Path,
+        default=None,
+        help="with --report: also score --out's logits with the calibration fitted on this cross-validation's",
+    )
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.report:
-        report(read_oof(args.out))
+        oof = read_oof(args.out)
+        report(oof)
+        if args.calibrated_by is not None:
+            transfer_report(oof, read_oof(args.calibrated_by))
         return 0
     t0 = time.perf_counter()
     try:
@@ -311,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_oof(args.out, oof, recipe_of(args))
     report(oof)
-    print(f"\n{args.folds} folds in {time.perf_counter() - t0:.0f} s ({args.jobs} at a time); logits in {args.out}")
+    took = time.perf_counter() - t0
+    print(f"\n{len(np.unique(oof.fold))} folds in {took:.0f} s ({args.jobs} at a time); logits in {args.out}")
     return 0
 
 

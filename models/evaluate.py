@@ -9,7 +9,8 @@ Prints a confusion matrix, per-class recall, unweighted accuracy (UA: mean recal
 (angry when P(angry) > P(neutral)), frustration ROC-AUC against all other clips and the expected
 calibration error of the frustration probability (10 equal-width bins). On the shared corpus it also scores
 each test speaker's clips as one caller's turns, as the live path does (``models.caller``). ``--predictions`` writes one
-JSON line per clip: ``{"path", "label", "scores": {class: prob}, "frustration", "arousal"}``.
+JSON line per clip: ``{"path", "label", "scores": {class: prob}, "frustration", "arousal"}`` (``label``: the most
+probable class, not the manifest's).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ trained on all of them; that refit is what is written, calibrated with the cross
 logits, per turn and per caller (``models.caller``). ``--save-oof F`` keeps those logits, ``--oof F`` reuses
 them. ``--once``: a first fit on the training speakers only, calibrated on the validation speakers (SPLITS, or
 for other manifests a seeded fifth of the speakers); ``--first-fit W.pt``: a refit keeping such a first fit's
-calibration (also the default for manifests with fewer speakers than folds).
+calibration (also the default for manifests of fewer than three speakers).
 One thread, fixed seeds: the same command gives the same weights on the same machine.
 """
 
@@ -48,6 +48,8 @@ from models.metrics import confusion, roc_auc, unweighted_accuracy
 from models.net import EmotionNet
 
 CROP_S = 3.0  # training crops are at most one inference window long
+FOLDS = 4  # speaker folds of the cross-validation behind the calibration (one per speaker when fewer)
+MIN_CV_SPEAKERS = 3  # below this, calibrate on held-out validation speakers instead
 DEFAULTS = {
     "vtlp": 0.0,
     "mixup": 0.0,
@@ -324,7 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--first-fit", type=Path, default=None, help="refit a first fit (a --once run), keeping its calibration"
     )
-    ap.add_argument("--folds", type=int, default=4, help="speaker folds of the cross-validation (default 4)")
+    ap.add_argument("--folds", type=int, default=FOLDS, help=f"speaker folds of the cross-validation (default {FOLDS})")
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
     ap.add_argument("--oof", type=Path, default=None, help="reuse an earlier run's out-of-fold logits")
     ap.add_argument("--save-oof", type=Path, default=None, help="keep the cross-validation's out-of-fold logits here")
@@ -346,7 +348,7 @@ def refit_on_validation(
             raise ValueError(f"{args.first_fit} was not trained with this recipe")
         print(f"first fit: {args.first_fit} (calibrated on {', '.join(meta.get('val_speakers', []))})")
     else:
-        print(f"fewer than {args.folds} speakers for cross-validation: calibrated on held-out validation speakers")
+        print(f"fewer than {MIN_CV_SPEAKERS} speakers for cross-validation: calibrated on held-out validation speakers")
         first = train(clips, root, **recipe)
     print("refit: training + validation speakers, with the first fit's calibration")
     return train(clips, root, calibration=first, **recipe)
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.once:
             blob = train(clips, root, **recipe)
-        elif args.first_fit is None and len(speakers) >= max(args.folds, 2):
+        elif args.first_fit is None and len(speakers) >= MIN_CV_SPEAKERS:
             from models.crossval import calibrated_refit  # it imports this module
 
             blob = calibrated_refit(args, clips, root)

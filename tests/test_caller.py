@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models.caller import SHRINK, CallerBaseline, class_centroids, in_order, softmax
+from models.crossval import OutOfFold
 
 NEUTRAL, ANGRY = 0, 1
 # Class centroids of a population: confident, well separated.
@@ -67,3 +68,50 @@ def test_class_centroids() -> None:
     assert np.allclose(got, [[2.0, 0.0], [0.0, 2.0], logits.mean(axis=0)])
     with pytest.raises(ValueError):
         CallerBaseline(np.zeros((2, 3)))
+
+
+def synthetic_oof(scale: float, seed: int = 0) -> OutOfFold:
+    """Out-of-fold logits of two classes, 12 speakers in 4 folds, 1,200 clips, whose confidence grows with ``scale``."""
+    rng = np.random.default_rng(seed)
+    labels = [("neutral", "angry")[i // 12 % 2] for i in range(1200)]
+    y = np.array([lab == "angry" for lab in labels], dtype=np.float64)
+    margin = scale * (2 * y - 1 + rng.normal(0, 1.2, len(y)))
+    logits = np.stack([-margin / 2, margin / 2], axis=1)
+    speakers = [f"s:{i % 12}" for i in range(1200)]
+    fold = np.array([i % 12 % 4 for i in range(1200)])
+    return OutOfFold(("neutral", "angry"), ("angry",), logits, labels, speakers, fold)
+
+
+def test_a_calibration_fitted_to_less_confident_fold_models_does_not_transfer() -> None:
+    """``models.crossval``'s transfer check: calibrated by itself it equals its own cross-fitting; calibrated
+    by fold models half as confident, the same logits come out overconfident."""
+    from models.crossval import cross_fitted, per_caller
+    from models.evaluate import figures
+
+    oof = synthetic_oof(2.0)
+    own = cross_fitted(oof)
+    same = cross_fitted(oof, source=oof, source_logits=oof.logits)
+    assert np.array_equal(own.frustration, same.frustration)
+    assert np.array_equal(per_caller(oof, "random", 0), per_caller(oof, "random", 0, source=oof))
+    weaker = synthetic_oof(1.0)
+    moved = cross_fitted(oof, source=weaker, source_logits=weaker.logits)
+    assert figures(moved)["frustration_ece"] > figures(own)["frustration_ece"] + 0.05
+    angry = np.array(oof.labels) == "angry"
+    assert moved.frustration[angry].mean() > own.frustration[angry].mean()
+
+
+def test_speaker_folds_mix_corpora_and_genders_and_never_outnumber_the_speakers() -> None:
+    from models.crossval import speaker_folds
+    from models.data import Clip
+
+    clips = [
+        Clip(f"{d}/{s}.wav", d, s, "neutral", g)
+        for d in ("a", "b")
+        for s, g in zip("123", ("male", "female", "male"), strict=True)
+    ]
+    two = speaker_folds(clips, 2)
+    assert sorted(len(f) for f in two) == [3, 3] and set().union(*two) == {(c.dataset, c.speaker) for c in clips}
+    assert all({d for d, _ in f} == {"a", "b"} for f in two)
+    assert sorted(len(f) for f in speaker_folds(clips, 30)) == [1] * 6  # one fold per speaker
+    with pytest.raises(ValueError, match="two or more"):
+        speaker_folds(clips[:1], 4)
