@@ -33,9 +33,10 @@ import torch
 
 from models.calibrate import fit_calibration, frustration_log_odds
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, softmax
-from models.data import AROUSAL, Clip, load_clips
+from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel
 from models.evaluate import Scored, figures, ua4
+from models.metrics import expected_calibration_error
 from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
 
 Floats = npt.NDArray[np.float64]
@@ -207,6 +208,35 @@ def report(oof: OutOfFold) -> None:
     if (~np.isnan(each)).any():
         print(f"  4-class UA per speaker: mean {np.nanmean(each):.3f}, sd {np.nanstd(each):.3f}")
     caller_study(oof)
+    test_sized_ece(oof)
+
+
+def test_sized_ece(oof: OutOfFold, draws: int = 2000) -> None:
+    """How far the ECE of a test split this small strays from the pooled one: the cross-fitted ECE of each
+    speaker, and of random speaker subsets with as many speakers per corpus as the test split (SPLITS), each
+    clip alone and per caller (random order)."""
+    who = np.array(oof.speakers)
+    pools = {d: sorted({w for w in who if w.startswith(f"{d}:")}) for d in SPLITS}
+    shape = {d: len(SPLITS[d]["test"]) for d in SPLITS if pools[d]}
+    if not shape or any(len(pools[d]) < n for d, n in shape.items()):
+        return
+    positive = np.isin(oof.labels, oof.frustration)
+    rng = np.random.default_rng(0)
+    sets = [[s for d, n in shape.items() for s in rng.choice(pools[d], n, replace=False)] for _ in range(draws)]
+    picks = [np.isin(who, chosen) for chosen in sets]
+    what = " + ".join(f"{n} {d}" for d, n in shape.items())
+    print(f"\nfrustration ECE of test-sized speaker sets: random sets of {what} speakers ({draws} draws)")
+    for name, scored in (
+        ("each clip alone", cross_fitted(oof)),
+        ("per caller, random order", cross_fitted(oof, per_caller(oof, "random", 0))),
+    ):
+        e = np.array([expected_calibration_error(positive[m], scored.frustration[m]) for m in picks])
+        each = [expected_calibration_error(positive[who == w], scored.frustration[who == w]) for w in sorted(set(who))]
+        print(
+            f"  {name:<26} sets: median {np.median(e):.3f},"
+            f" 10-90% {np.percentile(e, 10):.3f}-{np.percentile(e, 90):.3f}, max {e.max():.3f},"
+            f" <= 0.05 in {(e <= 0.05).mean():.0%}  | one speaker: {min(each):.3f}-{max(each):.3f}"
+        )
 
 
 def per_caller(oof: OutOfFold, order: str, seed: int, *, source: OutOfFold | None = None) -> Floats:

@@ -134,6 +134,11 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
         who = np.array(s.speakers)
         each = {sp: ua4(s, who == sp) for sp in sorted(set(s.speakers))}
         print("  4-class UA per speaker: " + ", ".join(f"{sp} {v:.2f}" for sp, v in each.items() if not np.isnan(v)))
+    if s.speakers is not None:
+        who = np.array(s.speakers)
+        positive = np.isin(s.labels, s.frustration_classes)
+        ece = {sp: expected_calibration_error(positive[who == sp], s.frustration[who == sp]) for sp in sorted(set(who))}
+        print("  frustration ECE per speaker: " + ", ".join(f"{sp} {v:.3f}" for sp, v in ece.items()))
     return f
 
 

@@ -274,3 +274,16 @@ def test_periodicity_channels_find_the_pitch() -> None:
         gram = spec[0, int(FRONT_END["n_mels"]) :, 50].numpy()
         assert gram.max() > 0.8
         assert abs(np.log(lags[int(np.argmax(gram))] * f0 / SAMPLE_RATE)) < 0.05
+
+
+def test_the_model_card_quotes_evaluate_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    """The numbers printed by ``python -m models.evaluate`` and those in MODEL_CARD.md agree: the card's
+    full-output block is exactly what the command prints for the shipped weights."""
+    from models import evaluate
+
+    data_path("emotion/manifest.csv")  # skips without the shared corpus
+    assert evaluate.main([]) == 0
+    printed = capsys.readouterr().out
+    card = (REPO / "models" / "MODEL_CARD.md").read_text()
+    block = card.split("Full output of `python -m models.evaluate`", 1)[1].split("```\n")[1]
+    assert block == printed
