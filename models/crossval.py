@@ -12,7 +12,9 @@ single split allows. Test speakers are never read.
 Prints, pooled over the out-of-fold clips: 4-class UA, angry-vs-neutral balanced accuracy, frustration
 ROC-AUC and ECE, and the 4-class UA per fold. The ECE is cross-fitted: each fold's probabilities are
 calibrated (temperature, Platt) on the other folds' out-of-fold logits. ``--out`` keeps the out-of-fold
-logits (``models.crossval.read_oof``) for calibration and per-caller studies.
+logits (``models.crossval.read_oof``) for calibration and per-caller studies. ``--report --out F
+--calibrated-by G`` also scores F's logits with the calibration and centroids fitted on G's (another
+cross-validation, e.g. fewer folds): whether a calibration fitted to one set of fold models holds for another.
 """
 
 from __future__ import annotations
@@ -208,10 +210,10 @@ def report(oof: OutOfFold) -> None:
     if (~np.isnan(each)).any():
         print(f"  4-class UA per speaker: mean {np.nanmean(each):.3f}, sd {np.nanstd(each):.3f}")
     caller_study(oof)
-    test_sized_ece(oof)
+    ece_of_test_sized_sets(oof)
 
 
-def test_sized_ece(oof: OutOfFold, draws: int = 2000) -> None:
+def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
     """How far the ECE of a test split this small strays from the pooled one: the cross-fitted ECE of each
     speaker, and of random speaker subsets with as many speakers per corpus as the test split (SPLITS), each
     clip alone and per caller (random order)."""
@@ -383,8 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         oof = read_oof(args.out)
         report(oof)
-        if args.calibrated_by is not None:
-            transfer_report(oof, read_oof(args.calibrated_by))
+        try:
+            if args.calibrated_by is not None:
+                transfer_report(oof, read_oof(args.calibrated_by))
+        except ValueError as e:
+            print(f"cannot compare with {args.calibrated_by}: {e}", file=sys.stderr)
+            return 1
         return 0
     t0 = time.perf_counter()
     try:
