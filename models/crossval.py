@@ -37,7 +37,7 @@ from models.calibrate import fit_calibration, frustration_log_odds
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, softmax
 from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel
-from models.evaluate import Scored, figures, ua4
+from models.evaluate import Scored, ece_per_speaker, figures, mean_figures, ua4
 from models.metrics import expected_calibration_error
 from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
 
@@ -233,7 +233,7 @@ def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
         ("per caller, random order", cross_fitted(oof, per_caller(oof, "random", 0))),
     ):
         e = np.array([expected_calibration_error(positive[m], scored.frustration[m]) for m in picks])
-        each = [expected_calibration_error(positive[who == w], scored.frustration[who == w]) for w in sorted(set(who))]
+        each = list(ece_per_speaker(scored).values())
         print(
             f"  {name:<26} sets: median {np.median(e):.3f},"
             f" 10-90% {np.percentile(e, 10):.3f}-{np.percentile(e, 90):.3f}, max {e.max():.3f},"
@@ -267,14 +267,12 @@ def transfer_report(oof: OutOfFold, source: OutOfFold, seeds: int = 10) -> None:
     ``oof``'s own cross-fitted calibration."""
     if source.classes != oof.classes or source.frustration != oof.frustration:
         raise ValueError("the two cross-validations have different classes")
-    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
     angry = np.isin(oof.labels, oof.frustration)
     print("\ncalibration transfer: these logits calibrated by their own folds, and by the other cross-validation's")
     print(f"  {'protocol':<34}{'calibrated by':<15}UA4    BA     AUC    ECE     mean frustration, angry clips")
 
     def line(name: str, by: str, runs: list[Scored]) -> None:
-        f = [figures(s) for s in runs]
-        values = "  ".join(f"{np.mean([x.get(k, np.nan) for x in f]):.3f}" for k in keys)
+        values = "  ".join(f"{v:.3f}" for v in mean_figures(runs))
         print(f"  {name:<34}{by:<15}{values}   {np.mean([s.frustration[angry] for s in runs]):.3f}")
 
     line("each clip alone", "own folds", [cross_fitted(oof)])
@@ -301,13 +299,11 @@ def caller_study(oof: OutOfFold, seeds: int = 10) -> None:
     other folds' adjusted logits."""
     if "neutral" not in oof.classes:
         return
-    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
     calm = np.array(oof.labels) == "neutral"
     angry = np.isin(oof.labels, oof.frustration)
 
     def line(name: str, runs: list[Scored]) -> None:
-        f = [figures(s) for s in runs]
-        values = "  ".join(f"{np.mean([x.get(k, np.nan) for x in f]):.3f}" for k in keys)
+        values = "  ".join(f"{v:.3f}" for v in mean_figures(runs))
         mean_f = np.mean([s.frustration for s in runs], axis=0)
         print(f"  {name:<34}{values}   {mean_f[calm].mean():.3f}  {mean_f[angry].mean():.3f}")
 

@@ -76,6 +76,23 @@ def ua4(s: Scored, keep: npt.NDArray[np.bool_]) -> float:
     return unweighted_accuracy(confusion(y[sel], pred, len(s.classes)))
 
 
+HEADLINE = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")  # the issue's four figures
+
+
+def mean_figures(runs: list[Scored]) -> list[float]:
+    """The HEADLINE figures, each averaged over ``runs`` (scorings of the same clips, e.g. several orders)."""
+    each = [figures(s) for s in runs]
+    return [float(np.mean([f.get(k, np.nan) for f in each])) for k in HEADLINE]
+
+
+def ece_per_speaker(s: Scored) -> dict[str, float]:
+    """The frustration ECE of each speaker's clips alone (``s.speakers`` required)."""
+    assert s.speakers is not None
+    who = np.array(s.speakers)
+    positive = np.isin(s.labels, s.frustration_classes)
+    return {sp: expected_calibration_error(positive[who == sp], s.frustration[who == sp]) for sp in sorted(set(who))}
+
+
 def figures(s: Scored) -> dict[str, float]:
     """The headline numbers (NaN where the clips do not allow one)."""
     idx = {c: i for i, c in enumerate(s.classes)}
@@ -130,15 +147,13 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
     for key, name in names.items():
         if key in f and not np.isnan(f[key]):
             print(f"  {name:<52} {f[key]:.3f}")
-    if s.speakers is not None and "ua4" in f:
-        who = np.array(s.speakers)
-        each = {sp: ua4(s, who == sp) for sp in sorted(set(s.speakers))}
-        print("  4-class UA per speaker: " + ", ".join(f"{sp} {v:.2f}" for sp, v in each.items() if not np.isnan(v)))
     if s.speakers is not None:
-        who = np.array(s.speakers)
-        positive = np.isin(s.labels, s.frustration_classes)
-        ece = {sp: expected_calibration_error(positive[who == sp], s.frustration[who == sp]) for sp in sorted(set(who))}
-        print("  frustration ECE per speaker: " + ", ".join(f"{sp} {v:.3f}" for sp, v in ece.items()))
+        if "ua4" in f:
+            who = np.array(s.speakers)
+            each = {sp: ua4(s, who == sp) for sp in sorted(set(s.speakers))}
+            shown = ", ".join(f"{sp} {v:.2f}" for sp, v in each.items() if not np.isnan(v))
+            print(f"  4-class UA per speaker: {shown}")
+        print("  frustration ECE per speaker: " + ", ".join(f"{sp} {v:.3f}" for sp, v in ece_per_speaker(s).items()))
     return f
 
 
@@ -181,15 +196,13 @@ def per_caller(model: EmotionModel, clips: list[Clip], audio: list[Audio], *, se
                 results[i] = caller.score(logits[i], counts[i])
         return scored_of(model, clips, results)
 
-    keys = ("ua4", "angry_vs_neutral_ba", "frustration_auc", "frustration_ece")
     head = "".join(f"{k:>7}" for k in ("UA4", "BA", "AUC", "ECE"))
     print(f"  {'order of the clips':<32}{head}   mean frustration: calm, angry clips")
     runs = {"random (10 orders)": [run("random", k) for k in range(seeds)]}
     runs |= {name: [run(name, 0)] for name in ("calm first", "calm last")}
     for name, scored in runs.items():
-        f = [figures(s) for s in scored]
         frus = np.mean([s.frustration for s in scored], axis=0)
-        values = "".join(f"{np.mean([x.get(k, np.nan) for x in f]):>7.3f}" for k in keys)
+        values = "".join(f"{v:>7.3f}" for v in mean_figures(scored))
         print(f"  {name:<32}{values}   {frus[calm].mean():.3f}, {frus[angry].mean():.3f}")
 
 
