@@ -12,9 +12,12 @@ single split allows. Test speakers are never read.
 Prints, pooled over the out-of-fold clips: 4-class UA, angry-vs-neutral balanced accuracy, frustration
 ROC-AUC and ECE, and the 4-class UA per fold. The ECE is cross-fitted: each fold's probabilities are
 calibrated (temperature, Platt) on the other folds' out-of-fold logits. ``--out`` keeps the out-of-fold
-logits (``models.crossval.read_oof``) for calibration and per-caller studies. ``--report --out F
---calibrated-by G`` also scores F's logits with the calibration and centroids fitted on G's (another
-cross-validation, e.g. fewer folds): whether a calibration fitted to one set of fold models holds for another.
+logits (``models.crossval.read_oof``) for calibration and per-caller studies; ``--keep-models`` each fold's
+model (``fold<k>.pt`` beside its log), calibrated as the refit is, by every out-of-fold logit, so that
+``models.evaluate --weights`` can score the test speakers with models trained on fewer speakers than the refit.
+``--report --out F --calibrated-by G`` also scores F's logits with the calibration and centroids fitted on G's
+(another cross-validation, e.g. fewer folds): whether a calibration fitted to one set of fold models holds for
+another.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from models.calibrate import fit_calibration, frustration_log_odds
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, softmax
 from models.data import AROUSAL, SPLITS, Clip, load_clips
-from models.emotion import EmotionModel
+from models.emotion import EmotionModel, read_weights
 from models.evaluate import Scored, ece_per_speaker, figures, mean_figures, ua4
 from models.metrics import expected_calibration_error
 from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
@@ -76,9 +79,16 @@ class OutOfFold:
 
 
 def _run_fold(
-    args: argparse.Namespace, clips: list[Clip], root: Path, k: int, held: set[tuple[str, str]], logs: Path
+    args: argparse.Namespace,
+    clips: list[Clip],
+    root: Path,
+    k: int,
+    held: set[tuple[str, str]],
+    logs: Path,
+    keep_model: bool,
 ) -> dict[str, Any]:
-    """Train on every fold but ``held``; the held-out clips' raw logits. Runs in a worker process."""
+    """Train on every fold but ``held``; the held-out clips' raw logits (the model kept in ``logs`` if
+    ``keep_model``). Runs in a worker process."""
     torch.set_num_threads(1)
     with open(logs / f"fold{k}.log", "w") as log_file:
 
@@ -86,6 +96,8 @@ def _run_fold(
             print(line, file=log_file, flush=True)
 
         blob = train(clips, root, val_speakers=held, log=log, **recipe_of(args))
+    if keep_model:
+        torch.save(blob, logs / f"fold{k}.pt")
     model = EmotionModel(blob)
     mine = [c for c in clips if (c.dataset, c.speaker) in held and c.emotion in model.classes]
     logits, _ = model.logits(load_clips(mine, root))
@@ -99,14 +111,19 @@ def _run_fold(
     }
 
 
-def cross_validate(args: argparse.Namespace, clips: list[Clip], root: Path, logs: Path) -> OutOfFold:
-    """Each fold trained in its own process (``args.jobs`` at a time), its training log in ``logs``."""
+def cross_validate(
+    args: argparse.Namespace, clips: list[Clip], root: Path, logs: Path, *, keep_models: bool = False
+) -> OutOfFold:
+    """Each fold trained in its own process (``args.jobs`` at a time), its training log (and with
+    ``keep_models`` its model, uncalibrated) in ``logs``."""
     folds = speaker_folds(clips, args.folds)
     for k, held in enumerate(folds):
         print(f"fold {k}: {', '.join(f'{d}:{s}' for d, s in sorted(held))}  (log: {logs / f'fold{k}.log'})")
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_fold, args, clips, root, k, held, logs) for k, held in enumerate(folds)]
+        futures = [
+            pool.submit(_run_fold, args, clips, root, k, held, logs, keep_models) for k, held in enumerate(folds)
+        ]
         parts = []
         for k, future in enumerate(futures):
             parts.append(future.result())
@@ -354,9 +371,16 @@ def calibrated_refit(args: argparse.Namespace, clips: list[Clip], root: Path) ->
     calibration = calibrate(oof)
     print("refit: every non-test speaker, calibrated by the out-of-fold logits")
     blob = train(clips, root, calibration={"classes": list(oof.classes), **calibration, "meta": {}}, **recipe)
-    blob["caller"] = calibration["caller"]
-    blob["meta"]["calibration_speakers"] = sorted(set(oof.speakers))
-    blob["meta"]["calibration"] = f"out-of-fold logits of {len(np.unique(oof.fold))} speaker folds"
+    return calibrated_by(blob, oof, calibration)
+
+
+def calibrated_by(blob: dict[str, Any], oof: OutOfFold, calibration: dict[str, Any]) -> dict[str, Any]:
+    """``blob`` with ``calibration`` (``calibrate(oof)``): temperature, Platt and per-caller section."""
+    blob = blob | calibration
+    blob["meta"] = blob["meta"] | {
+        "calibration_speakers": sorted(set(oof.speakers)),
+        "calibration": f"out-of-fold logits of {len(np.unique(oof.fold))} speaker folds",
+    }
     return blob
 
 
@@ -366,6 +390,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--folds", type=int, default=FOLDS, help=f"speaker folds (default {FOLDS})")
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
     ap.add_argument("--out", type=Path, required=True, help="where to keep the out-of-fold logits (.npz)")
+    ap.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="keep each fold's model (fold<k>.pt beside its log), calibrated by every out-of-fold logit",
+    )
     ap.add_argument("--report", action="store_true", help="only print the figures of an existing --out file")
     ap.add_argument(
         "--calibrated-by",
@@ -394,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         logs = args.out.parent / (args.out.stem + "-logs")
         logs.mkdir(exist_ok=True)
-        oof = cross_validate(args, clips, root, logs)
+        oof = cross_validate(args, clips, root, logs, keep_models=args.keep_models)
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
@@ -402,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cross-validation failed: {e}", file=sys.stderr)
         return 1
     write_oof(args.out, oof, recipe_of(args))
+    if args.keep_models:
+        calibration = calibrate(oof)
+        for k in np.unique(oof.fold):
+            path = logs / f"fold{k}.pt"
+            torch.save(calibrated_by(read_weights(path), oof, calibration), path)
     report(oof)
     took = time.perf_counter() - t0
     print(f"\n{len(np.unique(oof.fold))} folds in {took:.0f} s ({args.jobs} at a time); logits in {args.out}")

@@ -210,6 +210,30 @@ def test_the_default_refit_is_calibrated_by_speaker_cross_validation(tmp_path: P
     assert train.main([*common, "--oof", str(oof), "--width", "64", "--out", str(again)]) == 1
 
 
+def test_crossval_keeps_each_fold_model_calibrated_like_the_refit(tmp_path: Path) -> None:
+    """``models.crossval --keep-models`` writes one model per fold, trained without its fold's speakers and
+    carrying the calibration the refit gets from the same out-of-fold logits, ready for ``models.evaluate``."""
+    from models import crossval
+    from models.emotion import EmotionModel, read_weights
+
+    common = five_speaker_manifest(tmp_path)
+    oof = tmp_path / "oof.npz"
+    assert crossval.main([*common, "--folds", "2", "--keep-models", "--out", str(oof)]) == 0
+    logits = crossval.read_oof(oof)
+    calibration = crossval.calibrate(logits)
+    for k in (0, 1):
+        blob = read_weights(tmp_path / "oof-logs" / f"fold{k}.pt")
+        held = sorted(set(np.array(logits.speakers)[logits.fold == k]))
+        assert sorted(set(logits.speakers) - set(held)) == blob["meta"]["train_speakers"]
+        assert (blob["temperature"], blob["platt"], blob["caller"]) == (
+            calibration["temperature"],
+            calibration["platt"],
+            calibration["caller"],
+        )
+        assert blob["meta"]["calibration_speakers"] == sorted(set(logits.speakers))
+        assert EmotionModel(blob).caller_spec() is not None
+
+
 def five_speaker_manifest(tmp_path: Path) -> list[str]:
     """Two angry and two neutral clips of five RAVDESS speakers; one-epoch training options."""
     rows = []
