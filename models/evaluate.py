@@ -231,7 +231,8 @@ def score_baseline(
 
 
 def is_refit(model: EmotionModel, val_clips: list[Clip]) -> bool:
-    """Were these weights trained on the validation speakers too (a refit, ``models.train`` without ``--once``)?"""
+    """Were these weights trained on validation speakers too (a refit, ``models.train`` without ``--once``, or a
+    fold model of ``models.crossval --keep-models``)?"""
     return bool(set(model.meta.get("train_speakers", ())) & {f"{c.dataset}:{c.speaker}" for c in val_clips})
 
 
@@ -277,7 +278,7 @@ def shared_corpus(args: argparse.Namespace) -> int:
         title = "baseline: log-mel statistics + logistic regression" + (", refit likewise" if refit else "")
         report(title, score_baseline(*by_split.values(), refit=refit))
     if refit:
-        print("\n(the validation speakers were trained on by these weights, a refit: no validation figures)")
+        print("\n(trained on validation speakers, as a refit or a cross-validation fold is: no validation figures)")
     else:
         title = "model on the validation speakers (they chose settings and fit the calibration: optimistic)"
         report(title, score_model(model, val_clips, val_audio)[0], matrix=False)
