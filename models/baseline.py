@@ -9,7 +9,8 @@ import numpy.typing as npt
 import torch
 
 from models.audio import Audio, trim
-from models.calibrate import fit_platt, frustration_log_odds
+from models.calibrate import fit_platt
+from models.caller import frustration_log_odds, platt_frustration
 from models.net import FRONT_END, LogMel
 
 L2 = 1e-2  # chosen on the validation speakers (1e-3..1e-1 within 0.02 UA of each other)
@@ -70,5 +71,4 @@ class LogMelStatsBaseline:
         return np.asarray(torch.softmax(z, dim=1).numpy())
 
     def frustration_of(self, probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        a, b = self.platt
-        return np.asarray(1 / (1 + np.exp(-(a * frustration_log_odds(probs, self.frustration) + b))))
+        return platt_frustration(probs, self.frustration, self.platt)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.caller import softmax
+from models.caller import frustration_log_odds, softmax
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -36,12 +36,6 @@ def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
         if np.abs(step).max() < 1e-8:
             break
     return float(a), float(b)
-
-
-def frustration_log_odds(probs: np.ndarray, frustration: Sequence[int]) -> np.ndarray:
-    """The log-odds of the frustration classes' summed probability, per row of ``probs`` ``(n, classes)``."""
-    p = np.clip(probs[:, list(frustration)].sum(axis=1), 1e-6, 1 - 1e-6)
-    return np.asarray(np.log(p / (1 - p)))
 
 
 def fit_calibration(logits: np.ndarray, y: np.ndarray, frustration: Sequence[int]) -> tuple[float, tuple[float, float]]:

@@ -34,6 +34,18 @@ def softmax(z: Floats) -> Floats:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
+def frustration_log_odds(probs: Floats, frustration: Sequence[int]) -> Floats:
+    """The log-odds of the frustration classes' summed probability, per row of ``probs`` ``(n, classes)``."""
+    p = np.clip(probs[:, list(frustration)].sum(axis=1), 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def platt_frustration(probs: Floats, frustration: Sequence[int], platt: tuple[float, float]) -> Floats:
+    """The calibrated frustration of each row of ``probs``: Platt scaling ``(a, b)`` of its log-odds."""
+    a, b = platt
+    return np.asarray(1 / (1 + np.exp(-(a * frustration_log_odds(probs, frustration) + b))))
+
+
 def class_centroids(logits: Floats, labels: Sequence[str], classes: Sequence[str]) -> Floats:
     """The mean logits of each class's clips ``(len(classes), n_classes)``; a class without clips gets the
     mean of all clips."""
@@ -109,11 +121,6 @@ class Calibration:
             tuple(float(a) for a in spec["arousal"]),
         )
 
-    def frustration_of(self, probs: Floats) -> float:
-        p = float(np.clip(probs[list(self.frustration)].sum(), 1e-6, 1 - 1e-6))
-        a, b = self.platt
-        return float(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))))
-
     def result(self, logits: Floats, n_windows: int) -> dict[str, Any]:
         """``{"scores": {class: prob}, "label", "frustration", "arousal", "windows"}`` for one item's
         window-averaged raw logits (``n_windows`` 0: a silent item, scored neutral, frustration 0)."""
@@ -122,7 +129,7 @@ class Calibration:
             frustration = 0.0
         else:
             probs = softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
-            frustration = self.frustration_of(probs)
+            frustration = float(platt_frustration(probs[None], self.frustration, self.platt)[0])
         return {
             "scores": {c: round(float(p), 6) for c, p in zip(self.classes, probs, strict=True)},
             "label": self.classes[int(np.argmax(probs))],

@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.calibrate import fit_calibration, frustration_log_odds
-from models.caller import SHRINK, arrival_order, class_centroids, in_order, softmax
+from models.calibrate import fit_calibration
+from models.caller import SHRINK, arrival_order, class_centroids, in_order, platt_frustration, softmax
 from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel, read_weights
 from models.evaluate import Scored, ece_per_speaker, figures, mean_figures, ua4
@@ -171,9 +171,9 @@ def cross_fitted(
     for k in np.unique(oof.fold):
         mine = oof.fold == k
         keep = ~mine if source is None else outside(source, oof, mine)
-        temperature, (a, b) = calibration_of(calibrating, keep, calibrating_logits)
+        temperature, platt = calibration_of(calibrating, keep, calibrating_logits)
         probs[mine] = softmax(logits[mine] / temperature)
-        frustration[mine] = 1 / (1 + np.exp(-(a * frustration_log_odds(probs[mine], frustration_indices(oof)) + b)))
+        frustration[mine] = platt_frustration(probs[mine], frustration_indices(oof), platt)
     arousal = probs @ np.array([AROUSAL.get(c, 0.5) for c in oof.classes])
     return Scored(oof.classes, oof.labels, probs, frustration, oof.frustration, arousal, oof.speakers)
 

@@ -159,7 +159,13 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
 
 def score_model(model: EmotionModel, clips: list[Clip], audio: list[Audio]) -> tuple[Scored, list[dict[str, object]]]:
     """Each clip scored alone, as ``EmotionModel.score`` does."""
-    logits, counts = model.logits(list(audio))
+    return score_logits(model, clips, *model.logits(list(audio)))
+
+
+def score_logits(
+    model: EmotionModel, clips: list[Clip], logits: npt.NDArray[np.float64], counts: list[int]
+) -> tuple[Scored, list[dict[str, object]]]:
+    """``score_model`` from the clips' raw logits (``EmotionModel.logits``)."""
     results = [model.result(z, n) for z, n in zip(logits, counts, strict=True)]
     return scored_of(model, clips, results), results
 
@@ -173,7 +179,9 @@ def scored_of(model: EmotionModel, clips: list[Clip], results: list[dict[str, An
     return Scored(model.classes, [c.emotion for c in clips], probs, frus, frustration, arousal, speakers)
 
 
-def per_caller(model: EmotionModel, clips: list[Clip], audio: list[Audio], *, seeds: int = 10) -> None:
+def per_caller(
+    model: EmotionModel, clips: list[Clip], logits: npt.NDArray[np.float64], counts: list[int], *, seeds: int = 10
+) -> None:
     """Each speaker's clips scored as one caller's turns, in order, through the live path's
     ``models.caller.CallerScorer`` (the caller's voice offset learned from their earlier turns): in random
     orders (figures averaged over ``seeds`` orders), calm clips first (the usual call) and calm clips last."""
@@ -181,7 +189,6 @@ def per_caller(model: EmotionModel, clips: list[Clip], audio: list[Audio], *, se
     if spec is None:
         print("  (these weights have no per-caller calibration: `python -m models.train --once` made them)")
         return
-    logits, counts = model.logits(list(audio))
     who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
     calm = np.array([c.emotion == "neutral" for c in clips])
     angry = np.isin([c.emotion for c in clips], [model.classes[i] for i in model.frustration_classes])
@@ -266,10 +273,11 @@ def shared_corpus(args: argparse.Namespace) -> int:
     model = EmotionModel(read_weights(args.weights or weights_path(WEIGHTS)))
     speakers = sorted({f"{c.dataset}:{c.speaker}" for c in test_clips})
     print(f"held-out test speakers (never trained on): {', '.join(speakers)}")
-    scored, results = score_model(model, test_clips, test_audio)
+    test_logits = model.logits(list(test_audio))
+    scored, results = score_logits(model, test_clips, *test_logits)
     report("model, each clip alone", scored)
     print("\n== model, per caller: each test speaker's clips as one caller's turns (as the live path scores them)")
-    per_caller(model, test_clips, test_audio)
+    per_caller(model, test_clips, *test_logits)
     if args.predictions:
         write_predictions(args.predictions, test_clips, results)
     val_clips, val_audio = by_split["val"]
@@ -290,9 +298,11 @@ def shared_corpus(args: argparse.Namespace) -> int:
         e_clips, e_audio = [clips[i] for i in emodb], [audio[i] for i in emodb]
         print("\ncross-corpus: trained without EmoDB (python -m models.train --exclude-dataset emodb), tested on")
         print("all EmoDB speakers (German, another recording setup)")
-        report("model, cross-corpus on EmoDB, each clip alone", score_model(other, e_clips, e_audio)[0], matrix=False)
+        e_logits = other.logits(list(e_audio))
+        e_scored = score_logits(other, e_clips, *e_logits)[0]
+        report("model, cross-corpus on EmoDB, each clip alone", e_scored, matrix=False)
         print("\n== model, cross-corpus on EmoDB, per caller (each EmoDB speaker's clips as one caller's turns)")
-        per_caller(other, e_clips, e_audio)
+        per_caller(other, e_clips, *e_logits)
         if not args.no_baseline:
             rav = {k: _without(v, "emodb") for k, v in by_split.items()}
             base = score_baseline(rav["train"], rav["val"], (e_clips, e_audio), refit=is_refit(other, rav["val"][0]))

@@ -320,8 +320,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--once",
         action="store_true",
-        help="train once, on the training speakers, calibrated on the validation speakers (default: then refit the "
-        "same recipe on training + validation speakers with that calibration, which is what ships)",
+        help="train once, on the training speakers, calibrated on the validation speakers (default: cross-validate "
+        "over speaker folds, then refit on every non-test speaker, calibrated by the out-of-fold logits)",
     )
     ap.add_argument(
         "--first-fit", type=Path, default=None, help="refit a first fit (a --once run), keeping its calibration"
@@ -336,7 +336,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def refit_on_validation(
     args: argparse.Namespace, clips: list[Clip], root: Path, recipe: dict[str, Any]
 ) -> dict[str, Any]:
-    """With fewer speakers than folds (or ``--first-fit``): a first fit calibrated on the validation
+    """With fewer than MIN_CV_SPEAKERS speakers (or ``--first-fit``): a first fit calibrated on the validation
     speakers, then the refit on every speaker, which keeps that calibration."""
     if args.first_fit:
         first = read_weights(args.first_fit)
