@@ -23,6 +23,7 @@ another.
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import multiprocessing
 import sys
@@ -40,8 +41,8 @@ from models.calibrate import fit_calibration
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, platt_frustration, softmax
 from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel, read_weights
-from models.evaluate import Scored, ece_per_speaker, figures, mean_figures, ua4
-from models.metrics import expected_calibration_error
+from models.evaluate import Scored, chance_per_speaker, ece_per_speaker, figures, mean_figures, ua4
+from models.metrics import chance_ece, expected_calibration_error
 from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
 
 Floats = npt.NDArray[np.float64]
@@ -209,6 +210,13 @@ def read_oof(path: Path) -> OutOfFold:
         )
 
 
+def same_recipe(stored: str, recipe: dict[str, Any]) -> bool:
+    """Whether out-of-fold logits written with recipe ``stored`` (a repr) are of ``recipe``; options added to
+    ``models.train`` since they were written count at their defaults."""
+    defaults = recipe_of(add_recipe_arguments(argparse.ArgumentParser()).parse_args([]))
+    return bool({**defaults, **ast.literal_eval(stored)} == recipe)
+
+
 def report(oof: OutOfFold) -> None:
     scored = cross_fitted(oof)
     f = figures(scored)
@@ -233,7 +241,9 @@ def report(oof: OutOfFold) -> None:
 def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
     """How far the ECE of a test split this small strays from the pooled one: the cross-fitted ECE of each
     speaker, and of random speaker subsets with as many speakers per corpus as the test split (SPLITS), each
-    clip alone and per caller (random order)."""
+    clip alone and per caller (random order), beside their chance levels (``models.metrics.chance_ece``: the
+    median ECE of an exactly calibrated model with the same scores; for the sets, over the first 200 draws),
+    and how many speakers lie beyond the 95th percentile of their own chance ECE."""
     who = np.array(oof.speakers)
     pools = {d: sorted({w for w in who if w.startswith(f"{d}:")}) for d in SPLITS}
     shape = {d: len(SPLITS[d]["test"]) for d in SPLITS if pools[d]}
@@ -250,11 +260,16 @@ def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
         ("per caller, random order", cross_fitted(oof, per_caller(oof, "random", 0))),
     ):
         e = np.array([expected_calibration_error(positive[m], scored.frustration[m]) for m in picks])
-        each = list(ece_per_speaker(scored).values())
+        each = ece_per_speaker(scored)
+        at_chance = np.median([np.median(chance_ece(scored.frustration[m], draws=100)) for m in picks[:200]])
+        chance = chance_per_speaker(scored)
+        alone = [float(np.median(v)) for v in chance.values()]
+        beyond = sum(each[sp] > np.percentile(v, 95) for sp, v in chance.items())
         print(
-            f"  {name:<26} sets: median {np.median(e):.3f},"
+            f"  {name:<26} sets: median {np.median(e):.3f} (at chance {at_chance:.3f}),"
             f" 10-90% {np.percentile(e, 10):.3f}-{np.percentile(e, 90):.3f}, max {e.max():.3f},"
-            f" <= 0.05 in {(e <= 0.05).mean():.0%}  | one speaker: {min(each):.3f}-{max(each):.3f}"
+            f" <= 0.05 in {(e <= 0.05).mean():.0%}  | one speaker: {min(each.values()):.3f}-{max(each.values()):.3f}"
+            f" (at chance {min(alone):.3f}-{max(alone):.3f}; over its 95th percentile: {beyond} of {len(each)})"
         )
 
 
@@ -359,7 +374,7 @@ def calibrated_refit(args: argparse.Namespace, clips: list[Clip], root: Path) ->
     if oof_path is not None:
         oof = read_oof(oof_path)
         speakers = {f"{c.dataset}:{c.speaker}" for c in clips if c.split != "test"}
-        if oof.recipe != repr(recipe) or set(oof.speakers) != speakers:
+        if not same_recipe(oof.recipe, recipe) or set(oof.speakers) != speakers:
             raise ValueError(f"{oof_path} was not made with this recipe and these speakers")
         print(f"out-of-fold logits: {oof_path}")
     else:

@@ -7,7 +7,9 @@
 Prints a confusion matrix, per-class recall, unweighted accuracy (UA: mean recall), the 4-class UA
 (neutral+calm / happy / sad / angry, argmax over those four), angry-vs-neutral balanced accuracy
 (angry when P(angry) > P(neutral)), frustration ROC-AUC against all other clips and the expected
-calibration error of the frustration probability (10 equal-width bins). On the shared corpus it also scores
+calibration error of the frustration probability (10 equal-width bins), beside its chance level: the ECE a
+model exactly calibrated with the same scores would show on as many clips (labels drawn from the scores), the
+floor no model reaches on a sample this size. On the shared corpus it also scores
 each test speaker's clips as one caller's turns, as the live path does (``models.caller``). ``--predictions`` writes one
 JSON line per clip: ``{"path", "label", "scores": {class: prob}, "frustration", "arousal"}`` (``label``: the most
 probable class, not the manifest's).
@@ -42,6 +44,7 @@ from models.data import (
 )
 from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
 from models.metrics import (
+    chance_ece,
     confusion,
     expected_calibration_error,
     format_confusion,
@@ -91,6 +94,14 @@ def ece_per_speaker(s: Scored) -> dict[str, float]:
     who = np.array(s.speakers)
     positive = np.isin(s.labels, s.frustration_classes)
     return {sp: expected_calibration_error(positive[who == sp], s.frustration[who == sp]) for sp in sorted(set(who))}
+
+
+def chance_per_speaker(s: Scored) -> dict[str, npt.NDArray[np.float64]]:
+    """The ECEs an exactly calibrated model with these scores would show on each speaker's clips, one per
+    draw of labels (``models.metrics.chance_ece``; label-free)."""
+    assert s.speakers is not None
+    who = np.array(s.speakers)
+    return {sp: chance_ece(s.frustration[who == sp]) for sp in sorted(set(who))}
 
 
 def figures(s: Scored) -> dict[str, float]:
@@ -147,6 +158,10 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
     for key, name in names.items():
         if key in f and not np.isnan(f[key]):
             print(f"  {name:<52} {f[key]:.3f}")
+        if key == "frustration_ece" and key in f:
+            chance = chance_ece(s.frustration)
+            name = "  ECE at chance (exactly calibrated, same scores)"
+            print(f"  {name:<52} {np.median(chance):.3f}  (95th percentile {np.percentile(chance, 95):.3f})")
     if s.speakers is not None:
         if "ua4" in f:
             who = np.array(s.speakers)
@@ -154,6 +169,8 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
             shown = ", ".join(f"{sp} {v:.2f}" for sp, v in each.items() if not np.isnan(v))
             print(f"  4-class UA per speaker: {shown}")
         print("  frustration ECE per speaker: " + ", ".join(f"{sp} {v:.3f}" for sp, v in ece_per_speaker(s).items()))
+        at_chance = ", ".join(f"{sp} {np.median(v):.3f}" for sp, v in chance_per_speaker(s).items())
+        print(f"    at chance, per speaker:    {at_chance}")
     return f
 
 
@@ -203,13 +220,14 @@ def per_caller(
                 results[i] = caller.score(logits[i], counts[i])
         return scored_of(model, clips, results)
 
-    head = "".join(f"{k:>7}" for k in ("UA4", "BA", "AUC", "ECE"))
+    head = "".join(f"{k:>7}" for k in ("UA4", "BA", "AUC", "ECE", "chance"))
     print(f"  {'order of the clips':<32}{head}   mean frustration: calm, angry clips")
     runs = {"random (10 orders)": [run("random", k) for k in range(seeds)]}
     runs |= {name: [run(name, 0)] for name in ("calm first", "calm last")}
     for name, scored in runs.items():
         frus = np.mean([s.frustration for s in scored], axis=0)
-        values = "".join(f"{v:>7.3f}" for v in mean_figures(scored))
+        chance = np.mean([np.median(chance_ece(s.frustration)) for s in scored])
+        values = "".join(f"{v:>7.3f}" for v in [*mean_figures(scored), chance])
         print(f"  {name:<32}{values}   {frus[calm].mean():.3f}, {frus[angry].mean():.3f}")
 
 

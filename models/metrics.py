@@ -1,4 +1,5 @@
-"""Classification and calibration figures (numpy only): confusion, recall, UA, ROC-AUC, ECE."""
+"""Classification and calibration figures (numpy only): confusion, recall, UA, ROC-AUC, ECE (and its
+chance level)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,15 @@ def expected_calibration_error(positive: npt.ArrayLike, prob: npt.ArrayLike, bin
         if sel.any():
             total += sel.sum() * abs(y[sel].mean() - p[sel].mean())
     return total / len(p)
+
+
+def chance_ece(prob: npt.ArrayLike, draws: int = 1000, seed: int = 0, bins: int = 10) -> Floats:
+    """The ECE an exactly calibrated model with these probabilities would still show on this many clips:
+    ``draws`` values, each with the labels drawn from the probabilities themselves (label-free; an ECE
+    of a few hundred clips is never 0)."""
+    p = np.asarray(prob, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return np.array([expected_calibration_error(rng.random(len(p)) < p, p, bins) for _ in range(draws)])
 
 
 def format_confusion(m: Ints, names: tuple[str, ...] | list[str], cols: tuple[str, ...] | list[str]) -> str:

@@ -21,10 +21,12 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -85,6 +87,16 @@ def split_speakers(clips: list[Clip], seed: int) -> tuple[list[Clip], list[Clip]
     return [usable[i] for i in sorted(order[cut:])], [usable[i] for i in sorted(order[:cut])]
 
 
+def corpus_balanced_weights(clips: list[Clip]) -> npt.NDArray[np.float64] | None:
+    """Per-clip loss weights making every (dataset, class) cell weigh the same (mean weight 1); None for clips of
+    one dataset, where they would be the class weights the loss already has."""
+    cells = [(c.dataset, c.emotion) for c in clips]
+    if len({d for d, _ in cells}) < 2:
+        return None
+    count = Counter(cells)
+    return np.array([len(cells) / (len(count) * count[k]) for k in cells])
+
+
 def make_batch(
     audio: list[Audio], channel: PhoneChannel | None, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +148,7 @@ def train(
     ema_decay: float = 0.995,
     vtlp: float = 0.0,
     mixup: float = 0.0,
+    balance: str = "class",
     calibration: dict[str, Any] | None = None,
     val_speakers: set[tuple[str, str]] | None = None,
     log: Any = print,
@@ -182,6 +195,20 @@ def train(
     steps = epochs * math.ceil(len(y) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=0.05)
+    example_weight = corpus_balanced_weights(train_clips) if balance == "corpus" else None
+    if example_weight is not None:  # each (dataset, class) cell weighs the same, whatever its corpus's class mix
+        log("loss weights: per (dataset, class) cell")
+        each = nn.CrossEntropyLoss(reduction="none", label_smoothing=0.05)
+        weights = torch.from_numpy(example_weight).float()
+
+        def loss_of(logits: torch.Tensor, target: torch.Tensor, idx: npt.NDArray[np.int64]) -> torch.Tensor:
+            w = weights[idx]
+            return (each(logits, target) * w).sum() / w.sum()  # type: ignore[no-any-return]
+    else:
+
+        def loss_of(logits: torch.Tensor, target: torch.Tensor, idx: npt.NDArray[np.int64]) -> torch.Tensor:
+            return loss_fn(logits, target)  # type: ignore[no-any-return]
+
     channel = PhoneChannel(rng)
 
     # An exponential moving average of the weights (and batch-norm statistics) is what ships: single
@@ -224,11 +251,11 @@ def train(
                 perm = torch.from_numpy(rng.permutation(len(idx)))
                 pooled = net.embed(wave, lengths)
                 logits = net.head(lam * pooled + (1 - lam) * pooled[perm])
-                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[perm])
+                loss = lam * loss_of(logits, target, idx) + (1 - lam) * loss_of(logits, target[perm], idx[perm.numpy()])
             else:
-                loss = loss_fn(net(wave, lengths), target)
+                loss = loss_of(net(wave, lengths), target, idx)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             update_ema()
@@ -265,6 +292,7 @@ def train(
         "ema_decay": ema_decay,
         "vtlp": vtlp,
         "mixup": mixup,
+        "balance": balance,
         "train_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in train_clips}),
         "val_speakers": sorted({f"{c.dataset}:{c.speaker}" for c in val_clips}),
         "calibration_speakers": (calibration or {}).get("meta", {}).get("val_speakers")
@@ -275,8 +303,8 @@ def train(
     return out
 
 
-def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options that define a training recipe (shared with ``models.crossval``)."""
+def add_recipe_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options that define a training recipe (shared with ``models.crossval``); returns ``ap``."""
     ap.add_argument("--manifest", type=Path, default=None, help="CSV of clips (default: the shared corpus)")
     ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
     ap.add_argument("--exclude-dataset", action="append", default=[], help="leave out a dataset (repeatable)")
@@ -284,8 +312,15 @@ def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")
     ap.add_argument("--width", type=int, default=128, help="channels of the convolutions")
     ap.add_argument("--pitch-bins", type=int, default=0, help="periodicity (lag-gram) channels; 0: log-mel only")
+    ap.add_argument(
+        "--balance",
+        choices=("class", "corpus"),
+        default="class",
+        help="loss weights: per class (default), or per (dataset, class) cell so no corpus carries a class prior",
+    )
     for name, value in DEFAULTS.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    return ap
 
 
 def recipe_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,6 +336,7 @@ def recipe_of(args: argparse.Namespace) -> dict[str, Any]:
         "ema_decay": args.ema_decay,
         "vtlp": args.vtlp,
         "mixup": args.mixup,
+        "balance": args.balance,
     }
 
 

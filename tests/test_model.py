@@ -16,7 +16,7 @@ import models
 from models.audio import SAMPLE_RATE, windows
 from models.data import read_manifest
 from models.emotion import WEIGHTS, weights_path
-from models.metrics import confusion, expected_calibration_error, roc_auc, unweighted_accuracy
+from models.metrics import chance_ece, confusion, expected_calibration_error, roc_auc, unweighted_accuracy
 from tests.support import REPO, data_path
 
 KEYS = {"scores", "label", "frustration", "arousal", "windows"}
@@ -234,6 +234,35 @@ def test_crossval_keeps_each_fold_model_calibrated_like_the_refit(tmp_path: Path
         assert EmotionModel(blob).caller_spec() is not None
 
 
+def test_corpus_balance_weighs_every_dataset_and_class_cell_alike() -> None:
+    """``--balance corpus``: each (dataset, class) cell carries the same total loss weight, whatever the
+    corpora's class mixes; one dataset trains with the class weights alone (the option changes nothing)."""
+    from models.data import Clip
+    from models.train import corpus_balanced_weights
+
+    mix = {("a", "angry"): 6, ("a", "happy"): 2, ("b", "angry"): 1, ("b", "happy"): 3}
+    clips = [Clip(f"{d}{e}{i}.wav", d, "01", e) for (d, e), n in mix.items() for i in range(n)]
+    w = corpus_balanced_weights(clips)
+    assert w is not None and w.mean() == pytest.approx(1.0)
+    totals = {cell: sum(x for x, c in zip(w, clips, strict=True) if (c.dataset, c.emotion) == cell) for cell in mix}
+    assert totals == pytest.approx(dict.fromkeys(mix, len(clips) / len(mix)))
+    assert corpus_balanced_weights([c for c in clips if c.dataset == "a"]) is None
+
+
+def test_out_of_fold_logits_from_before_a_new_option_still_match_its_default() -> None:
+    """Out-of-fold logits written before a recipe option existed are that option's default recipe."""
+    import argparse
+
+    from models.crossval import same_recipe
+    from models.train import add_recipe_arguments, recipe_of
+
+    default = recipe_of(add_recipe_arguments(argparse.ArgumentParser()).parse_args([]))
+    older = {k: v for k, v in default.items() if k != "balance"}
+    assert same_recipe(repr(older), default) and same_recipe(repr(default), default)
+    assert not same_recipe(repr(older), default | {"balance": "corpus"})
+    assert not same_recipe(repr(older | {"vtlp": 0.1}), default)
+
+
 def five_speaker_manifest(tmp_path: Path) -> list[str]:
     """Two angry and two neutral clips of five RAVDESS speakers; one-epoch training options."""
     rows = []
@@ -254,6 +283,16 @@ def test_metrics_on_known_answers() -> None:
     assert expected_calibration_error([1, 1], [0.0, 0.0]) == 1.0
     m = confusion(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 3)
     assert unweighted_accuracy(m) == pytest.approx(0.75)  # class 2 has no clips: not averaged
+
+
+def test_the_chance_level_of_the_ece_is_that_of_an_exactly_calibrated_model() -> None:
+    # certain scores leave nothing to chance; a coin's 400 tosses miss 0.5 by a half-normal of sd 0.025
+    assert not chance_ece(np.r_[np.zeros(50), np.ones(50)]).any()
+    coin = chance_ece(np.full(400, 0.5), draws=2000)
+    assert np.median(coin) == pytest.approx(0.6745 * 0.025, abs=0.002)
+    assert np.array_equal(chance_ece(np.full(400, 0.5), draws=2000), coin)  # seeded: the same every run
+    # fewer clips, a higher floor: what the ECE of one speaker's clips is up against
+    assert np.median(chance_ece(np.full(60, 0.2))) > 2 * np.median(chance_ece(np.full(600, 0.2)))
 
 
 def test_folded_batch_norms_and_dilated_convolutions_compute_the_same() -> None:
