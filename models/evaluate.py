@@ -158,10 +158,10 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
     for key, name in names.items():
         if key in f and not np.isnan(f[key]):
             print(f"  {name:<52} {f[key]:.3f}")
-        if key == "frustration_ece" and key in f:
-            chance = chance_ece(s.frustration)
-            name = "  ECE at chance (exactly calibrated, same scores)"
-            print(f"  {name:<52} {np.median(chance):.3f}  (95th percentile {np.percentile(chance, 95):.3f})")
+            if key == "frustration_ece":
+                chance = chance_ece(s.frustration)
+                name = "  ECE at chance (exactly calibrated, same scores)"
+                print(f"  {name:<52} {np.median(chance):.3f}  (95th percentile {np.percentile(chance, 95):.3f})")
     if s.speakers is not None:
         if "ua4" in f:
             who = np.array(s.speakers)
