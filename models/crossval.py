@@ -263,13 +263,13 @@ def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
         each = ece_per_speaker(scored)
         at_chance = np.median([np.median(chance_ece(scored.frustration[m], draws=100)) for m in picks[:200]])
         chance = chance_per_speaker(scored)
-        alone = [float(np.median(v)) for v in chance.values()]
+        medians = [float(np.median(v)) for v in chance.values()]
         beyond = sum(each[sp] > np.percentile(v, 95) for sp, v in chance.items())
         print(
             f"  {name:<26} sets: median {np.median(e):.3f} (at chance {at_chance:.3f}),"
             f" 10-90% {np.percentile(e, 10):.3f}-{np.percentile(e, 90):.3f}, max {e.max():.3f},"
             f" <= 0.05 in {(e <= 0.05).mean():.0%}  | one speaker: {min(each.values()):.3f}-{max(each.values()):.3f}"
-            f" (at chance {min(alone):.3f}-{max(alone):.3f}; over its 95th percentile: {beyond} of {len(each)})"
+            f" (at chance {min(medians):.3f}-{max(medians):.3f}; over its 95th percentile: {beyond} of {len(each)})"
         )
 
 

@@ -195,19 +195,18 @@ def train(
     steps = epochs * math.ceil(len(y) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=0.05)
-    example_weight = corpus_balanced_weights(train_clips) if balance == "corpus" else None
-    if example_weight is not None:  # each (dataset, class) cell weighs the same, whatever its corpus's class mix
+    # --balance corpus: each (dataset, class) cell weighs the same, whatever its corpus's class mix
+    cell_weights = corpus_balanced_weights(train_clips) if balance == "corpus" else None
+    if cell_weights is not None:
         log("loss weights: per (dataset, class) cell")
-        each = nn.CrossEntropyLoss(reduction="none", label_smoothing=0.05)
-        weights = torch.from_numpy(example_weight).float()
+    per_clip_loss = nn.CrossEntropyLoss(reduction="none", label_smoothing=0.05)
 
-        def loss_of(logits: torch.Tensor, target: torch.Tensor, idx: npt.NDArray[np.int64]) -> torch.Tensor:
-            w = weights[idx]
-            return (each(logits, target) * w).sum() / w.sum()  # type: ignore[no-any-return]
-    else:
-
-        def loss_of(logits: torch.Tensor, target: torch.Tensor, idx: npt.NDArray[np.int64]) -> torch.Tensor:
+    def loss_of(logits: torch.Tensor, target: torch.Tensor, idx: npt.NDArray[np.int64]) -> torch.Tensor:
+        """The batch's loss; ``idx``: its clips' rows in the training set."""
+        if cell_weights is None:
             return loss_fn(logits, target)  # type: ignore[no-any-return]
+        w = torch.from_numpy(cell_weights[idx]).float()
+        return (per_clip_loss(logits, target) * w).sum() / w.sum()  # type: ignore[no-any-return]
 
     channel = PhoneChannel(rng)
 
