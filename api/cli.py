@@ -1,4 +1,4 @@
-"""The ``mise`` command line: serve, twiml, simulate, analyze."""
+"""The ``mise`` command line: serve, twiml, simulate, analyze, train, recalibrate."""
 
 from __future__ import annotations
 
@@ -61,11 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
 
+    sub.add_parser(
+        "recalibrate",
+        help="refit the emotion model's calibration on your labelled turns (same code as python -m models.recalibrate)",
+        add_help=False,
+    )
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # everything after `train` is models.train's own command line
         from models import train
 
         return train.main(argv[1:])
+    if argv[:1] == ["recalibrate"]:
+        from models import recalibrate
+
+        return recalibrate.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)

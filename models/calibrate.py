@@ -23,15 +23,26 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
-    """Logistic regression of ``positive`` on ``score`` (Newton steps, slight L2 pull towards (1, 0))."""
+    """Logistic regression of ``positive`` on ``score`` (Newton steps, slight L2 pull towards (1, 0)); a step
+    that would raise the penalised loss is halved until it does not (scores far out, e.g. log-odds of
+    saturated probabilities, otherwise make Newton overshoot and diverge)."""
     a, b = 1.0, 0.0
     y = positive.astype(np.float64)
+
+    def loss(a: float, b: float) -> float:
+        z = a * score + b
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5e-2 * ((a - 1) ** 2 + b**2))
+
     for _ in range(50):
-        p = 1 / (1 + np.exp(-(a * score + b)))
+        with np.errstate(over="ignore"):
+            p = 1 / (1 + np.exp(-(a * score + b)))
         grad = np.array([np.sum((p - y) * score) + 1e-2 * (a - 1), np.sum(p - y) + 1e-2 * b])
         w = p * (1 - p)
         hess = np.array([[np.sum(w * score * score) + 1e-2, np.sum(w * score)], [np.sum(w * score), np.sum(w) + 1e-2]])
         step = np.linalg.solve(hess, grad)
+        worse = loss(a, b) + 1e-9 * max(1.0, abs(loss(a, b)))  # not rounding noise near the optimum
+        while loss(a - step[0], b - step[1]) > worse and np.abs(step).max() > 1e-12:
+            step = step / 2
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-8:
             break

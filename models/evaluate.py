@@ -30,6 +30,7 @@ import torch
 
 from models.audio import Audio
 from models.baseline import LogMelStatsBaseline
+from models.calibrate import fit_platt
 from models.caller import CallerScorer, arrival_order
 from models.data import (
     AROUSAL,
@@ -162,6 +163,7 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
                 chance = chance_ece(s.frustration)
                 name = "  ECE at chance (exactly calibrated, same scores)"
                 print(f"  {name:<52} {np.median(chance):.3f}  (95th percentile {np.percentile(chance, 95):.3f})")
+                print(in_sample_platt(s))
     if s.speakers is not None:
         if "ua4" in f:
             who = np.array(s.speakers)
@@ -172,6 +174,21 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
         at_chance = ", ".join(f"{sp} {np.median(v):.3f}" for sp, v in chance_per_speaker(s).items())
         print(f"    at chance, per speaker:    {at_chance}")
     return f
+
+
+def in_sample_platt(s: Scored) -> str:
+    """The line for the ECE after Platt scaling refitted on these very clips (in sample, so optimistic): a
+    slope near 1 with an intercept far from 0 is a shift that recalibrating on the population fixes
+    (``models.recalibrate``); a slope far from 1, over- or underconfidence."""
+    positive = np.isin(s.labels, s.frustration_classes)
+    if positive.all() or not positive.any():
+        return "    (no Platt refit: the clips need frustrated and other ones)"
+    p = np.clip(s.frustration, 1e-6, 1 - 1e-6)
+    log_odds = np.log(p / (1 - p))
+    a, b = fit_platt(log_odds, positive)
+    refitted = expected_calibration_error(positive, 1 / (1 + np.exp(-(a * log_odds + b))))
+    name = "  ECE with Platt refitted on these clips (in sample)"
+    return f"  {name:<52} {refitted:.3f}  (slope {a:.2f}, intercept {b:+.2f})"
 
 
 def score_model(model: EmotionModel, clips: list[Clip], audio: list[Audio]) -> tuple[Scored, list[dict[str, object]]]:

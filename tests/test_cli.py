@@ -192,3 +192,11 @@ def test_mise_train_is_the_model_trainer(tmp_path: Path, capsys: pytest.CaptureF
 
     assert main(["train", "--manifest", str(tmp_path / "none.csv")]) == 2
     assert "none.csv not found" in capsys.readouterr().err
+
+
+def test_mise_recalibrate_is_the_model_recalibrator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mise recalibrate ...` hands its arguments to models.recalibrate (run for real in tests/test_recalibrate.py)."""
+    from api.cli import main
+
+    assert main(["recalibrate", "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "w.pt")]) == 2
+    assert "none.csv not found" in capsys.readouterr().err
