@@ -41,7 +41,15 @@ from models.calibrate import fit_calibration
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, platt_frustration, softmax
 from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel, read_weights
-from models.evaluate import Scored, chance_per_speaker, ece_per_speaker, figures, mean_figures, ua4
+from models.evaluate import (
+    Scored,
+    chance_per_speaker,
+    ece_per_speaker,
+    figures,
+    mean_figures,
+    platt_refit,
+    ua4,
+)
 from models.metrics import chance_ece, expected_calibration_error
 from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
 
@@ -270,6 +278,14 @@ def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
             f" 10-90% {np.percentile(e, 10):.3f}-{np.percentile(e, 90):.3f}, max {e.max():.3f},"
             f" <= 0.05 in {(e <= 0.05).mean():.0%}  | one speaker: {min(each.values()):.3f}-{max(each.values()):.3f}"
             f" (at chance {min(medians):.3f}-{max(medians):.3f}; over its 95th percentile: {beyond} of {len(each)})"
+        )
+        fits = np.array([platt_refit(positive[m], scored.frustration[m])[:2] for m in picks])
+        slope, shift = fits[:, 0], fits[:, 1]
+        print(
+            f"  {'':<26} Platt refitted on each set (in sample): slope median {np.median(slope):.2f},"
+            f" 5-95% {np.percentile(slope, 5):.2f}-{np.percentile(slope, 95):.2f}; intercept median"
+            f" {np.median(shift):+.2f}, 5-95% {np.percentile(shift, 5):+.2f}-{np.percentile(shift, 95):+.2f},"
+            f" range {shift.min():+.2f}-{shift.max():+.2f}"
         )
 
 

@@ -176,17 +176,23 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
     return f
 
 
+def platt_refit(positive: npt.NDArray[np.bool_], frustration: npt.NDArray[np.float64]) -> tuple[float, float, float]:
+    """Platt scaling refitted on these very clips' frustration log-odds (in sample, so optimistic): its slope,
+    intercept and the ECE after it. A slope near 1 with an intercept far from 0 is a shift of the clips' scores
+    as a block, which recalibrating on their population fixes (``models.recalibrate``); a slope far from 1,
+    over- or underconfidence."""
+    p = np.clip(frustration, 1e-6, 1 - 1e-6)
+    log_odds = np.log(p / (1 - p))
+    a, b = fit_platt(log_odds, positive)
+    return a, b, expected_calibration_error(positive, 1 / (1 + np.exp(-(a * log_odds + b))))
+
+
 def in_sample_platt(s: Scored) -> str:
-    """The line for the ECE after Platt scaling refitted on these very clips (in sample, so optimistic): a
-    slope near 1 with an intercept far from 0 is a shift that recalibrating on the population fixes
-    (``models.recalibrate``); a slope far from 1, over- or underconfidence."""
+    """``report``'s line for ``platt_refit``."""
     positive = np.isin(s.labels, s.frustration_classes)
     if positive.all() or not positive.any():
         return "    (no Platt refit: the clips need frustrated and other ones)"
-    p = np.clip(s.frustration, 1e-6, 1 - 1e-6)
-    log_odds = np.log(p / (1 - p))
-    a, b = fit_platt(log_odds, positive)
-    refitted = expected_calibration_error(positive, 1 / (1 + np.exp(-(a * log_odds + b))))
+    a, b, refitted = platt_refit(positive, s.frustration)
     name = "  ECE with Platt refitted on these clips (in sample)"
     return f"  {name:<52} {refitted:.3f}  (slope {a:.2f}, intercept {b:+.2f})"
 

@@ -228,6 +228,9 @@ def study(args: argparse.Namespace) -> int:
     clips = [c for c in read_manifest(manifest) if c.dataset == "emodb"]
     blob = read_weights(args.weights or weights_path(NO_EMODB_WEIGHTS))
     model = EmotionModel(blob)
+    if model.caller is None:
+        print("the study needs weights with a per-caller calibration (not `models.train --once`)", file=sys.stderr)
+        return 1
     logits, counts = model.logits(load_clips(clips, resolve_root(manifest, args.root, clips)))
     who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
     labels = [c.emotion for c in clips]

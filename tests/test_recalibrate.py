@@ -111,3 +111,17 @@ def test_platt_converges_on_saturated_scores() -> None:
     best = np.unravel_index(np.argmin(loss(ga, gb)), ga.shape)
     assert a == pytest.approx(ga[best], abs=0.002) and b == pytest.approx(gb[best], abs=0.02)
     assert loss(np.array(a), np.array(b)) <= loss(ga, gb).min() + 1e-9
+
+
+def test_the_in_sample_platt_refit_finds_a_block_shift() -> None:
+    """Scores one log-odds too high as a block: the refit's slope is ~1, its intercept ~-1, and its ECE is far
+    under the shifted scores' (what ``models.evaluate`` prints under each ECE)."""
+    from models.evaluate import platt_refit
+
+    rng = np.random.default_rng(5)
+    log_odds = rng.normal(0.0, 2.0, 4000)
+    positive = rng.random(4000) < 1 / (1 + np.exp(-log_odds))
+    shifted = 1 / (1 + np.exp(-(log_odds + 1.0)))
+    a, b, refitted = platt_refit(positive, shifted)
+    assert a == pytest.approx(1.0, abs=0.1) and b == pytest.approx(-1.0, abs=0.15)
+    assert refitted < 0.03 < expected_calibration_error(positive, shifted) - 0.05
