@@ -51,8 +51,11 @@ def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
 
 def fit_calibration(logits: np.ndarray, y: np.ndarray, frustration: Sequence[int]) -> tuple[float, tuple[float, float]]:
     """What ``models.train`` ships: the softmax temperature, then Platt coefficients of the frustration log-odds
-    at that temperature ((1, 0) when the clips lack frustrated or other examples)."""
-    temperature = fit_temperature(logits, y)
+    at that temperature ((1, 0) when the clips lack frustrated or other examples). A label of -1 (a clip whose
+    label the model lacks, e.g. when recalibrating on another corpus) is left out of the temperature fit and
+    counts as not frustrated in the Platt fit."""
+    known = y >= 0
+    temperature = fit_temperature(logits[known], y[known])
     positive = np.isin(y, list(frustration))
     if not frustration or positive.all() or not positive.any():
         return temperature, (1.0, 0.0)

@@ -46,11 +46,18 @@ def platt_frustration(probs: Floats, frustration: Sequence[int], platt: tuple[fl
     return np.asarray(1 / (1 + np.exp(-(a * frustration_log_odds(probs, frustration) + b))))
 
 
-def class_centroids(logits: Floats, labels: Sequence[str], classes: Sequence[str]) -> Floats:
-    """The mean logits of each class's clips ``(len(classes), n_classes)``; a class without clips gets the
-    mean of all clips."""
+def class_centroids(
+    logits: Floats, labels: Sequence[str], classes: Sequence[str], *, fallback: Floats | None = None
+) -> Floats:
+    """The mean logits of each class's clips ``(len(classes), n_classes)``; a class without clips gets its row
+    of ``fallback`` if given (e.g. a model's own centroids), else the mean of all clips."""
     labels_ = np.asarray(labels)
-    rows = [logits[labels_ == c].mean(axis=0) if (labels_ == c).any() else logits.mean(axis=0) for c in classes]
+    rows = []
+    for i, c in enumerate(classes):
+        if (labels_ == c).any():
+            rows.append(logits[labels_ == c].mean(axis=0))
+        else:
+            rows.append(logits.mean(axis=0) if fallback is None else np.asarray(fallback, dtype=np.float64)[i])
     return np.stack(rows).astype(np.float64)
 
 

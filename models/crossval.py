@@ -289,10 +289,19 @@ def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
         )
 
 
-def per_caller(oof: OutOfFold, order: str, seed: int, *, source: OutOfFold | None = None) -> Floats:
+def per_caller(
+    oof: OutOfFold,
+    order: str,
+    seed: int,
+    *,
+    source: OutOfFold | None = None,
+    fallback: Floats | None = None,
+    shrink: float = SHRINK,
+) -> Floats:
     """The out-of-fold logits through ``models.caller``: each speaker's clips as one caller's turns, in
     ``order`` (``models.caller.arrival_order``), with the class centroids of the other folds' clips (of
-    ``source``'s clips of the speakers outside the fold, if given)."""
+    ``source``'s clips of the speakers outside the fold, if given; a class without clips there takes its
+    row of ``fallback``, ``models.caller.class_centroids``)."""
     rng = np.random.default_rng(seed)
     out = oof.logits.copy()
     who = np.array(oof.speakers)
@@ -301,10 +310,10 @@ def per_caller(oof: OutOfFold, order: str, seed: int, *, source: OutOfFold | Non
         mine = oof.fold == k
         fitting, other = (oof, ~mine) if source is None else (source, outside(source, oof, mine))
         labels = [lab for lab, o in zip(fitting.labels, other, strict=True) if o]
-        centroids = class_centroids(fitting.logits[other], labels, oof.classes)
+        centroids = class_centroids(fitting.logits[other], labels, oof.classes, fallback=fallback)
         for s in sorted(set(who[mine])):
             rows = arrival_order(np.flatnonzero(who == s), calm, order, rng)
-            out[rows] = in_order(oof.logits[rows], range(len(rows)), centroids)
+            out[rows] = in_order(oof.logits[rows], range(len(rows)), centroids, shrink=shrink)
     return out
 
 

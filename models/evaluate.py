@@ -31,7 +31,7 @@ import torch
 from models.audio import Audio
 from models.baseline import LogMelStatsBaseline
 from models.calibrate import fit_platt
-from models.caller import CallerScorer, arrival_order
+from models.caller import CallerScorer, arrival_order, frustration_log_odds, platt_frustration
 from models.data import (
     AROUSAL,
     CLASSES,
@@ -181,10 +181,9 @@ def platt_refit(positive: npt.NDArray[np.bool_], frustration: npt.NDArray[np.flo
     intercept and the ECE after it. A slope near 1 with an intercept far from 0 is a shift of the clips' scores
     as a block, which recalibrating on their population fixes (``models.recalibrate``); a slope far from 1,
     over- or underconfidence."""
-    p = np.clip(frustration, 1e-6, 1 - 1e-6)
-    log_odds = np.log(p / (1 - p))
-    a, b = fit_platt(log_odds, positive)
-    return a, b, expected_calibration_error(positive, 1 / (1 + np.exp(-(a * log_odds + b))))
+    as_probs = frustration[:, None]
+    a, b = fit_platt(frustration_log_odds(as_probs, [0]), positive)
+    return a, b, expected_calibration_error(positive, platt_frustration(as_probs, [0], (a, b)))
 
 
 def in_sample_platt(s: Scored) -> str:
@@ -219,6 +218,29 @@ def scored_of(model: EmotionModel, clips: list[Clip], results: list[dict[str, An
     return Scored(model.classes, [c.emotion for c in clips], probs, frus, frustration, arousal, speakers)
 
 
+def scored_per_caller(
+    model: EmotionModel,
+    spec: dict[str, Any],
+    clips: list[Clip],
+    logits: npt.NDArray[np.float64],
+    counts: list[int],
+    order: str,
+    seed: int,
+) -> Scored:
+    """Each speaker's clips scored as one caller's turns by a ``models.caller.CallerScorer`` of ``spec``, in
+    ``order`` (``models.caller.arrival_order``, seeded)."""
+    rng = np.random.default_rng(seed)
+    who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
+    calm = np.array([c.emotion == "neutral" for c in clips])
+    results: list[dict[str, Any]] = [{}] * len(clips)
+    for speaker in sorted(set(who)):
+        rows = arrival_order(np.flatnonzero(who == speaker), calm, order, rng)
+        caller = CallerScorer(spec)
+        for i in rows:
+            results[i] = caller.score(logits[i], counts[i])
+    return scored_of(model, clips, results)
+
+
 def per_caller(
     model: EmotionModel, clips: list[Clip], logits: npt.NDArray[np.float64], counts: list[int], *, seeds: int = 10
 ) -> None:
@@ -229,19 +251,11 @@ def per_caller(
     if spec is None:
         print("  (these weights have no per-caller calibration: `python -m models.train --once` made them)")
         return
-    who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
     calm = np.array([c.emotion == "neutral" for c in clips])
     angry = np.isin([c.emotion for c in clips], [model.classes[i] for i in model.frustration_classes])
 
     def run(order: str, seed: int) -> Scored:
-        rng = np.random.default_rng(seed)
-        results: list[dict[str, Any]] = [{}] * len(clips)
-        for speaker in sorted(set(who)):
-            rows = arrival_order(np.flatnonzero(who == speaker), calm, order, rng)
-            caller = CallerScorer(spec)
-            for i in rows:
-                results[i] = caller.score(logits[i], counts[i])
-        return scored_of(model, clips, results)
+        return scored_per_caller(model, spec, clips, logits, counts, order, seed)
 
     head = "".join(f"{k:>7}" for k in ("UA4", "BA", "AUC", "ECE", "chance"))
     print(f"  {'order of the clips':<32}{head}   mean frustration: calm, angry clips")

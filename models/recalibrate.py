@@ -14,7 +14,7 @@ what turns the network's logits into probabilities, from a few labelled turns of
 - per caller (``models.caller``): the class centroids (the mean logits of each labelled class; classes without
   clips keep the model's centroids), then a temperature and Platt of their own, fitted on the clips' logits
   adjusted as a live call would adjust them: each speaker's clips in a random order against the centroids of
-  the other speakers.
+  the other speakers (with one speaker, against the model's centroids, which are then kept).
 
 The network's weights are copied bit for bit. The clips should be of speakers the network never trained on
 (otherwise the fit is overconfident), 8 kHz mono, and include frustrated (angry) and other clips; labels the
@@ -34,92 +34,76 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.calibrate import fit_platt, fit_temperature
-from models.caller import (
-    SHRINK,
-    Calibration,
-    CallerScorer,
-    arrival_order,
-    class_centroids,
-    frustration_log_odds,
-    in_order,
-    softmax,
-)
+from models.calibrate import fit_calibration
+from models.caller import SHRINK, Calibration, class_centroids
+from models.crossval import OutOfFold, per_caller
 from models.data import Clip, default_manifest, load_clips, read_manifest, resolve_root
 from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
-from models.evaluate import HEADLINE, figures, scored_of
+from models.evaluate import HEADLINE, figures, scored_of, scored_per_caller
 from models.metrics import chance_ece
 
 Floats = npt.NDArray[np.float64]
 
 
-def centroids_of(model: EmotionModel, logits: Floats, labels: list[str]) -> Floats:
-    """Class centroids of these clips' logits; a class without clips keeps the model's centroid (or, for a
-    model without any, the mean of the clips)."""
-    if model.caller is None:
-        return class_centroids(logits, labels, model.classes)
-    own = np.asarray(model.caller["centroids"], dtype=np.float64)
-    present = np.isin(model.classes, labels)
-    if not present.any():
-        return own
-    return np.where(present[:, None], class_centroids(logits, labels, model.classes), own)
-
-
-def caller_adjusted(
-    model: EmotionModel, logits: Floats, labels: list[str], speakers: list[str], seed: int = 0
-) -> Floats:
-    """The clips' logits adjusted as ``models.caller`` adjusts a live caller's turns: each speaker's clips in
-    a random order, against the centroids of the other speakers' clips (a clip without a speaker is a caller
-    of its own, scored alone)."""
-    rng = np.random.default_rng(seed)
-    who = np.array(speakers)
-    calm = np.zeros(len(labels), dtype=bool)
-    out = logits.copy()
-    for s in sorted(set(speakers) - {""}):
-        mine = who == s
-        others = [lab for lab, m in zip(labels, mine, strict=True) if not m]
-        centroids = centroids_of(model, logits[~mine], others)
-        rows = arrival_order(np.flatnonzero(mine), calm, "random", rng)
-        out[rows] = in_order(logits[rows], range(len(rows)), centroids)
-    return out
-
-
-def recalibration(model: EmotionModel, logits: Floats, labels: list[str], speakers: list[str]) -> dict[str, Any]:
+def recalibration(
+    model: EmotionModel, logits: Floats, labels: list[str], speakers: list[str]
+) -> tuple[dict[str, Any], str]:
     """The calibration of ``model`` refitted on labelled clips (raw logits ``(n, classes)`` from
-    ``EmotionModel.logits``; speakers ``dataset:speaker`` or ""), in the weights file's keys. The temperature
-    is fitted on the clips of the model's classes; the Platt coefficients on every clip (a label the model
-    lacks is not frustrated), as ``models.calibrate.fit_calibration`` fits them when all labels are known."""
-    known = np.isin(labels, model.classes)
-    y = np.array([model.classes.index(lab) for lab in np.asarray(labels)[known]], dtype=np.int64)
+    ``EmotionModel.logits``; speakers ``dataset:speaker``, "" where unknown), in the weights file's keys, and
+    a note on the per-caller part. Per turn: ``models.calibrate.fit_calibration`` (a label the model lacks is
+    left out of the temperature and counts as not frustrated). Per caller: the clips' class centroids (the
+    model's for a class without clips), and a temperature and Platt fitted on the clips adjusted as
+    ``models.crossval.per_caller`` adjusts out-of-fold logits, each speaker's clips in a random order against
+    the other speakers' centroids (a clip without a speaker is a caller of its own, scored alone; with a
+    single speaker, the model's centroids are kept and adjusted against)."""
+    y = np.array([model.classes.index(lab) if lab in model.classes else -1 for lab in labels], dtype=np.int64)
     frustration = list(model.frustration_classes)
-    positive = np.isin(labels, [model.classes[i] for i in frustration])
+    positive = np.isin(y, frustration)
     if not positive.any() or positive.all():
         names = "+".join(model.classes[i] for i in frustration)
         raise ValueError(f"recalibration needs {names} clips and other clips; got {positive.sum()} of {len(labels)}")
-
-    def fitted(z: Floats) -> tuple[float, tuple[float, float]]:
-        temperature = fit_temperature(z[known], y)
-        return temperature, fit_platt(frustration_log_odds(softmax(z / temperature), frustration), positive)
-
-    temperature, platt = fitted(logits)
+    temperature, platt = fit_calibration(logits, y, frustration)
     out: dict[str, Any] = {"temperature": temperature, "platt": list(platt)}
-    if model.caller is not None:
-        caller_t, caller_platt = fitted(caller_adjusted(model, logits, labels, speakers))
-        out["caller"] = {
-            "centroids": centroids_of(model, logits, labels).tolist(),
-            "shrink": float(model.caller.get("shrink", SHRINK)),
-            "temperature": caller_t,
-            "platt": list(caller_platt),
-        }
-    return out
+    if model.caller is None:
+        return out, "these weights have no per-caller calibration"
+    own = np.asarray(model.caller["centroids"], dtype=np.float64)
+    shrink = float(model.caller.get("shrink", SHRINK))
+    callers = [s or f"clip {i}" for i, s in enumerate(speakers)]  # a clip without a speaker: a caller of its own
+    order = sorted(set(callers))
+    oof = OutOfFold(
+        model.classes,
+        tuple(model.classes[i] for i in frustration),
+        logits,
+        labels,
+        callers,
+        np.array([order.index(c) for c in callers]),
+    )
+    adjusted = per_caller(oof, "random", 0, fallback=own, shrink=shrink)
+    caller_t, caller_platt = fit_calibration(adjusted, y, frustration)
+    one_caller = len(order) == 1  # no other caller to adjust against: keep the model's centroids, as fitted
+    centroids = own if one_caller else class_centroids(logits, labels, model.classes, fallback=own)
+    out["caller"] = {
+        "centroids": centroids.tolist(),
+        "shrink": shrink,
+        "temperature": caller_t,
+        "platt": list(caller_platt),
+    }
+    named = len(set(speakers) - {""})
+    if named == 0:
+        return out, "per-caller calibration refitted on turns scored alone: the clips name no speakers"
+    if one_caller:
+        return out, "per-caller calibration refitted against the model's class centroids (one speaker)"
+    return out, f"per-caller calibration and class centroids refitted on {named} speaker(s)"
 
 
 def recalibrated(blob: dict[str, Any], calibration: dict[str, Any], source: str, speakers: list[str]) -> dict[str, Any]:
     """``blob`` (a weights file's contents) with ``calibration`` in place and the old one kept in its meta."""
     before = {k: blob[k] for k in ("temperature", "platt", "caller") if k in blob}
+    named = sorted(set(speakers) - {""})
     meta = blob.get("meta", {}) | {
-        "recalibrated_on": {"manifest": source, "speakers": sorted(set(speakers) - {""}), "before": before},
+        "recalibrated_on": {"manifest": source, "speakers": named, "before": before},
         "calibration": f"recalibrated on {source} (models.recalibrate)",
+        "calibration_speakers": named,
     }
     return blob | calibration | {"meta": meta}
 
@@ -149,40 +133,38 @@ def run(args: argparse.Namespace) -> int:
     blob = read_weights(source)
     model = EmotionModel(blob)
     speakers = [f"{c.dataset}:{c.speaker}" if c.speaker else "" for c in clips]
-    heard = set(speakers) & set(model.meta.get("train_speakers", ()))
-    if heard:
-        print(f"warning: {source.name} trained on {', '.join(sorted(heard))}: their scores are overconfident")
+    trained_on = set(speakers) & set(model.meta.get("train_speakers", ()))
+    if trained_on:
+        print(f"warning: {source.name} trained on {', '.join(sorted(trained_on))}: their scores are overconfident")
     unknown = sorted({c.emotion for c in clips} - set(model.classes))
     if unknown:
         print(f"labels the model lacks ({', '.join(unknown)}): not frustrated, and not in the temperature fit")
     logits, counts = model.logits(audio)
-    labels = [c.emotion for c in clips]
-    heard_any = np.array(counts) > 0
-    if not heard_any.all():
-        print(f"skipped {(~heard_any).sum()} silent clip(s)")
+    heard = np.array(counts) > 0
+    if not heard.all():
+        print(f"skipped {(~heard).sum()} silent clip(s)")
+    clips = [c for c, h in zip(clips, heard, strict=True) if h]
+    logits, counts = logits[heard], [n for n in counts if n > 0]
+    speakers = [s for s, h in zip(speakers, heard, strict=True) if h]
     try:
-        calibration = recalibration(
-            model,
-            logits[heard_any],
-            [lab for lab, h in zip(labels, heard_any, strict=True) if h],
-            [s for s, h in zip(speakers, heard_any, strict=True) if h],
-        )
+        calibration, caller_note = recalibration(model, logits, [c.emotion for c in clips], speakers)
     except ValueError as e:
         print(f"recalibration failed: {e}", file=sys.stderr)
         return 1
     ece = []
-    for spec in (blob, calibration):
+    for spec in ({"temperature": model.temperature, "platt": model.platt}, calibration):
         turn = Calibration.of(specs(model, spec)[0])
         results = [turn.result(z, n) for z, n in zip(logits, counts, strict=True)]
         ece.append(figures(scored_of(model, clips, results))["frustration_ece"])
-    n = int(heard_any.sum())
-    print(f"{n} clips of {len(set(speakers) - {''}) or 'unnamed'} speaker(s) from {manifest.name}")
-    print(f"  temperature {blob['temperature']:.3f} -> {calibration['temperature']:.3f}")
-    print(f"  Platt {tuple(round(v, 3) for v in blob['platt'])} -> {tuple(round(v, 3) for v in calibration['platt'])}")
+    named = len(set(speakers) - {""})
+    print(f"{len(clips)} clips of {named or 'unnamed'} speaker(s) from {manifest.name}")
+    print(f"  temperature {model.temperature:.3f} -> {calibration['temperature']:.3f}")
+    print(f"  Platt {tuple(round(v, 3) for v in model.platt)} -> {tuple(round(v, 3) for v in calibration['platt'])}")
     print(
         f"  frustration ECE on these clips, each clip alone: {ece[0]:.3f} -> {ece[1]:.3f}"
         " (in sample: judge it on other speakers, as --study does)"
     )
+    print(f"  {caller_note}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(recalibrated(blob, calibration, manifest.name, speakers), args.out)
     print(f"wrote {args.out} (network unchanged; load it with models.load_emotion_model)")
@@ -207,14 +189,8 @@ def held_out_figures(
     assert caller_spec is not None
     turn = Calibration.of(alone_spec)
     alone = scored_of(model, clips, [turn.result(z, n) for z, n in zip(logits, counts, strict=True)])
-    who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
-    rng = np.random.default_rng(seed)
-    results: list[dict[str, Any]] = [{}] * len(clips)
-    for s in sorted(set(who)):
-        caller = CallerScorer(caller_spec)
-        for i in arrival_order(np.flatnonzero(who == s), np.zeros(len(clips), dtype=bool), "random", rng):
-            results[i] = caller.score(logits[i], counts[i])
-    one, two = figures(alone), figures(scored_of(model, clips, results))
+    per_call = scored_per_caller(model, caller_spec, clips, logits, counts, "random", seed)
+    one, two = figures(alone), figures(per_call)
     chance = float(np.median(chance_ece(alone.frustration, draws=200)))
     return [one.get(k, np.nan) for k in HEADLINE], [two.get(k, np.nan) for k in HEADLINE], chance
 
@@ -232,6 +208,7 @@ def study(args: argparse.Namespace) -> int:
         print("the study needs weights with a per-caller calibration (not `models.train --once`)", file=sys.stderr)
         return 1
     logits, counts = model.logits(load_clips(clips, resolve_root(manifest, args.root, clips)))
+    heard = np.array(counts) > 0
     who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
     labels = [c.emotion for c in clips]
     speakers = sorted(set(who))
@@ -253,9 +230,8 @@ def study(args: argparse.Namespace) -> int:
             fit = np.isin(who, chosen)
             calibration = blob
             if k:
-                calibration = recalibration(
-                    model, logits[fit], [labels[i] for i in np.flatnonzero(fit)], list(who[fit])
-                )
+                used = np.flatnonzero(fit & heard)
+                calibration = blob | recalibration(model, logits[used], [labels[i] for i in used], list(who[used]))[0]
             rest = np.flatnonzero(~fit)
             rest_clips, rest_counts = [clips[i] for i in rest], [counts[i] for i in rest]
             alone, caller, chance = held_out_figures(model, calibration, logits[rest], rest_counts, rest_clips, j)

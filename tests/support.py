@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import csv
 import os
 import secrets
 import socket
@@ -316,3 +317,16 @@ class SseReader:
 def ended(call_sid: str) -> Any:
     """An ``until`` for SseReader: the call's ``call.ended``."""
     return lambda e: e.event == "call.ended" and e.data.get("call_sid") == call_sid
+
+
+def tiny_manifest(
+    tmp_path: Path, rows: list[tuple[str, ...]], columns: tuple[str, ...] = ("path", "dataset", "speaker", "emotion")
+) -> Path:
+    """A manifest (``models.data`` format) of ``rows``: real corpus clips, paths relative to the shared data
+    root (pass it with --root), or absolute paths."""
+    path = tmp_path / "tiny.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path

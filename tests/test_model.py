@@ -3,7 +3,6 @@ one-epoch training run. Tests that need the corpus skip (or fail in CI) when it 
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from models.audio import SAMPLE_RATE, windows
 from models.data import read_manifest
 from models.emotion import WEIGHTS, weights_path
 from models.metrics import chance_ece, confusion, expected_calibration_error, roc_auc, unweighted_accuracy
-from tests.support import REPO, data_path
+from tests.support import REPO, data_path, tiny_manifest
 
 KEYS = {"scores", "label", "frustration", "arousal", "windows"}
 
@@ -112,16 +111,6 @@ def test_angry_clips_score_above_neutral_ones() -> None:
         p_neutral = np.array([r["scores"]["angry"] for r in neutral])
         assert p_angry.mean() > p_neutral.mean() + 0.3, dataset
         assert np.mean([r["arousal"] for r in angry]) > np.mean([r["arousal"] for r in neutral]) + 0.2, dataset
-
-
-def tiny_manifest(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
-    """A manifest of real corpus clips; paths relative to the shared data root (given with --root)."""
-    path = tmp_path / "tiny.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "dataset", "speaker", "emotion"])
-        w.writerows(rows)
-    return path
 
 
 def test_evaluate_writes_one_prediction_per_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,95 +4,147 @@ fail in CI) when it is absent."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-import models
-from models.calibrate import fit_platt, fit_temperature
-from models.caller import frustration_log_odds, softmax
-from models.data import load_clips, read_manifest
+from models.calibrate import fit_calibration, fit_platt
+from models.data import Clip, load_clips, read_manifest
 from models.emotion import NO_EMODB_WEIGHTS, EmotionModel, read_weights, weights_path
+from models.evaluate import scored_per_caller
 from models.metrics import expected_calibration_error
-from tests.support import data_path
+from tests.support import data_path, tiny_manifest
 
 SPEAKERS = ("03", "08")  # EmoDB speakers outside the test split
 
 
-def emodb_manifest(tmp_path: Path, *, per_speaker: int = 24, emotions: tuple[str, ...] = ()) -> Path:
-    """A manifest of real EmoDB clips of SPEAKERS (every emotion, or only ``emotions``), spread over labels."""
+def emodb_clips(
+    speakers: tuple[str, ...] = SPEAKERS, per_speaker: int = 24, emotions: tuple[str, ...] = ()
+) -> list[Clip]:
+    """Real EmoDB clips of ``speakers`` (every emotion, or only ``emotions``), spread over the labels."""
     clips = [c for c in read_manifest(data_path("emotion/manifest.csv")) if c.dataset == "emodb"]
-    rows = []
-    for speaker in SPEAKERS:
+    out = []
+    for speaker in speakers:
         mine = [c for c in clips if c.speaker == speaker and (not emotions or c.emotion in emotions)]
         mine = sorted(mine, key=lambda c: (c.path[-6], c.path))  # label letter first: every label in the slice
-        rows += [(c.path, c.dataset, c.speaker, c.emotion) for c in mine[:: max(1, len(mine) // per_speaker)]]
-    path = tmp_path / "mine.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "dataset", "speaker", "emotion"])
-        w.writerows(rows)
-    return path
+        out += mine[:: max(1, len(mine) // per_speaker)]
+    return out
+
+
+def recalibrate(tmp_path: Path, rows: list[tuple[str, ...]], *columns: str, weights: Path | None = None) -> Path:
+    from models import recalibrate as command
+
+    manifest = tiny_manifest(tmp_path, rows, columns) if columns else tiny_manifest(tmp_path, rows)
+    out = tmp_path / "recal.pt"
+    root = str(data_path("emotion/manifest.csv").parent.parent)
+    argv = ["--manifest", str(manifest), "--root", root, "--out", str(out)]
+    assert command.main([*argv, "--weights", str(weights or weights_path(NO_EMODB_WEIGHTS))]) == 0
+    return out
+
+
+def scores(weights: dict[str, object], clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frustration each clip alone and per caller (random order), and which clips are angry."""
+    model = EmotionModel(weights)
+    logits, counts = model.logits(load_clips(clips, data_path("emotion/manifest.csv").parent.parent))
+    alone = np.array([model.result(z, n)["frustration"] for z, n in zip(logits, counts, strict=True)])
+    spec = model.caller_spec()
+    assert spec is not None
+    caller = scored_per_caller(model, spec, clips, logits, counts, "random", 0).frustration
+    return alone, caller, np.array([c.emotion == "angry" for c in clips])
 
 
 def test_recalibration_refits_the_calibration_and_keeps_the_network(tmp_path: Path) -> None:
-    from models import recalibrate
-
-    manifest = emodb_manifest(tmp_path)
-    root = data_path("emotion/manifest.csv").parent.parent
-    source = weights_path(NO_EMODB_WEIGHTS)
-    out = tmp_path / "recal.pt"
-    argv = ["--manifest", str(manifest), "--root", str(root), "--weights", str(source), "--out", str(out)]
-    assert recalibrate.main(argv) == 0
-
-    old, new = read_weights(source), read_weights(out)
+    clips = emodb_clips()
+    out = recalibrate(tmp_path, [(c.path, c.dataset, c.speaker, c.emotion) for c in clips])
+    old, new = read_weights(weights_path(NO_EMODB_WEIGHTS)), read_weights(out)
     assert old["state"].keys() == new["state"].keys()
     assert all(torch.equal(old["state"][k], new["state"][k]) for k in old["state"])  # the network, bit for bit
-    assert new["meta"]["recalibrated_on"]["speakers"] == [f"emodb:{s}" for s in SPEAKERS]
+    assert new["meta"]["recalibrated_on"]["speakers"] == new["meta"]["calibration_speakers"] == ["emodb:03", "emodb:08"]
     assert new["meta"]["recalibrated_on"]["before"]["platt"] == old["platt"]
 
-    # Independently: the temperature fitted on the clips of the model's classes, Platt on every clip
-    # (boredom, which the model lacks, counts as not frustrated).
-    clips = read_manifest(manifest)
+    # Per turn: the temperature of the clips whose label the model has, Platt on all (boredom: not frustrated).
     model = EmotionModel(old)
-    logits, _ = model.logits(load_clips(clips, root))
+    logits, _ = model.logits(load_clips(clips, data_path("emotion/manifest.csv").parent.parent))
     labels = np.array([c.emotion for c in clips])
     assert "boredom" in labels and "boredom" not in model.classes and "angry" in labels
-    known = np.isin(labels, model.classes)
-    temperature = fit_temperature(logits[known], np.array([model.classes.index(x) for x in labels[known]]))
-    positive = labels == "angry"
-    frustration = model.frustration_classes
-    platt = fit_platt(frustration_log_odds(softmax(logits / temperature), frustration), positive)
-    assert new["temperature"] == temperature and new["platt"] == list(platt)
-    assert new["temperature"] != old["temperature"]
+    y = np.array([model.classes.index(x) if x in model.classes else -1 for x in labels])
+    temperature, platt = fit_calibration(logits, y, model.frustration_classes)
+    assert new["temperature"] == temperature != old["temperature"] and new["platt"] == list(platt)
 
-    # The per-caller centroids: these clips' class means, the model's own for a class without clips here.
+    # Per caller: these clips' class means as centroids, the model's own for a class without clips here.
     centroids = np.array(new["caller"]["centroids"])
     for i, c in enumerate(model.classes):
         expected = logits[labels == c].mean(axis=0) if (labels == c).any() else np.array(old["caller"]["centroids"][i])
         assert np.allclose(centroids[i], expected)
     assert not (labels == "surprised").any()  # a RAVDESS-only class kept the model's centroid above
+    assert new["caller"]["temperature"] != new["temperature"]  # fitted on the adjusted logits, not the raw ones
 
-    # In sample, the refitted Platt fits these clips better than the RAVDESS calibration did.
-    before = np.array([r["frustration"] for r in models.load_emotion_model(source).score(load_clips(clips, root))])
-    after = np.array([r["frustration"] for r in models.load_emotion_model(out).score(load_clips(clips, root))])
-    assert expected_calibration_error(positive, after) < expected_calibration_error(positive, before)
+    # In sample, each clip alone and per caller, the new calibration fits these clips better than RAVDESS's.
+    before, after = scores(old, clips), scores(new, clips)
+    for i in (0, 1):
+        assert expected_calibration_error(after[2], after[i]) < expected_calibration_error(before[2], before[i])
+
+
+def test_without_speaker_names_each_clip_is_a_caller_of_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No speaker column: every clip is scored alone, so the per-caller fit sees raw logits and must equal
+    the per-turn fit."""
+    clips = emodb_clips(per_speaker=12)
+    new = read_weights(recalibrate(tmp_path, [(c.path, c.emotion) for c in clips], "path", "emotion"))
+    assert (new["caller"]["temperature"], new["caller"]["platt"]) == (new["temperature"], new["platt"])
+    assert new["meta"]["recalibrated_on"]["speakers"] == []
+    assert "turns scored alone: the clips name no speakers" in capsys.readouterr().out
+
+
+def test_one_speaker_keeps_the_models_centroids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clips = emodb_clips(("03",))
+    new = read_weights(recalibrate(tmp_path, [(c.path, c.dataset, c.speaker, c.emotion) for c in clips]))
+    assert new["caller"]["centroids"] == read_weights(weights_path(NO_EMODB_WEIGHTS))["caller"]["centroids"]
+    assert "against the model's class centroids (one speaker)" in capsys.readouterr().out
+
+
+def test_silent_clips_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clips = emodb_clips(per_speaker=12)
+    rows = [(c.path, c.dataset, c.speaker, c.emotion) for c in clips]
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.int16), 8000)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    without = read_weights(recalibrate(tmp_path / "a", rows))
+    with_silence = read_weights(recalibrate(tmp_path / "b", [*rows, (str(silent), "emodb", "03", "angry")]))
+    assert "skipped 1 silent clip(s)" in capsys.readouterr().out
+    assert {k: with_silence[k] for k in ("temperature", "platt", "caller")} == {
+        k: without[k] for k in ("temperature", "platt", "caller")
+    }
 
 
 def test_recalibration_refuses_clips_without_frustration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models import recalibrate
+    from models import recalibrate as command
 
-    manifest = emodb_manifest(tmp_path, per_speaker=4, emotions=("neutral", "sad"))
+    clips = emodb_clips(per_speaker=4, emotions=("neutral", "sad"))
+    manifest = tiny_manifest(tmp_path, [(c.path, c.dataset, c.speaker, c.emotion) for c in clips])
     root = str(data_path("emotion/manifest.csv").parent.parent)
     out = tmp_path / "w.pt"
-    assert recalibrate.main(["--manifest", str(manifest), "--root", root, "--out", str(out)]) == 1
+    assert command.main(["--manifest", str(manifest), "--root", root, "--out", str(out)]) == 1
     printed = capsys.readouterr()
     assert "needs angry clips and other clips; got 0 of " in printed.err
     assert "emotion.pt trained on emodb:03, emodb:08" in printed.out  # the shipped model heard them: warned
     assert not out.exists()
+
+
+def test_the_study_needs_a_per_caller_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from models import recalibrate as command
+
+    data_path("emotion/manifest.csv")  # skips without the shared corpus
+    blob = read_weights(weights_path(NO_EMODB_WEIGHTS))
+    del blob["caller"]  # as `models.train --once` writes them
+    torch.save(blob, tmp_path / "once.pt")
+    assert command.main(["--study", "--weights", str(tmp_path / "once.pt")]) == 1
+    assert "needs weights with a per-caller calibration" in capsys.readouterr().err
 
 
 def test_platt_converges_on_saturated_scores() -> None:
