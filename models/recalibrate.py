@@ -17,9 +17,10 @@ what turns the network's logits into probabilities, from a few labelled turns of
   the other speakers (with one speaker, against the model's centroids, which are then kept).
 
 The network's weights are copied bit for bit. The clips should be of speakers the network never trained on
-(otherwise the fit is overconfident), 8 kHz mono, and include frustrated (angry) and other clips; labels the
-model lacks are skipped. ``--study`` measures it on the shared corpus: the model trained without EmoDB,
-recalibrated on k EmoDB speakers, scored on the other EmoDB speakers, for every choice of the k.
+(otherwise the fit is overconfident), 8 kHz mono, and include frustrated (angry) and other clips; a label the
+model lacks counts as not frustrated and stays out of the temperature fit; silent clips are left out.
+``--study`` measures it on the shared corpus: the model trained without EmoDB, recalibrated on k EmoDB
+speakers, scored on the other EmoDB speakers, for every choice of the k.
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ def study(args: argparse.Namespace) -> int:
     who = np.array([f"{c.dataset}:{c.speaker}" for c in clips])
     labels = [c.emotion for c in clips]
     speakers = sorted(set(who))
+    if any(not 0 < k < len(speakers) for k in args.k):
+        print(f"--k takes 1 to {len(speakers) - 1} speakers (some must be left to score)", file=sys.stderr)
+        return 2
     print(
         f"{len(clips)} EmoDB clips of {len(speakers)} speakers; model trained without EmoDB "
         f"({(args.weights or weights_path(NO_EMODB_WEIGHTS)).name}). Each row: recalibrated on k speakers'"
