@@ -40,7 +40,8 @@ def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
         w = p * (1 - p)
         hess = np.array([[np.sum(w * score * score) + 1e-2, np.sum(w * score)], [np.sum(w * score), np.sum(w) + 1e-2]])
         step = np.linalg.solve(hess, grad)
-        worse = loss(a, b) + 1e-9 * max(1.0, abs(loss(a, b)))  # not rounding noise near the optimum
+        now = loss(a, b)
+        worse = now + 1e-9 * max(1.0, abs(now))  # not rounding noise near the optimum
         while loss(a - step[0], b - step[1]) > worse and np.abs(step).max() > 1e-12:
             step = step / 2
         a, b = a - step[0], b - step[1]

@@ -7,9 +7,11 @@ loaded once per process, scored under ``torch.inference_mode`` on one thread.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.resources
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,16 @@ class EmotionModel:
         with frustration and arousal 0 and ``windows`` 0."""
         logits, counts = self.logits([as_float(x) for x in items])
         return [self.result(z, n) for z, n in zip(logits, counts, strict=True)]
+
+    def recalibrated(self, calibration: Mapping[str, Any]) -> EmotionModel:
+        """This model's network (shared, not copied) under another calibration: a weights file's
+        ``temperature``, ``platt`` and ``caller`` keys (a key left out keeps this model's)."""
+        other = copy.copy(self)
+        other.temperature = float(calibration.get("temperature", self.temperature))
+        other.platt = tuple(float(v) for v in calibration.get("platt", self.platt))
+        other.caller = calibration.get("caller", self.caller)
+        other.calibration = Calibration.of(other.calibration_spec())
+        return other
 
     def result(self, logits: npt.NDArray[np.float64], n_windows: int) -> dict[str, Any]:
         """Calibrated scores from one item's aggregated logits."""

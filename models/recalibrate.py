@@ -36,11 +36,11 @@ import numpy.typing as npt
 import torch
 
 from models.calibrate import fit_calibration
-from models.caller import SHRINK, Calibration, class_centroids
+from models.caller import SHRINK, class_centroids
 from models.crossval import OutOfFold, per_caller
 from models.data import Clip, default_manifest, load_clips, read_manifest, resolve_root
 from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
-from models.evaluate import HEADLINE, figures, scored_of, scored_per_caller
+from models.evaluate import HEADLINE, figures, score_logits, scored_per_caller
 from models.metrics import chance_ece
 
 Floats = npt.NDArray[np.float64]
@@ -152,11 +152,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"recalibration failed: {e}", file=sys.stderr)
         return 1
-    ece = []
-    for spec in ({"temperature": model.temperature, "platt": model.platt}, calibration):
-        turn = Calibration.of(specs(model, spec)[0])
-        results = [turn.result(z, n) for z, n in zip(logits, counts, strict=True)]
-        ece.append(figures(scored_of(model, clips, results))["frustration_ece"])
+    ece = [
+        figures(score_logits(m, clips, logits, counts)[0])["frustration_ece"]
+        for m in (model, model.recalibrated(calibration))
+    ]
     named = len(set(speakers) - {""})
     print(f"{len(clips)} clips of {named or 'unnamed'} speaker(s) from {manifest.name}")
     print(f"  temperature {model.temperature:.3f} -> {calibration['temperature']:.3f}")
@@ -172,25 +171,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def specs(model: EmotionModel, calibration: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``models.caller`` specs (per turn, per caller) of ``model`` under ``calibration`` (weights-file keys)."""
-    alone = model.calibration_spec() | {"temperature": calibration["temperature"], "platt": calibration["platt"]}
-    caller = calibration.get("caller")
-    if caller is None:
-        return alone, None
-    return alone, alone | {k: caller[k] for k in ("temperature", "platt", "centroids", "shrink")}
-
-
 def held_out_figures(
     model: EmotionModel, calibration: dict[str, Any], logits: Floats, counts: list[int], clips: list[Clip], seed: int
 ) -> tuple[list[float], list[float], float]:
     """HEADLINE figures of ``clips`` each clip alone and per caller (one random order) under ``calibration``
-    (weights-file keys), and the chance level of the ECE each clip alone."""
-    alone_spec, caller_spec = specs(model, calibration)
+    (weights-file keys; empty: the model's own), and the chance level of the ECE each clip alone."""
+    scorer = model.recalibrated(calibration)
+    caller_spec = scorer.caller_spec()
     assert caller_spec is not None
-    turn = Calibration.of(alone_spec)
-    alone = scored_of(model, clips, [turn.result(z, n) for z, n in zip(logits, counts, strict=True)])
-    per_call = scored_per_caller(model, caller_spec, clips, logits, counts, "random", seed)
+    alone = score_logits(scorer, clips, logits, counts)[0]
+    per_call = scored_per_caller(scorer, caller_spec, clips, logits, counts, "random", seed)
     one, two = figures(alone), figures(per_call)
     chance = float(np.median(chance_ece(alone.frustration, draws=200)))
     return [one.get(k, np.nan) for k in HEADLINE], [two.get(k, np.nan) for k in HEADLINE], chance
@@ -203,8 +193,7 @@ def study(args: argparse.Namespace) -> int:
         print(f"shared corpus {manifest} not found: set MISE_TEST_DATA", file=sys.stderr)
         return 2
     clips = [c for c in read_manifest(manifest) if c.dataset == "emodb"]
-    blob = read_weights(args.weights or weights_path(NO_EMODB_WEIGHTS))
-    model = EmotionModel(blob)
+    model = EmotionModel(read_weights(args.weights or weights_path(NO_EMODB_WEIGHTS)))
     if model.caller is None:
         print("the study needs weights with a per-caller calibration (not `models.train --once`)", file=sys.stderr)
         return 1
@@ -232,10 +221,10 @@ def study(args: argparse.Namespace) -> int:
         rows = []
         for j, chosen in enumerate(choices):
             fit = np.isin(who, chosen)
-            calibration = blob
+            calibration: dict[str, Any] = {}  # k = 0: the model's own
             if k:
                 used = np.flatnonzero(fit & heard)
-                calibration = blob | recalibration(model, logits[used], [labels[i] for i in used], list(who[used]))[0]
+                calibration = recalibration(model, logits[used], [labels[i] for i in used], list(who[used]))[0]
             rest = np.flatnonzero(~fit)
             rest_clips, rest_counts = [clips[i] for i in rest], [counts[i] for i in rest]
             alone, caller, chance = held_out_figures(model, calibration, logits[rest], rest_counts, rest_clips, j)

@@ -177,3 +177,16 @@ def test_the_in_sample_platt_refit_finds_a_block_shift() -> None:
     a, b, refitted = platt_refit(positive, shifted)
     assert a == pytest.approx(1.0, abs=0.1) and b == pytest.approx(-1.0, abs=0.15)
     assert refitted < 0.03 < expected_calibration_error(positive, shifted) - 0.05
+
+
+def test_a_model_recalibrated_in_memory_scores_as_the_written_file(tmp_path: Path) -> None:
+    clips = emodb_clips(per_speaker=8)
+    new = read_weights(recalibrate(tmp_path, [(c.path, c.dataset, c.speaker, c.emotion) for c in clips]))
+    model = EmotionModel(read_weights(weights_path(NO_EMODB_WEIGHTS)))
+    in_memory = model.recalibrated({k: new[k] for k in ("temperature", "platt", "caller")})
+    logits, counts = model.logits(load_clips(clips, data_path("emotion/manifest.csv").parent.parent))
+    written = EmotionModel(new)
+    assert [in_memory.result(z, n) for z, n in zip(logits, counts, strict=True)] == [
+        written.result(z, n) for z, n in zip(logits, counts, strict=True)
+    ]
+    assert in_memory.caller_spec() == written.caller_spec() and in_memory.net is model.net
