@@ -7,8 +7,18 @@ STAMP := $(VENV)/.installed
 # The dashboard tests drive Debian's Chromium (never a downloaded browser); installed when missing.
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# A real OpenSearch node for tests and benches (tests/opensearch_node.py starts it on loopback): the minimal
+# distribution (no bundled JDK: Debian's OpenJDK 17) plus its analysis-common module (pattern tokenizer,
+# asciifolding, ...), both from Maven Central, unpacked once into a cache outside git. OpenSearch refuses to run
+# as root, so as root the node runs as OPENSEARCH_USER, and the cache is under /var/cache (root's home is 0700).
+OPENSEARCH_VERSION ?= 2.19.6
+OPENSEARCH_USER ?= mise-os
+OPENSEARCH_CACHE ?= $(if $(SUDO),$(or $(XDG_CACHE_HOME),$(HOME)/.cache),/var/cache)/mise/opensearch-$(OPENSEARCH_VERSION)
+OPENSEARCH_HOME := $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION)
+OPENSEARCH_STAMP := $(OPENSEARCH_HOME)/.mise-ready
+MVN_COPY := mvn -q -B dependency:copy -DoutputDirectory=$(OPENSEARCH_CACHE)
 
-.PHONY: run test lint typecheck unit bench clean venv
+.PHONY: run test lint typecheck unit bench clean venv opensearch opensearch-prereqs
 
 venv: $(STAMP)
 
@@ -32,11 +42,43 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
-test: lint typecheck $(CHROMIUM)
-	$(BIN)/python -m pytest
+# Idempotent: Java, Maven and unzip from apt when missing; the node's user when root; the fetch and unpack once.
+opensearch: $(OPENSEARCH_STAMP)
 
-bench: $(STAMP)
-	$(BIN)/python bench/ingest.py
+opensearch-prereqs:
+	@command -v java >/dev/null && command -v mvn >/dev/null && command -v unzip >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven unzip >/dev/null; }
+	@[ -n "$(SUDO)" ] || id -u $(OPENSEARCH_USER) >/dev/null 2>&1 || \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(OPENSEARCH_USER)
+
+$(OPENSEARCH_STAMP): | opensearch-prereqs
+	mkdir -p $(OPENSEARCH_CACHE)
+	$(MVN_COPY) -Dartifact=org.opensearch.distribution.integ-test-zip:opensearch:$(OPENSEARCH_VERSION):zip
+	$(MVN_COPY) -Dartifact=org.opensearch.plugin:analysis-common:$(OPENSEARCH_VERSION):jar
+	rm -rf $(OPENSEARCH_CACHE)/unpack $(OPENSEARCH_HOME)
+	unzip -q $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION).zip -d $(OPENSEARCH_CACHE)/unpack
+	mkdir $(OPENSEARCH_CACHE)/unpack/opensearch-$(OPENSEARCH_VERSION)/modules/analysis-common
+	cp $(OPENSEARCH_CACHE)/analysis-common-$(OPENSEARCH_VERSION).jar \
+		$(OPENSEARCH_CACHE)/unpack/opensearch-$(OPENSEARCH_VERSION)/modules/analysis-common/
+	printf '%s\n' 'description=Adds built-in analyzers (from Maven Central, by make opensearch)' \
+		'version=$(OPENSEARCH_VERSION)' 'name=analysis-common' \
+		'classname=org.opensearch.analysis.common.CommonAnalysisPlugin' 'java.version=11' \
+		'opensearch.version=$(OPENSEARCH_VERSION)' 'custom.foldername=' 'extended.plugins=' \
+		'has.native.controller=false' \
+		> $(OPENSEARCH_CACHE)/unpack/opensearch-$(OPENSEARCH_VERSION)/modules/analysis-common/plugin-descriptor.properties
+	mv $(OPENSEARCH_CACHE)/unpack/opensearch-$(OPENSEARCH_VERSION) $(OPENSEARCH_HOME)
+	rmdir $(OPENSEARCH_CACHE)/unpack
+	rm $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION).zip $(OPENSEARCH_CACHE)/analysis-common-$(OPENSEARCH_VERSION).jar
+	chmod -R a+rX $(OPENSEARCH_CACHE)
+	chmod a+x $(dir $(OPENSEARCH_CACHE))
+	touch $@
+
+test: lint typecheck $(CHROMIUM) opensearch
+	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python -m pytest
+
+bench: $(STAMP) opensearch
+	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .mise-data .pytest_cache .mypy_cache .ruff_cache

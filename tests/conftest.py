@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import Server, data_path
+from tests.opensearch_node import default_home, find_home, opensearch_node
+from tests.support import Server, data_path, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,3 +33,23 @@ def server(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """One real `mise serve` (uvicorn) per test module, joined to the session's Ray."""
     with Server.start(ray_address, tmp_path_factory.mktemp("server")) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def opensearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenSearch node: MISE_TEST_OPENSEARCH_URL if set (an external node), else one started on loopback
+    for the session from the install `make opensearch` provides (MISE_OPENSEARCH_HOME or the default cache)."""
+    external = os.environ.get("MISE_TEST_OPENSEARCH_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    home = find_home()
+    if home is None:
+        looked = os.environ.get("MISE_OPENSEARCH_HOME") or default_home()
+        unavailable(
+            f"no OpenSearch install at {looked} (MISE_OPENSEARCH_HOME, default: the cache): run `make opensearch`, "
+            "or set MISE_TEST_OPENSEARCH_URL to a running node"
+        )
+        return
+    with opensearch_node(home, tmp_path_factory.mktemp("opensearch")) as url:
+        yield url
