@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from ray.actor import ActorHandle
@@ -12,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth import KeyRing, key_from_request
-from engine.store.base import CallStore
+from engine.events import iso_utc
+from engine.search.query import QueryError, iso_to_ms
+from engine.store.base import CallFilters, CallStore
 
 MAX_LIMIT = 500
 LIVE_TIMEOUT_S = 2.0
@@ -39,7 +42,13 @@ class Calls:
         except ValueError:
             return _error(400, "limit must be an integer")
         live = {"true": True, "false": False}.get(q.get("live", "").lower())
-        calls = await run_in_threadpool(self._store.recent, tenant, limit=limit, before=q.get("before"), live=live)
+        try:
+            filters = call_filters(q)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        calls = await run_in_threadpool(
+            self._store.recent, tenant, limit=limit, before=q.get("before"), live=live, filters=filters
+        )
         await asyncio.gather(*(self._merge_live(tenant, c) for c in calls if c["live"]))
         next_before = f"{calls[-1]['first_seen_at']}|{calls[-1]['call_sid']}" if len(calls) == limit else None
         return JSONResponse({"calls": calls, "next_before": next_before})
@@ -83,6 +92,36 @@ class Calls:
             call["tracks"] = snapshot["tracks"]
             call["duration_ms"] = snapshot["duration_ms"]
             call["summary"] = snapshot.get("summary", {})
+
+
+_LIST_PARAMS = frozenset({"limit", "live", "before", "api_key"})
+
+
+def call_filters(params: Mapping[str, str]) -> CallFilters | None:
+    """The call-metadata filters of ``GET /v1/calls``; ValueError naming a bad parameter."""
+    found: dict[str, Any] = {}
+    custom: dict[str, str] = {}
+    for name, raw in params.items():
+        if name in _LIST_PARAMS:
+            continue
+        if name in ("from", "to", "direction", "status"):
+            found["from_" if name == "from" else name] = raw
+        elif name in ("started_after", "started_before"):
+            try:  # stored times are iso_utc's form: compare like with like
+                found[name] = iso_utc(iso_to_ms(raw, name) / 1000)
+            except QueryError as exc:
+                raise ValueError(str(exc)) from None
+        elif name in ("min_duration_ms", "max_duration_ms"):
+            if not raw.isdigit():
+                raise ValueError(f"{name}: expected a whole number of milliseconds, got {raw!r}")
+            found[name] = int(raw)
+        elif name.startswith("custom.") and len(name) > len("custom."):
+            custom[name[len("custom.") :]] = raw
+        else:
+            raise ValueError(f"{name}: unknown parameter")
+    if not found and not custom:
+        return None
+    return CallFilters(**found, custom=custom)
 
 
 def _error(status: int, detail: str) -> JSONResponse:

@@ -93,3 +93,27 @@ def test_paging_never_skips_calls_first_seen_in_the_same_instant(tmp_path: Path)
             break
         cursor = f"{page[-1]['first_seen_at']}|{page[-1]['call_sid']}"
     assert sorted(seen) == [f"CA{i}" for i in range(7)] and len(seen) == 7
+
+
+def test_recent_filters_by_call_metadata(tmp_path: Path) -> None:
+    from engine.store.base import CallFilters
+
+    store = SqliteStore(tmp_path / "m.db")
+    for i, (sid, direction, duration) in enumerate([("CA1", "inbound", 400_000), ("CA2", "outbound-api", 20_000)]):
+        m = CallMeta("acme", sid, f"MZ{i}", "AC1", ("inbound",), {"campaign": sid}, f"2026-01-0{i + 1}T00:00:00.000Z")
+        store.stream_started(m)
+        cb = StatusCallback(sid, "AC1", "completed", "2026-01-03T00:00:00.000Z", 3, "seq:3", {"Direction": direction})
+        store.status_callback("acme", cb)
+        store.stream_ended(
+            "acme", sid, ended_at="2026-01-03T00:00:00.000Z", end_reason="stop", final={"duration_ms": duration}
+        )
+    store.stream_started(meta("CA3"))  # live, no callback: in-progress
+    sids = lambda **kw: [c["call_sid"] for c in store.recent("acme", filters=CallFilters(**kw))]  # noqa: E731
+    assert sids(direction="inbound") == ["CA1"]
+    assert sids(min_duration_ms=300_000) == ["CA1"]
+    assert sids(max_duration_ms=300_000) == ["CA2"]
+    assert sids(status="in-progress") == ["CA3"]
+    assert sids(status="completed") == ["CA2", "CA1"]
+    assert sids(started_after="2026-01-02T00:00:00.000Z") == ["CA2"]
+    assert sids(custom={"campaign": "CA2"}) == ["CA2"]
+    assert store.recent("globex", filters=CallFilters(status="completed")) == []

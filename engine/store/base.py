@@ -6,7 +6,7 @@ Implementations: ``engine.store.sqlite.SqliteStore`` (embedded default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.call import CallMeta
@@ -23,6 +23,21 @@ class StatusCallback:
     sequence: int | None  # SequenceNumber; None for stream status callbacks
     dedup_key: str  # identical callbacks share it (retries are idempotent)
     fields: dict[str, str]  # From, To, Direction, CallDuration, ParentCallSid, StreamError...
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilters:
+    """Call-metadata filters of ``GET /v1/calls`` (all given must hold). Times are ISO 8601 UTC."""
+
+    from_: str | None = None
+    to: str | None = None
+    direction: str | None = None
+    status: str | None = None
+    started_after: str | None = None
+    started_before: str | None = None
+    min_duration_ms: int | None = None
+    max_duration_ms: int | None = None
+    custom: dict[str, str] = field(default_factory=dict)
 
 
 class CallStore(Protocol):
@@ -47,7 +62,13 @@ class CallStore(Protocol):
         """A call's turns in stream order (stream, then start)."""
 
     def recent(
-        self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        live: bool | None = None,
+        filters: CallFilters | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the cursor ``"first_seen_at|call_sid"`` of the last call of the
         previous page (or a bare time)."""

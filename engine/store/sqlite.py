@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from engine.call import CallMeta
-from engine.store.base import StatusCallback
+from engine.store.base import CallFilters, StatusCallback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -183,10 +183,20 @@ class SqliteStore:
             return self._record(row, self._lifecycle(tenant, [call_sid])[call_sid])
 
     def recent(
-        self, tenant: str, *, limit: int = 50, before: str | None = None, live: bool | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        live: bool | None = None,
+        filters: CallFilters | None = None,
     ) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM calls WHERE tenant = ?"
+        sql = "SELECT * FROM calls c WHERE tenant = ?"
         args: list[Any] = [tenant]
+        if filters is not None:
+            where, extra = _call_filters(filters)
+            sql += where
+            args += extra
         if before:  # cursor "first_seen_at|call_sid" (next_before of the previous page), or a time
             at, _, sid = before.partition("|")
             sql += " AND (first_seen_at < ? OR (first_seen_at = ? AND call_sid > ?))"
@@ -247,3 +257,37 @@ class SqliteStore:
             "end_reason": row["end_reason"],
             "summary": final.get("summary", {}),
         }
+
+
+# The call's status as ``_record`` derives it: the highest SequenceNumber's, else from the stream.
+_STATUS_SQL = """COALESCE((SELECT l.status FROM lifecycle l WHERE l.tenant = c.tenant AND l.call_sid = c.call_sid
+    AND l.sequence IS NOT NULL ORDER BY l.sequence DESC LIMIT 1),
+    CASE WHEN c.live THEN 'in-progress' WHEN c.ended_at IS NOT NULL THEN 'completed' ELSE 'unknown' END)"""
+
+
+def _call_filters(f: CallFilters) -> tuple[str, list[Any]]:
+    sql = ""
+    args: list[Any] = []
+    for column, value in (("from_number", f.from_), ("to_number", f.to), ("direction", f.direction)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
+    if f.status is not None:
+        sql += f" AND {_STATUS_SQL} = ?"
+        args.append(f.status)
+    if f.started_after is not None:
+        sql += " AND COALESCE(started_at, first_seen_at) >= ?"
+        args.append(f.started_after)
+    if f.started_before is not None:
+        sql += " AND COALESCE(started_at, first_seen_at) < ?"
+        args.append(f.started_before)
+    if f.min_duration_ms is not None:
+        sql += " AND json_extract(final, '$.duration_ms') >= ?"
+        args.append(f.min_duration_ms)
+    if f.max_duration_ms is not None:
+        sql += " AND json_extract(final, '$.duration_ms') <= ?"
+        args.append(f.max_duration_ms)
+    for name, value in sorted(f.custom.items()):
+        sql += " AND json_extract(custom_parameters, ?) = ?"
+        args += ['$."' + name.replace('"', '""') + '"', value]
+    return sql, args
