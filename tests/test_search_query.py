@@ -113,3 +113,21 @@ def test_get_parameters_map_onto_the_query_model() -> None:
         query_from_params({"min_pitch": "1"})
     with pytest.raises(QueryError, match="limit: expected a whole number"):
         query_from_params({"limit": "lots"})
+
+
+def test_the_published_schema_is_generated_and_every_example_follows_it_and_parses() -> None:
+    import jsonschema
+    import orjson
+
+    from engine.search.schema import schema
+    from tests.support import REPO
+
+    published = orjson.loads((REPO / "docs" / "search.schema.json").read_bytes())
+    assert published == schema(), "regenerate: python -m engine.search.schema > docs/search.schema.json"
+    validator = jsonschema.Draft202012Validator(published)
+    examples = orjson.loads((REPO / "docs" / "search.examples.json").read_bytes())
+    assert len(examples) >= 8
+    for example in examples:
+        validator.validate(example["query"])
+        parse_query(example["query"])
+    assert not validator.is_valid({"where": {"frustr": 1}})  # the schema knows the fields too

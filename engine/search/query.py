@@ -330,10 +330,10 @@ def _aggs(value: Any) -> tuple[Agg, ...]:
         path = f"aggs.{name}"
         if not isinstance(spec, dict):
             raise QueryError(f"{path}: expected an object such as {{'terms': 'emotion'}}")
-        kinds = [k for k in ("terms", "histogram", "stats") if k in spec]
+        kinds = [k for k in ("terms", "histogram") if k in spec] or (["stats"] if "stats" in spec else [])
         if len(kinds) != 1:
             raise QueryError(f"{path}: give exactly one of terms, histogram, stats")
-        kind = kinds[0]
+        kind = kinds[0]  # a terms aggregation may also carry "stats": the stats of a field per bucket
         allowed = {"terms": {"terms", "size", "stats"}, "histogram": {"histogram", "interval"}, "stats": {"stats"}}
         _no_unknown(spec, frozenset(allowed[kind]), path + ".")
         target = F.resolve(spec[kind]) if isinstance(spec[kind], str) else None
