@@ -23,8 +23,10 @@ from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature
 from api.calls import Calls
 from api.events import EventRouter
+from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
 from api.metrics import Metrics
+from api.search import Search
 from api.settings import ConfigError, Settings
 from api.sse import EventFeed, EventStreams
 from api.webhooks import Webhooks
@@ -42,6 +44,7 @@ class _Parts:
     pump: AudioPump
     feed: EventFeed
     streams: EventStreams
+    search: Search
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -55,7 +58,12 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal parts
-        store = SqliteStore(settings.data_dir / "mise.db")
+        index = open_index(
+            data_dir=settings.data_dir, opensearch_url=settings.opensearch_url, prefix=settings.opensearch_prefix
+        )
+        indexer = Indexer(index=index, root=settings.data_dir / "spool", metrics=metrics)
+        indexer.start()
+        store = IndexingStore(SqliteStore(settings.data_dir / "mise.db"), indexer.spool, metrics)
         embedded = settings.ray_address is None
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
         hub = runtime.hub(namespace=settings.ray_namespace)
@@ -115,12 +123,14 @@ def create_app(settings: Settings) -> Starlette:
                 heartbeat_s=settings.sse_heartbeat_s,
                 queue_size=settings.sse_queue,
             ),
+            search=Search(keys=keys, index=index, metrics=metrics),
         )
         log.info(
-            "mise ready: %s Ray, %d calls per host actor, data in %s",
+            "mise ready: %s Ray, %d calls per host actor, data in %s, search index: %s",
             "embedded" if embedded else f"cluster at {settings.ray_address}",
             settings.calls_per_actor,
             settings.data_dir,
+            index.name,
         )
         try:
             yield
@@ -130,6 +140,8 @@ def create_app(settings: Settings) -> Starlette:
             if embedded:
                 await directory.shutdown.remote()
                 ray.shutdown()
+            await indexer.stop()
+            await index.close()
             store.close()
 
     def _parts() -> _Parts:
@@ -151,6 +163,9 @@ def create_app(settings: Settings) -> Starlette:
     async def get_turns(request: Request) -> Response:
         return await _parts().calls.turns(request)
 
+    async def search(request: Request) -> Response:
+        return await _parts().search(request)
+
     async def events(request: Request) -> Response:
         return await _parts().streams(request)
 
@@ -168,6 +183,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/calls/{call_sid}", get_call),
         Route("/v1/calls/{call_sid}/turns", get_turns),
         Route("/v1/calls/{call_sid}/events", events),
+        Route("/v1/search", search, methods=["GET", "POST"]),
         Route("/v1/events", events),
         Route("/healthz", healthz),
         Route("/metrics", prometheus),

@@ -1,4 +1,4 @@
-"""The ``mise`` command line: serve, twiml, simulate, analyze, train, recalibrate."""
+"""The ``mise`` command line: serve, twiml, simulate, analyze, search, train, recalibrate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from api import search_cli
 from api.settings import ConfigError, Settings
 from engine.pipeline import AnalysisOptions
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--hold-ms", type=int, default=AnalysisOptions.hold_ms, help="pause bridged inside a turn")
     ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
 
+    search_cli.add_parser(sub)
+
     sub.add_parser(
         "train",
         help="(re)train the emotion model on a manifest of labelled clips (same code as python -m models.train)",
@@ -79,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "search":
+        return search_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("opensearch").setLevel(logging.WARNING)  # it logs every request at INFO
     try:
         if args.command == "serve":
             return _serve(args)

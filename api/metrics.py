@@ -51,6 +51,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.index_spooled = Counter(
+            "mise_index_spooled_total", "Index operations written to this process's spool", registry=r
+        )
+        self.index_indexed = Counter("mise_index_indexed_total", "Index operations the search index took", registry=r)
+        self.index_retries = Counter(
+            "mise_index_retries_total", "Index batches retried (backend unavailable or failing)", registry=r
+        )
+        self.index_failed = Counter(
+            "mise_index_failed_total", "Index operations the search index refused for good", registry=r
+        )
+        self.index_lag = Gauge(
+            "mise_index_lag_seconds", "Age of the oldest spooled operation not yet indexed", registry=r
+        )
+        self.searches = Counter("mise_searches_total", "Search requests, by outcome", ["outcome"], registry=r)
         self.call_setup = Histogram(
             "mise_call_setup_seconds",
             "From a stream's start message to its call being open in its host actor",

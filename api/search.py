@@ -120,5 +120,9 @@ class Search:
             self._metrics.searches.labels("unavailable").inc()
             log.warning("search: index unavailable: %s", exc)
             return JSONResponse({"error": "the search index is unavailable; retry shortly"}, status_code=503)
+        except Exception:  # a backend fault (e.g. its indices not created yet): logged whole, never a bare 500
+            self._metrics.searches.labels("error").inc()
+            log.exception("search failed for tenant %s", tenant)
+            return JSONResponse({"error": "the search index could not answer; retry shortly"}, status_code=503)
         self._metrics.searches.labels("ok").inc()
         return Response(orjson.dumps(result), media_type="application/json")

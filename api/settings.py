@@ -47,6 +47,8 @@ class Settings:
     alert_off: float = AnalysisOptions.alert_off
     sse_queue: int = 2000  # events buffered per SSE client; a client further behind is dropped
     max_message_bytes: int = 128 * 1024
+    opensearch_url: str | None = None  # the search index: OpenSearch when set, else SQLite FTS5 under data_dir
+    opensearch_prefix: str = "mise"  # names of its indices, templates and aliases
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +86,8 @@ class Settings:
             alert_off=_float(env, "MISE_FRUSTRATION_CLEAR", cls.alert_off, 0.0, 1.0),
             sse_queue=_int(env, "MISE_SSE_QUEUE", cls.sse_queue, 1, 1_000_000),
             max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
+            opensearch_url=_url(env, "MISE_OPENSEARCH_URL"),
+            opensearch_prefix=_prefix(env, "MISE_OPENSEARCH_PREFIX", cls.opensearch_prefix),
         )
 
     def analysis(self) -> AnalysisOptions:
@@ -147,3 +151,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={raw!r} must start with http:// or https://")
+    return raw
+
+
+def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.replace("-", "").replace("_", "").isalnum() or not raw.islower() or raw[0] in "-_":
+        raise ConfigError(f"{name}={raw!r}: use lower-case letters, digits, - and _ (an index name prefix)")
+    return raw

@@ -172,7 +172,7 @@ def parse_query(obj: Any) -> Query:
         min_matches=_int(obj.get("min_matches", 1), "min_matches", 1, 100),
         turns_per_group=_int(obj.get("turns_per_group", 3), "turns_per_group", 1, MAX_TURNS_PER_GROUP),
         sort=sort,
-        limit=_int(obj.get("limit", 20), "limit", 0 if aggs else 1, MAX_LIMIT),
+        limit=_int(obj.get("limit", 20), "limit", 0, MAX_LIMIT),  # 0: counts (and aggs) only
         offset=_decode_cursor(obj["cursor"]) if obj.get("cursor") is not None else 0,
         aggs=aggs,
         highlight=_bool(obj.get("highlight", True), "highlight"),

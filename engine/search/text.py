@@ -189,6 +189,8 @@ def _assemble(items: list[_Item], source: str) -> TextQuery:
             if not (isinstance(atom, Phrase) and len(atom.words) == 1) or not _single(right.atom):
                 raise TextSyntaxError("NEAR/N joins two single words")
             assert isinstance(right.atom, Phrase)
+            if atom.words == right.atom.words:  # FTS5 would let one occurrence match both ends
+                raise TextSyntaxError("NEAR/N joins two different words")
             atom = Near(atom.words[0], right.atom.words[0], following.distance)
             i += 2
         i += 1

@@ -67,6 +67,10 @@ class SearchIndex(Protocol):
         backend refused for good (a document it cannot take), each with the reason; raises
         ``IndexUnavailable`` when the whole batch may succeed on a retry."""
 
+    async def setup(self) -> None:
+        """Create what the backend needs (schema, templates, aliases) if missing; idempotent. Raises
+        ``IndexUnavailable`` while the backend is away (the indexer retries it)."""
+
     async def refresh(self) -> None:
         """Make every write so far searchable (tests and benches; normal writes are within 1 s)."""
 
