@@ -1,6 +1,7 @@
-// Mise dashboard: the live monitor (#/), a call's live view and replay (#/call/{sid}).
-// Plain JavaScript, no build step, nothing loaded from elsewhere. Data: /v1/calls, /v1/calls/{sid}/turns,
-// and Server-Sent Events (/v1/events, /v1/calls/{sid}/events), which resume by Last-Event-ID on their own.
+// Mise dashboard: the live monitor (#/), a call's live view and replay (#/call/{sid}, #/call/{sid}?turn=N
+// opens it at that turn) and the search page (#/search?..., in search.js). Plain JavaScript, no build step,
+// nothing loaded from elsewhere. Data: /v1/calls, /v1/calls/{sid}/turns, /v1/search, and Server-Sent Events
+// (/v1/events, /v1/calls/{sid}/events), which resume by Last-Event-ID on their own.
 "use strict";
 
 const SILENCE_MS = 3000;
@@ -74,10 +75,17 @@ function frustrationColour(f, speaker) {
   return `rgb(${mix.join(",")})`;
 }
 
+// One view at a time: "monitor", "call", "search" (or none, without a key); the nav marks the current page.
+function showView(name) {
+  for (const id of ["monitor", "call", "search"]) $(id).hidden = id !== name;
+  for (const [link, page] of [["nav-monitor", "monitor"], ["nav-search", "search"]]) {
+    if (page === name) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
+  }
+}
+
 // --- live monitor -------------------------------------------------------------------------------
 async function showMonitor() {
-  $("call").hidden = true;
-  $("monitor").hidden = false;
+  showView("monitor");
   state.call = null;
   state.live.clear();
   try {
@@ -210,21 +218,27 @@ function drawMonitor() {
 }
 
 // --- one call: live view and replay -------------------------------------------------------------
-async function showCall(sid) {
-  $("monitor").hidden = true;
-  $("call").hidden = false;
+async function showCall(sid, turnId = null) {
+  showView("call");
   $("events-title").textContent = "Latest events";
-  state.call = { sid, turns: new Map(), interruptions: [], silences: [], events: [], endMs: 0, selected: null, record: null };
+  // From the search page: a link back to its results (search.js keeps them).
+  const back = typeof searchBackHash === "function" ? searchBackHash() : null;
+  $("call-back").hidden = !back;
+  if (back) $("call-back-link").href = back;
+  const call = { sid, turns: new Map(), interruptions: [], silences: [], events: [], endMs: 0, selected: turnId,
+    record: null, reveal: turnId !== null };
+  state.call = call;
   $("call-title").textContent = "Call " + sid;
   $("detail").replaceChildren(text("p", "Select a turn to see how it sounded.", "empty"));
   let record = null;
   try {
     record = await api("/v1/calls/" + encodeURIComponent(sid));
   } catch (err) {
-    $("call-meta").textContent = String(err.message);
+    if (state.call === call) $("call-meta").textContent = String(err.message);
     return;
   }
-  state.call.record = record;
+  if (state.call !== call) return; // another view was opened meanwhile
+  call.record = record;
   $("call-meta").textContent = `${who(record)} · ${record.live ? "live" : "ended " + (record.end_reason || "")} · ` +
     `started ${(record.started_at || record.first_seen_at || "").replace("T", " ").slice(0, 19)}`;
   if (record.live) {
@@ -233,8 +247,11 @@ async function showCall(sid) {
     if (state.source) state.source.close();
     setConn("replay", true);
     const { turns } = await api("/v1/calls/" + encodeURIComponent(sid) + "/turns");
+    if (state.call !== call) return;
     replayFromTurns(turns);
     $("events-title").textContent = "Events";
+    const wanted = call.selected === null ? null : call.turns.get(call.selected);
+    if (wanted) showTurn(wanted);
   }
   redraw();
 }
@@ -271,6 +288,7 @@ function onCallEvent(type, e) {
   if (type === "turn.ended") {
     call.turns.set(e.turn_id, { ...e, added: Date.now() });
     call.endMs = Math.max(call.endMs, e.end_ms);
+    if (call.reveal && e.turn_id === call.selected) showTurn(call.turns.get(e.turn_id)); // opened at this turn
   } else if (type === "interruption") {
     call.interruptions.push(e);
   } else if (type === "silence") {
@@ -392,6 +410,12 @@ function drawCall() {
     }
     view.selected = call.selected;
   }
+  const shown = call.reveal && view.turns.get(call.selected);
+  if (shown) { // opened at a turn (from a search hit): bring it into view and give it the focus
+    call.reveal = false;
+    shown.b.scrollIntoView({ block: "nearest", inline: "center" });
+    shown.b.focus({ preventScroll: true });
+  }
   if (rescale) for (const [i, m] of view.marks) m.style.left = x(i.at_ms) + "px";
   for (const i of call.interruptions.slice(view.marks.length)) {
     const m = document.createElement("div");
@@ -448,14 +472,24 @@ function showTurn(t) {
 // --- routing ------------------------------------------------------------------------------------
 function route() {
   if (!state.key) {
-    $("monitor").hidden = true;
-    $("call").hidden = true;
+    showView(null);
     setConn("enter an API key", false);
     $("api-key").focus();
     return;
   }
-  const m = location.hash.match(/^#\/call\/([^/]+)$/);
-  if (m) showCall(decodeURIComponent(m[1])); else showMonitor();
+  const m = location.hash.match(/^#\/call\/([^/?]+)(?:\?(.*))?$/);
+  if (m) {
+    const turn = new URLSearchParams(m[2] || "").get("turn");
+    showCall(decodeURIComponent(m[1]), turn !== null && /^\d+$/.test(turn) ? Number(turn) : null);
+  } else if (/^#\/search(\?|$)/.test(location.hash)) {
+    state.call = null;
+    state.live.clear();
+    if (state.source) { state.source.close(); state.source = null; }
+    setConn("", false);
+    showSearch(location.hash);
+  } else {
+    showMonitor();
+  }
 }
 
 $("key-form").addEventListener("submit", (ev) => {
@@ -465,6 +499,7 @@ $("key-form").addEventListener("submit", (ev) => {
   loadKey();
   route();
 });
+initSearch(); // before route's listener: the search page notes where a call view was opened from
 window.addEventListener("hashchange", route);
 setInterval(() => { if (!state.call && state.live.size) redraw(); }, 1000);
 loadKey();
