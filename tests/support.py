@@ -96,12 +96,12 @@ class Server:
 
     @classmethod
     @contextlib.contextmanager
-    def pair(cls, ray_address: str, data_dir: Path) -> Iterator[tuple[Server, Server]]:
+    def pair(cls, ray_address: str, data_dir: Path, **env: str) -> Iterator[tuple[Server, Server]]:
         """Two API processes attached to one Ray instance, sharing one namespace (one directory, one hub)."""
         namespace = "pair" + secrets.token_hex(3)
-        a = cls.launch(ray_address, data_dir, namespace=namespace)
+        a = cls.launch(ray_address, data_dir, namespace=namespace, **env)
         try:
-            b = cls.launch(ray_address, data_dir, namespace=namespace)
+            b = cls.launch(ray_address, data_dir, namespace=namespace, **env)
         except BaseException:
             a.stop()
             raise
