@@ -1,4 +1,4 @@
-"""The ``mise`` command line: serve, twiml, simulate, analyze, search, train, recalibrate."""
+"""The ``mise`` command line: serve, twiml, simulate, analyze, search, reindex, train, recalibrate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from api import search_cli
+from api import reindex, search_cli
 from api.settings import ConfigError, Settings
 from engine.pipeline import AnalysisOptions
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
 
     search_cli.add_parser(sub)
+    reindex.add_parser(sub)
 
     sub.add_parser(
         "train",
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return _analyze(args)
     if args.command == "search":
         return search_cli.run(args)
+    if args.command == "reindex":
+        try:
+            return reindex.run(args)
+        except ConfigError as exc:
+            print(f"mise: configuration error: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("opensearch").setLevel(logging.WARNING)  # it logs every request at INFO
     try:

@@ -209,3 +209,47 @@ def test_calls_list_filters_by_metadata(server: Server, corpus: dict[str, Any]) 
     assert server.get("/v1/calls", direction="sideways").json()["calls"] == []
     r = server.get("/v1/calls", started_after="last tuesday")
     assert r.status_code == 400 and "started_after" in r.json()["error"]
+
+
+def test_reindex_copies_the_stored_calls_into_a_new_opensearch_index_idempotently(
+    server: Server, corpus: dict[str, Any], opensearch_url: str
+) -> None:
+    """Switching the embedded index for OpenSearch: `mise reindex` brings every stored turn along."""
+    import os
+    import secrets
+
+    from engine.search.execute import execute
+    from engine.search.query import parse_query
+    from engine.store.opensearch_index import OpenSearchIndex
+
+    prefix = "reidx" + secrets.token_hex(3)
+    env = {
+        **os.environ,
+        "MISE_DATA_DIR": str(server.data_dir),
+        "MISE_OPENSEARCH_URL": opensearch_url,
+        "MISE_OPENSEARCH_PREFIX": prefix,
+        "MISE_API_KEYS": f"{API_KEY}:acme",
+    }
+    for _ in range(2):  # twice: the second run changes nothing
+        done = subprocess.run(
+            [sys.executable, "-m", "api.cli", "reindex"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "reindex: done" in done.stderr
+
+    async def totals() -> list[int]:
+        index = OpenSearchIndex(opensearch_url, prefix=prefix)
+        try:
+            await index.refresh()
+            out = []
+            for tenant, sid in (("acme", corpus["a"][0]), ("acme", corpus["a"][1]), ("globex", corpus["b"])):
+                result = await execute(index, tenant, parse_query({"where": {"call_sid": sid}, "limit": 0}))
+                out.append(result["total"])
+            out.append((await execute(index, "acme", parse_query({"limit": 0})))["total"])
+            return out
+        finally:
+            await index.close()
+
+    per_call = [len(corpus["turns"][s]) for s in (*corpus["a"], corpus["b"])]
+    embedded_acme = search(server, limit=0).json()["total"]
+    assert asyncio.run(totals()) == [*per_call, embedded_acme]

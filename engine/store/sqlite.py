@@ -173,6 +173,12 @@ class SqliteStore:
             ).fetchall()
         return [orjson.loads(r["doc"]) for r in rows]
 
+    def call_keys(self) -> list[tuple[str, str]]:
+        """(tenant, call_sid) of every call, oldest first: what ``mise reindex`` walks."""
+        with self._lock:
+            rows = self._db.execute("SELECT tenant, call_sid FROM calls ORDER BY first_seen_at, tenant, call_sid")
+            return [(r["tenant"], r["call_sid"]) for r in rows]
+
     def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
