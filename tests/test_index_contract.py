@@ -20,6 +20,7 @@ import pytest
 from engine.search.execute import execute
 from engine.search.query import TIME, Filter, QueryError, Range, parse_query
 from engine.store.index import IndexOp, SearchIndex
+from engine.store.opensearch_index import OpenSearchIndex
 from engine.store.sqlite_index import SqliteIndex
 from tests.index_corpus import A, B, corpus_ops, turn_count, turn_op, turn_payload
 
@@ -67,17 +68,13 @@ def make_index(
             return SqliteIndex(base / f"index-{len(created)}.db")
 
     else:
-        try:
-            from engine.store.opensearch_index import OpenSearchIndex  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as e:
-            pytest.skip(f"engine.store.opensearch_index does not import yet: {e}")
         url = request.getfixturevalue("opensearch_url")
         module_prefix = f"contract-{uuid.uuid4().hex[:8]}"
 
         def make() -> SearchIndex:
             index = OpenSearchIndex(url, prefix=f"{module_prefix}-{len(created)}")
             aio(index.setup())
-            return index  # type: ignore[no-any-return]
+            return index
 
     def harness() -> Harness:
         index = make()
