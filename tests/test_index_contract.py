@@ -442,6 +442,13 @@ def test_tenants_never_see_each_other(corpus: Harness) -> None:
         ("CB2", 0),
     ]
     assert corpus.q({"text": "refund"}, tenant="initech") == {"total": 0, "hits": [], "next_cursor": None}
+    # highlights come from the tenant's own turns only; a word only B said finds nothing for A
+    b_hits = corpus.q({"text": "refund", "sort": "time"}, tenant=B)["hits"]
+    assert [h["highlight"] for h in b_hits] == [
+        "<em>refund</em> <em>refund</em> <em>refund</em> now",
+        "cancel the <em>refund</em> account",
+    ]
+    assert corpus.q({"text": "now"}, tenant=A)["total"] == 0 and corpus.q({"text": "now"}, tenant=B)["total"] == 1
 
 
 # --- writes -------------------------------------------------------------------------------------
