@@ -45,7 +45,7 @@ import numpy.typing as npt
 from engine.events import FRUSTRATION_ALERT, INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
 from engine.frames import SPEAKER_OF_TRACK, TRACKS
 from engine.g711 import SAMPLES_PER_MS
-from engine.prosody import FEATURE_KEYS, PitchStream, SpeakerBaseline, turn_features
+from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, PitchStream, SpeakerBaseline, turn_features
 from engine.ring import RingBuffer
 from engine.turns import Interruption, Silence, Turn, TurnTracker
 from engine.vad import FRAME, FRAME_MS, CallVad
@@ -227,10 +227,10 @@ class PendingTurn:
             return
         if samples.size:
             features = turn_features(samples.astype(np.float64) / 32768.0, stream=self._stream, at=self._at)
-            zscores = self._baseline.zscores(features)
+            relative = self._baseline.relative(features)
             if not self._document["backchannel"]:  # a speaker's baseline is their turns, not their "mm-hmm"s
                 self._baseline.update(features)
-            self._document["features"] = {**features, **zscores}
+            self._document["features"] = {**features, **relative}
         self._stream = None
         self._samples = None  # last: another thread may read ``done`` and send the document at once
         self.audio = np.zeros(0, np.int16)
@@ -513,7 +513,7 @@ class CallAnalyzer:
             "interrupted_by_other": turn.interrupted_by_other,
             "gap_before_ms": turn.gap_before_ms,
             "response_latency_ms": turn.response_latency_ms,
-            "features": {**features, "pitch_z": None, "energy_z": None},
+            "features": {**features, **dict.fromkeys(RELATIVE_KEYS)},
             "features_window_ms": window_ms,
             "features_skipped": None,  # why a live host left the features out (overload), else None
             "frustration": None,  # the emotion model fills these (issue 4)

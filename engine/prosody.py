@@ -635,11 +635,15 @@ def turn_features(
     return out
 
 
+_RELATIVE_KEYS: Final = {"pitch": ("pitch_z", "pitch_delta_st"), "energy": ("energy_z", "energy_delta_db")}
+RELATIVE_KEYS: Final = tuple(k for keys in _RELATIVE_KEYS.values() for k in keys)
+
+
 class SpeakerBaseline:
     """Running statistics of one speaker's turns in a call, so "raised voice" means raised for that person.
 
     Welford mean and variance of each turn's ``pitch_mean_hz`` (in semitones re 100 Hz) and ``energy_db``.
-    ``zscores`` compares a turn with the turns *before* it: call ``zscores(f)`` then ``update(f)``, so a
+    ``relative`` compares a turn with the turns *before* it: call ``relative(f)`` then ``update(f)``, so a
     sudden raise stands out instead of diluting its own reference. The spread has a floor
     (``MIN_STD_ST``, ``MIN_STD_DB``) so two near-identical early turns don't make every later one extreme.
     """
@@ -681,16 +685,19 @@ class SpeakerBaseline:
             stats[1] += delta / stats[0]
             stats[2] += delta * (value - stats[1])
 
-    def zscores(self, features: dict[str, float | None]) -> dict[str, float | None]:
-        """``pitch_z`` and ``energy_z`` of a turn against the turns counted so far (sample std, floored);
+    def relative(self, features: dict[str, float | None]) -> dict[str, float | None]:
+        """A turn against the turns counted so far: ``pitch_z``, ``energy_z`` (in sample standard deviations,
+        floored) and ``pitch_delta_st``, ``energy_delta_db`` (semitones and dB above the speaker's mean);
         None until ``MIN_TURNS`` turns are counted or when the turn lacks the value."""
         out: dict[str, float | None] = {}
         floors = {"pitch": self.MIN_STD_ST, "energy": self.MIN_STD_DB}
         for name, value in self._values(features).items():
+            z, delta = _RELATIVE_KEYS[name]
             count, mean, m2 = self._stats[name]
             if value is None or count < self.MIN_TURNS:
-                out[f"{name}_z"] = None
+                out[z] = out[delta] = None
                 continue
             std = max(math.sqrt(m2 / (count - 1)), floors[name])
-            out[f"{name}_z"] = (value - mean) / std
+            out[z] = (value - mean) / std
+            out[delta] = value - mean
         return out

@@ -15,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from engine.prosody import FEATURE_KEYS, PitchStream, PitchTrack, SpeakerBaseline, pitch_track, turn_features
+from engine.prosody import (
+    FEATURE_KEYS,
+    RELATIVE_KEYS,
+    PitchStream,
+    PitchTrack,
+    SpeakerBaseline,
+    pitch_track,
+    turn_features,
+)
 from tests.support import data_path
 
 SR = 8000
@@ -309,11 +317,11 @@ def turn(pitch_hz: float | None, energy_db: float | None) -> dict[str, float | N
 
 def test_baseline_needs_two_prior_turns() -> None:
     baseline = SpeakerBaseline()
-    assert baseline.zscores(turn(120.0, -30.0)) == {"pitch_z": None, "energy_z": None}
+    assert baseline.relative(turn(120.0, -30.0)) == dict.fromkeys(RELATIVE_KEYS)
     baseline.update(turn(120.0, -30.0))
-    assert baseline.zscores(turn(120.0, -30.0)) == {"pitch_z": None, "energy_z": None}
+    assert baseline.relative(turn(120.0, -30.0)) == dict.fromkeys(RELATIVE_KEYS)
     baseline.update(turn(125.0, -28.0))
-    z = baseline.zscores(turn(120.0, -30.0))
+    z = baseline.relative(turn(120.0, -30.0))
     assert z["pitch_z"] is not None and z["energy_z"] is not None
 
 
@@ -324,9 +332,11 @@ def test_baseline_is_welford_over_prior_turns_in_semitones() -> None:
     for p, e in zip(pitches, energies, strict=True):
         baseline.update(turn(float(p), float(e)))
     semitones = 12 * np.log2(pitches / 100.0)
-    z = baseline.zscores(turn(200.0, -20.0))
+    z = baseline.relative(turn(200.0, -20.0))
     assert z["pitch_z"] == pytest.approx((12 * math.log2(2.0) - semitones.mean()) / semitones.std(ddof=1))
     assert z["energy_z"] == pytest.approx((-20.0 - energies.mean()) / energies.std(ddof=1))
+    assert z["pitch_delta_st"] == pytest.approx(12 * math.log2(2.0) - semitones.mean())  # semitones over the mean
+    assert z["energy_delta_db"] == pytest.approx(-20.0 - energies.mean())
     assert baseline.turns == {"pitch": 20, "energy": 20}
 
 
@@ -336,26 +346,26 @@ def test_a_raised_voice_stands_out_against_that_speakers_own_turns() -> None:
         low.update(turn(110.0 + 3 * (i % 3), -32.0 + (i % 2)))
         high.update(turn(230.0 + 5 * (i % 3), -22.0 + (i % 2)))
     shout = turn(150.0, -24.0)
-    assert (z_low := low.zscores(shout))["pitch_z"] is not None and z_low["pitch_z"] > 3.0
+    assert (z_low := low.relative(shout))["pitch_z"] is not None and z_low["pitch_z"] > 3.0
     assert z_low["energy_z"] is not None and z_low["energy_z"] > 3.0
-    assert (z_high := high.zscores(shout))["pitch_z"] is not None and z_high["pitch_z"] < -3.0  # low for them
-    calm = low.zscores(turn(112.0, -31.5))
+    assert (z_high := high.relative(shout))["pitch_z"] is not None and z_high["pitch_z"] < -3.0  # low for them
+    calm = low.relative(turn(112.0, -31.5))
     assert calm["pitch_z"] is not None and abs(calm["pitch_z"]) < 1.5
 
 
-def test_zscores_exclude_the_current_turn_and_skip_missing_values() -> None:
+def test_relative_figures_exclude_the_current_turn_and_skip_missing_values() -> None:
     baseline = SpeakerBaseline()
     for p in (100.0, 100.0, 100.0):
         baseline.update(turn(p, -30.0))
     raised = turn(200.0, -10.0)
-    before = baseline.zscores(raised)
+    before = baseline.relative(raised)
     assert before["pitch_z"] == pytest.approx(12.0 / SpeakerBaseline.MIN_STD_ST)  # identical turns: floored spread
     baseline.update(raised)
-    after = baseline.zscores(raised)["pitch_z"]
+    after = baseline.relative(raised)["pitch_z"]
     assert after is not None and before["pitch_z"] is not None and after < before["pitch_z"]  # self-dilution
     baseline.update(turn(None, -30.0))  # a turn without pitch still counts for energy
     assert baseline.turns == {"pitch": 4, "energy": 5}
-    assert baseline.zscores(turn(None, -30.0))["pitch_z"] is None
+    assert baseline.relative(turn(None, -30.0))["pitch_z"] is None
     baseline.reset()
     assert baseline.turns == {"pitch": 0, "energy": 0}
 
