@@ -263,37 +263,28 @@ def describe(atom: Atom) -> str:
     return f"{atom.left} NEAR/{atom.distance} {atom.right}"
 
 
-def highlight(query: TextQuery, text: str | None, *, pre: str = "<em>", post: str = "</em>") -> str | None:
-    """``text`` with every token of a positive match wrapped in ``pre``/``post``; None if none matched.
-    The text is not HTML-escaped: a page shows it with the marks split out (see the dashboard)."""
-    if not text:
-        return None
-    spans = token_spans(text)
+def _marked(query: TextQuery, spans: list[tuple[int, int, str]]) -> list[int]:
+    """Indices of the tokens that a positive atom of ``query`` matches."""
     toks = [t for _, _, t in spans]
     marked: set[int] = set()
     for atom in query.atoms():
         for i, j in _atom_spans(atom, toks):
             marked.update(range(i, j))
-    if not marked:
+    return sorted(marked)
+
+
+def highlight(query: TextQuery, text: str | None, *, pre: str = "<em>", post: str = "</em>") -> str | None:
+    """``text`` with every token of a positive match wrapped in ``pre``/``post``; None if none matched.
+    The text is not HTML-escaped: a page shows it with the marks split out (see the dashboard)."""
+    spans = token_spans(text or "")
+    marked = _marked(query, spans)
+    if not text or not marked:
         return None
     out: list[str] = []
     last = 0
-    for k in sorted(marked):
+    for k in marked:
         start, end, _ = spans[k]
         out.append(text[last:start] + pre + text[start:end] + post)
         last = end
     out.append(text[last:])
     return "".join(out)
-
-
-def highlight_spans(query: TextQuery, text: str | None) -> list[tuple[int, int]]:
-    """Character offsets [start, end) of highlighted tokens (to map onto word timings)."""
-    if not text:
-        return []
-    spans = token_spans(text)
-    toks = [t for _, _, t in spans]
-    marked: set[int] = set()
-    for atom in query.atoms():
-        for i, j in _atom_spans(atom, toks):
-            marked.update(range(i, j))
-    return [(spans[k][0], spans[k][1]) for k in sorted(marked)]
