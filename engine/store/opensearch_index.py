@@ -106,6 +106,9 @@ class OpenSearchIndex:
                 }
                 await self.client.indices.put_index_template(name=alias, body=template)
                 if await self.client.indices.exists_alias(name=alias):
+                    # Fields added since the index was made (a new turn feature): mappings only grow in place;
+                    # a changed type is refused by OpenSearch and needs a new version (mise reindex).
+                    await self.client.indices.put_mapping(index=alias, body={"properties": properties})
                     continue
                 aliases = {alias: {}, f"{alias}-write": {"is_write_index": True}}
                 try:
