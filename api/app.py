@@ -61,9 +61,10 @@ def create_app(settings: Settings) -> Starlette:
         index = open_index(
             data_dir=settings.data_dir, opensearch_url=settings.opensearch_url, prefix=settings.opensearch_prefix
         )
-        indexer = Indexer(index=index, root=settings.data_dir / "spool", metrics=metrics)
+        calls_store = SqliteStore(settings.data_dir / "mise.db")
+        indexer = Indexer(index=index, root=settings.data_dir / "spool", metrics=metrics, store=calls_store)
         indexer.start()
-        store = IndexingStore(SqliteStore(settings.data_dir / "mise.db"), indexer.spool, metrics)
+        store = IndexingStore(calls_store, indexer.spool, metrics)
         embedded = settings.ray_address is None
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
         hub = runtime.hub(namespace=settings.ray_namespace)

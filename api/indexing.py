@@ -91,6 +91,9 @@ class IndexingStore:
     def turns(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
         return self._store.turns(tenant, call_sid)
 
+    def call_keys(self) -> list[tuple[str, str]]:
+        return self._store.call_keys()
+
     def recent(
         self,
         tenant: str,
@@ -121,10 +124,14 @@ def open_index(*, data_dir: Path, opensearch_url: str | None, prefix: str) -> Se
 class Indexer:
     """Drains spools into a search index; one per API process."""
 
-    def __init__(self, *, index: SearchIndex, root: Path, metrics: Metrics) -> None:
+    def __init__(self, *, index: SearchIndex, root: Path, metrics: Metrics, store: CallStore) -> None:
         self.index = index
         self._root = root
         self._metrics = metrics
+        self._store = store
+        # Present while the index still needs filling from the call store (new, or rebuilt for a new
+        # layout): a file, so a process that dies mid-backfill leaves the work to the next one.
+        self._backfill_marker = root / "BACKFILL"
         self.spool = Spool.create(root)
         self._orphans = Spool.orphans(root)  # adopted now, drained first, removed when empty
         self._task: asyncio.Task[None] | None = None
@@ -181,9 +188,25 @@ class Indexer:
                 self._metrics.index_lag.set(0)
                 await asyncio.sleep(IDLE_S)
 
+    async def _backfill(self) -> None:
+        """Fill a new (or rebuilt) index with every stored call, before the spool: ops spooled since
+        are newer, so they still win. Done once, whichever process gets to it; idempotent if repeated."""
+        from api.reindex import copy_calls
+
+        log.info("search index %s is new: indexing the stored calls", self.index.name)
+        calls, turns, refused = await copy_calls(
+            self._store, self.index, retries=1, progress=lambda line: log.info("backfill: %s", line)
+        )
+        self._metrics.index_indexed.inc(calls + turns - refused)
+        self._backfill_marker.unlink(missing_ok=True)
+
     async def _batch(self, spool: Spool) -> int:
         if not self._ready:
-            await self.index.setup()  # templates, indices, aliases: idempotent; retried like a write
+            if await self.index.setup():  # templates, indices, aliases: idempotent; retried like a write
+                self._backfill_marker.parent.mkdir(parents=True, exist_ok=True)
+                self._backfill_marker.touch()
+            if self._backfill_marker.exists():
+                await self._backfill()
             self._ready = True
             log.info("search index ready: %s", self.index.name)
         await asyncio.to_thread(spool.sync)

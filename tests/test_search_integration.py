@@ -253,3 +253,42 @@ def test_reindex_copies_the_stored_calls_into_a_new_opensearch_index_idempotentl
     per_call = [len(corpus["turns"][s]) for s in (*corpus["a"], corpus["b"])]
     embedded_acme = search(server, limit=0).json()["total"]
     assert asyncio.run(totals()) == [*per_call, embedded_acme]
+
+
+def test_a_new_index_is_filled_from_the_stored_calls(ray_address: str, synthetic_capture: Path, tmp_path: Path) -> None:
+    """The index is derived data: a server that finds it missing (or of an older layout) backfills it."""
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path) as first:
+        stream_calls(first, [messages], speed=20.0)
+        turns = wait_indexed(first, sid)
+    (tmp_path / "index.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"index.db{suffix}").unlink(missing_ok=True)
+    with Server.start(ray_address, tmp_path) as second:
+        assert wait_indexed(second, sid) == turns
+        assert "backfill: done, 1 calls" in second.log_path.read_text()
+        assert not (tmp_path / "spool" / "BACKFILL").exists()
+
+
+def test_an_index_of_another_layout_is_emptied_and_reported_new(tmp_path: Path) -> None:
+    import sqlite3
+
+    from engine.store.sqlite_index import SqliteIndex
+    from tests.index_corpus import A, corpus_ops
+
+    async def scenario() -> tuple[bool, bool, int, bool]:
+        index = SqliteIndex(tmp_path / "index.db")
+        first = await index.setup()
+        await index.write(corpus_ops())
+        again = await index.setup()
+        await index.close()
+        with sqlite3.connect(tmp_path / "index.db") as db:
+            db.execute("PRAGMA user_version = 1")  # as an older layout would have left it
+        reopened = SqliteIndex(tmp_path / "index.db")
+        try:
+            return first, again, await reopened.count(A), await reopened.setup()
+        finally:
+            await reopened.close()
+
+    assert asyncio.run(scenario()) == (True, False, 0, True)

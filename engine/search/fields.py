@@ -11,6 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS
+
 
 class Kind(StrEnum):
     NUMBER = "number"  # float64 in both backends (SQLite REAL, OpenSearch double)
@@ -20,21 +22,9 @@ class Kind(StrEnum):
     DATE = "date"  # ISO 8601 UTC in queries and documents; epoch ms inside the indices
 
 
-FEATURES: Final = (
-    "pitch_mean_hz",
-    "pitch_std_hz",
-    "pitch_range_st",
-    "pitch_slope_st_per_s",
-    "energy_db",
-    "energy_range_db",
-    "speaking_rate",
-    "voiced_ratio",
-    "jitter",
-    "shimmer",
-    "hnr_db",
-    "pitch_z",  # semitone-scale z-score of the turn's pitch against the speaker's earlier turns
-    "energy_z",
-)
+# Prosody and voice quality, then the turn against the speaker's earlier turns in the call
+# (pitch_z/energy_z in standard deviations, pitch_delta_st/energy_delta_db in semitones and dB).
+FEATURES: Final = (*FEATURE_KEYS, *RELATIVE_KEYS)
 # The emotion model's classes (models/MODEL_CARD.md); each score is a field `emotion_<label>`.
 EMOTIONS: Final = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
 

@@ -54,6 +54,9 @@ class CallStore(Protocol):
 
     def get(self, tenant: str, call_sid: str) -> dict[str, Any] | None: ...
 
+    def call_keys(self) -> list[tuple[str, str]]:
+        """(tenant, call_sid) of every call, oldest first (rebuilding the search index walks them)."""
+
     def add_turns(self, tenant: str, turns: list[dict[str, Any]]) -> None:
         """Store finished turns (``turn.ended`` payloads with ``call_sid``, ``stream_sid``, ``turn_id``);
         storing the same turn again replaces it."""

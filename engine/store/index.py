@@ -18,7 +18,7 @@ to them):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from engine.search.query import Agg, Filter, Sort
 
@@ -40,6 +40,24 @@ class IndexOp:
     @staticmethod
     def from_json(obj: dict[str, Any]) -> IndexOp:
         return IndexOp(obj["kind"], obj["tenant"], obj.get("doc"), obj.get("call_sid"))
+
+
+REQUIRED_TURN_KEYS: Final = ("doc_id", "call_sid", "turn_id", "turn_index", "start_ms", "end_ms")
+
+
+def malformed(op: IndexOp) -> str | None:
+    """Why an op can never be applied (every backend refuses it for good, with this reason), or None."""
+    if op.kind == "delete_call":
+        return None if op.call_sid else "delete_call needs a call_sid"
+    doc = op.doc
+    if not isinstance(doc, dict):
+        return f"{op.kind} needs a document"
+    if doc.get("tenant", op.tenant) != op.tenant:
+        return "the document's tenant differs from the op's"
+    if op.kind == "call":
+        return None if doc.get("doc_id") and doc.get("call_sid") else "a call document needs doc_id and call_sid"
+    missing = [k for k in REQUIRED_TURN_KEYS if doc.get(k) is None]
+    return f"a turn document needs {', '.join(missing)}" if missing else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +85,10 @@ class SearchIndex(Protocol):
         backend refused for good (a document it cannot take), each with the reason; raises
         ``IndexUnavailable`` when the whole batch may succeed on a retry."""
 
-    async def setup(self) -> None:
-        """Create what the backend needs (schema, templates, aliases) if missing; idempotent. Raises
-        ``IndexUnavailable`` while the backend is away (the indexer retries it)."""
+    async def setup(self) -> bool:
+        """Create what the backend needs (schema, templates, aliases) if missing; idempotent. True when
+        the index was created empty (new, or rebuilt for a new layout): the caller fills it from the call
+        store. Raises ``IndexUnavailable`` while the backend is away (the indexer retries it)."""
 
     async def refresh(self) -> None:
         """Make every write so far searchable (tests and benches; normal writes are within 1 s)."""

@@ -21,13 +21,12 @@ from engine.search import dsl
 from engine.search import fields as F
 from engine.search.documents import call_id_of, turn_id_of
 from engine.search.query import MAX_LIMIT, MAX_OFFSET, Agg, Filter, QueryError, Sort
-from engine.store.index import Candidate, IndexOp, IndexUnavailable, Row
+from engine.store.index import Candidate, IndexOp, IndexUnavailable, Row, malformed
 
 REQUEST_TIMEOUT: Final = 10.0  # seconds, per HTTP request
 SEARCH_TIMEOUT: Final = "9s"  # the node gives up first, so a slow search is a timed_out answer, not a hang
 PAGE: Final = 5000  # candidates per search_after page
 MAX_GROUP_BUCKETS: Final = MAX_OFFSET + MAX_LIMIT  # the deepest group page a cursor can ask for
-_REQUIRED: Final = ("doc_id", "call_sid", "turn_id", "turn_index", "start_ms", "end_ms")
 _CANDIDATE_FIELDS: Final = ["call_sid", "turn_index", "start_ms", "end_ms", "call_started_ms"]
 
 _TYPES: Final = {
@@ -86,8 +85,10 @@ class OpenSearchIndex:
             await self._client.close()
             self._client = None
 
-    async def setup(self) -> None:
-        """Create the templates, indices and aliases unless they exist (safe to run on every start)."""
+    async def setup(self) -> bool:
+        """Create the templates, indices and aliases unless they exist (safe to run on every start);
+        True when this call created the turns index (the caller fills it from the call store)."""
+        created = False
         async with _unavailable():
             for kind, properties in (("turns", TURN_PROPERTIES), ("calls", CALL_PROPERTIES)):
                 alias = f"{self.prefix}-{kind}"
@@ -113,9 +114,11 @@ class OpenSearchIndex:
                 aliases = {alias: {}, f"{alias}-write": {"is_write_index": True}}
                 try:
                     await self.client.indices.create(index=f"{alias}-v1", body={"aliases": aliases})
+                    created = created or kind == "turns"
                 except TransportError as e:
                     if e.error != "resource_already_exists_exception":  # another process won the race
                         raise
+        return created
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class OpenSearchIndex:
         batch: list[IndexOp] = []
         async with _unavailable():
             for op in ops:
-                reason = _malformed(op)
+                reason = malformed(op)
                 if reason is not None:
                     refused.append((op, reason))
                     continue
@@ -142,7 +145,7 @@ class OpenSearchIndex:
             return []
         lines: list[dict[str, Any]] = []
         for op in ops:
-            if op.kind != "delete_call" and op.doc is not None:  # checked by _malformed; reads filter on tenant
+            if op.kind != "delete_call" and op.doc is not None:  # checked by malformed; reads filter on tenant
                 doc = op.doc if "tenant" in op.doc else {**op.doc, "tenant": op.tenant}
                 target = self.turns if op.kind == "turn" else self.calls
                 lines += [{"index": {"_index": f"{target}-write", "_id": doc["doc_id"]}}, doc]
@@ -313,21 +316,6 @@ class OpenSearchIndex:
             answer = await self.client.get(index=self.calls, id=call_id_of(tenant, call_sid), params={"ignore": 404})
         source: dict[str, Any] | None = answer.get("_source") if answer.get("found") else None
         return source
-
-
-def _malformed(op: IndexOp) -> str | None:
-    """Why an op can never be applied (as SqliteIndex refuses it), or None; checked before any request."""
-    if op.kind == "delete_call":
-        return None if op.call_sid else "delete_call needs a call_sid"
-    doc = op.doc
-    if not isinstance(doc, dict):
-        return f"{op.kind} needs a document"
-    if doc.get("tenant", op.tenant) != op.tenant:
-        return "the document's tenant differs from the op's"
-    if op.kind == "call":
-        return None if doc.get("doc_id") and doc.get("call_sid") else "a call document needs doc_id and call_sid"
-    missing = [k for k in _REQUIRED if doc.get(k) is None]
-    return f"a turn document needs {', '.join(missing)}" if missing else None
 
 
 @contextlib.asynccontextmanager

@@ -1,26 +1,21 @@
 """``SqliteIndex``: the embedded search index, SQLite with an FTS5 table over turn text.
 
-One file: ``turns`` (a column per field of ``engine.search.fields.FIELDS`` for filters and sorts),
-``turn_sources`` (the turn itself as JSON, by the same rowid), ``turns_fts`` (external-content FTS5 over
-``turns.text``, kept in step by hand so a replaced turn keeps exactly one row and one FTS entry),
-``tenants`` (each tenant's number: its turns' rowids lie in one range, so a MATCH keeps to a tenant by
-rowid) and ``calls`` (call documents). WAL lets a few read connections answer while the one writer
-commits; writes are searchable once committed, so ``refresh`` has nothing to do. Blocking work runs
-in threads. ``bulk()`` loads many documents faster (``mise import``, benches).
+The layout is ``engine.store.sqlite_schema``'s, the write path ``engine.store.sqlite_write``'s; this
+module answers the executor's questions (``engine.store.index.SearchIndex``). WAL lets a few read
+connections answer while the one writer commits; writes are searchable once committed, so ``refresh``
+has nothing to do. Blocking work runs in threads; each read has a deadline (a progress handler), past
+which it is a ``QueryError``. ``bulk()`` loads many documents faster (``mise import``, benches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import operator
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import starmap
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -30,94 +25,20 @@ import orjson
 from engine.search import fields as F
 from engine.search import sql as S
 from engine.search.query import MAX_BUCKETS, Agg, Filter, QueryError, Sort
+from engine.store import sqlite_write
 from engine.store.index import Candidate, IndexOp, IndexUnavailable, Row
+from engine.store.sqlite_schema import BOOLEANS, DOC_COLUMNS, SELECT_DOC, WITH_SOURCE, connect, create
+from engine.store.sqlite_write import BULK_CHUNK, BulkLoader
 
 T = TypeVar("T")
-
-_SQL_TYPES: Final = {
-    F.Kind.KEYWORD: "TEXT",
-    F.Kind.INTEGER: "INTEGER",
-    F.Kind.NUMBER: "REAL",
-    F.Kind.BOOLEAN: "INTEGER",
-    F.Kind.DATE: "TEXT",  # the ISO string as written; filters and sorts use call_started_ms
-}
-# Columns read back into the flat document, in this order (source and custom_kv are JSON).
-_DOC_COLUMNS: Final = ("doc_id", "tenant", *F.FIELDS, "call_started_ms", "text", "custom_kv", "source")
-_BOOLEANS: Final = frozenset(name for name, kind in F.FIELDS.items() if kind == F.Kind.BOOLEAN)
-_REQUIRED: Final = ("doc_id", "call_sid", "turn_id", "turn_index", "start_ms", "end_ms")
-_TURN_COLUMNS: Final = _DOC_COLUMNS[:-1]  # the turns table's; source lives in turn_sources
-_SELECT_DOC: Final = ", ".join([*(f't."{c}"' for c in _TURN_COLUMNS), "s.source"])
-_WITH_SOURCE: Final = "JOIN turn_sources s ON s.rowid = t.rowid"
-
-# Indexes measured on 1M turns in 10 tenants (bench/search.py): the key one serves turns_of,
-# get_turns, count and delete_call; the time one the default sort without a sort step; speaker,
-# frustration, last_s and interruptions the common filters and sequence steps. Each costs indexing
-# throughput (a bulk load builds them once, at its end), so add more only when a measurement asks.
-_CANDIDATE: Final = "call_sid, turn_index, start_ms, end_ms, call_started_ms"  # what candidates() reads
-_INDEXES: Final = {
-    "turns_key": "turns (tenant, call_sid, turn_index)",
-    "turns_time": "turns (tenant, call_started_ms DESC, call_sid, turn_index)",
-    "turns_speaker": "turns (tenant, speaker)",
-    # Covering for frustration ranges with a speaker: counts, groups and sequence candidates read no rows.
-    "turns_frustration_cover": f"turns (tenant, frustration, speaker, {_CANDIDATE})",
-    # last_s (ms_to_end) with a speaker, covering the count and the default time order of the page.
-    "turns_to_end": "turns (tenant, ms_to_end, speaker, call_started_ms, call_sid, turn_index)",
-    # Sequences: interruptions are rare (~5%), so a partial index lists them in call order, covering a
-    # candidate; SQLite uses it for `interrupted_other = ?` bound to 1 (it re-prepares for other values).
-    "turns_interrupted": "turns (tenant, call_sid, turn_index, interrupted_other, speaker, start_ms, end_ms,"
-    " call_started_ms)"
-    " WHERE interrupted_other = 1",
-}
-_OBSOLETE: Final = ("turns_frustration",)  # indexes of earlier layouts, dropped at start
-_SECONDARY: Final = tuple(_INDEXES)  # dropped during a bulk load, built again at its end
-_COLUMN_DEFS: Final = ", ".join(f'"{name}" {_SQL_TYPES[kind]}' for name, kind in F.FIELDS.items())
-_SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS turns (
-    rowid INTEGER PRIMARY KEY,
-    doc_id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL,
-    {_COLUMN_DEFS},
-    call_started_ms INTEGER,
-    text TEXT,
-    custom_kv TEXT NOT NULL DEFAULT '[]'
-);
--- The stored turn (JSON) apart: the turns table stays narrow (~1 KB a row instead of ~2.4 KB), so
--- building an index, scanning or looking up turns reads less than half the pages.
-CREATE TABLE IF NOT EXISTS turn_sources (rowid INTEGER PRIMARY KEY, source TEXT NOT NULL);
-{{indexes}}
-CREATE VIRTUAL TABLE IF NOT EXISTS turns_fts USING fts5(
-    text, content='turns', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
-);
--- Tenant number k holds the turns' rowids from k << 40 (engine.search.sql.rowid_range): a tenant's
--- turns lie together, and a MATCH keeps to one tenant with a rowid range.
-CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, k INTEGER NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS calls (
-    doc_id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    call_sid TEXT NOT NULL,
-    started_ms INTEGER,
-    source TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS calls_key ON calls (tenant, call_sid);
-""".replace("{indexes}", "\n".join(f"CREATE INDEX IF NOT EXISTS {name} ON {on};" for name, on in _INDEXES.items()))
-_INSERT_COLUMNS: Final = ", ".join(f'"{c}"' for c in _TURN_COLUMNS)
-_ASSIGN: Final = ", ".join(f'"{c}" = ?' for c in _TURN_COLUMNS)
-_UPDATE: Final = f"UPDATE turns SET {_ASSIGN} WHERE rowid = ?"
 _TOO_LONG: Final = "the query took too long; narrow it"
-MMAP_BYTES: Final = 1 << 32  # SQLite caps it at its compile-time maximum (2 GB by default)
-WAL_AUTOCHECKPOINT: Final = 10_000  # pages (40 MB): fewer, larger checkpoints than the default 1,000
-
-
-def histogram_key(value: float, interval: float) -> float:
-    """A histogram bucket's key: floor(value / interval) * interval, as Python computes it."""
-    return float(math.floor(value / interval) * interval)
 
 
 class _Reader:
     """One read connection with its own deadline, enforced by a progress handler."""
 
     def __init__(self, path: str) -> None:
-        self.conn = _connect(path)
+        self.conn = connect(path)
         self.conn.execute("PRAGMA query_only = ON")
         self.deadline = math.inf
         # Checked every few thousand VM steps (well under a millisecond), so an abort lands on time.
@@ -125,49 +46,6 @@ class _Reader:
 
     def _expired(self) -> int:
         return 1 if time.monotonic() > self.deadline else 0
-
-
-def _create(db: sqlite3.Connection) -> None:
-    """The schema, if missing. An index of the first layout (rowids in arrival order, all tenants
-    mixed, the stored turn in the turns table) has its turns renumbered into their tenants' ranges,
-    their sources moved to turn_sources and its FTS table rebuilt, once."""
-    tables = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
-    renumber = "turns" in tables and "tenants" not in tables
-    split = "turns" in tables and "turn_sources" not in tables
-    # An FTS table with a tenant_tok column: a development layout of the same change (never released).
-    stale_fts = "tenant_tok" in (tables.get("turns_fts") or "")
-    for name in _OBSOLETE:
-        db.execute(f"DROP INDEX IF EXISTS {name}")
-    if stale_fts:
-        db.execute("DROP TABLE turns_fts")
-    db.executescript(_SCHEMA)
-    if renumber or split or stale_fts:
-        db.execute("BEGIN IMMEDIATE")
-        if renumber:
-            db.execute(
-                "INSERT INTO tenants (tenant, k)"
-                " SELECT tenant, ROW_NUMBER() OVER (ORDER BY tenant) FROM (SELECT DISTINCT tenant FROM turns)"
-            )
-            # Old rowids are below 1 << 40: the new ones collide with none of them, nor with each other.
-            db.execute(
-                f"UPDATE turns SET rowid = rowid + {S.ROWIDS} * (SELECT k FROM tenants WHERE tenant = turns.tenant)"
-            )
-        if split:
-            db.execute("INSERT INTO turn_sources (rowid, source) SELECT rowid, source FROM turns")
-            db.execute("ALTER TABLE turns DROP COLUMN source")
-        db.execute("INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')")
-        db.execute("COMMIT")
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection (the default is 2 MiB)
-    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # reads without a system call per page
-    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
-    conn.create_function("histogram_key", 2, histogram_key, deterministic=True)
-    return conn
 
 
 class SqliteIndex:
@@ -178,8 +56,8 @@ class SqliteIndex:
     def __init__(self, path: str | Path, *, readers: int = 4, timeout_s: float = 2.0) -> None:
         self._path = str(path)
         self._timeout_s = timeout_s
-        self._writer = _connect(self._path)
-        _create(self._writer)
+        self._writer = connect(self._path)
+        self._fresh = create(self._writer)
         self._write_lock = threading.Lock()
         self._numbers: dict[str, int] = {}  # tenant -> its number (rowid range), once written
         self._readers: queue.Queue[_Reader] = queue.Queue()
@@ -234,28 +112,7 @@ class SqliteIndex:
 
     async def write(self, ops: list[IndexOp]) -> list[tuple[IndexOp, str]]:
         """Apply ``ops`` in order in one transaction; returns the ops refused (missing keys)."""
-        return await asyncio.to_thread(self._write_sync, ops)
-
-    def _write_sync(self, ops: list[IndexOp]) -> list[tuple[IndexOp, str]]:
-        segments, refused = _prepare(ops)
-        self._commit(segments)
-        return refused
-
-    def _commit(self, segments: list[_Segment]) -> None:
-        """Apply prepared segments in one transaction (``IndexUnavailable`` if SQLite cannot now)."""
-        with self._write_lock:
-            db = self._writer
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for segment in segments:
-                        _apply(db, segment)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as e:  # locked, disk full, I/O: the batch may pass later
-                raise IndexUnavailable(str(e)) from e
+        return await asyncio.to_thread(sqlite_write.write, self._writer, self._write_lock, ops)
 
     def bulk(self, *, durable: bool = False) -> BulkLoader:
         """A bulk load (``mise import``, benches): ``with index.bulk() as load: load.write(ops) ...``.
@@ -267,7 +124,7 @@ class SqliteIndex:
         stay correct meanwhile, only slower. Unless ``durable``, SQLite does not fsync until the load
         ends (``synchronous = OFF``, ~15% faster): a process that dies loses nothing committed, but a
         machine that crashes mid-load may leave the file damaged; the end of the load syncs it."""
-        return BulkLoader(self, durable=durable)
+        return BulkLoader(self._writer, self._write_lock, durable=durable)
 
     async def bulk_load(self, ops: Iterable[IndexOp]) -> list[tuple[IndexOp, str]]:
         """``bulk`` over an iterable of ops (consumed in a thread); returns the ops refused."""
@@ -286,8 +143,10 @@ class SqliteIndex:
 
         return await asyncio.to_thread(run)
 
-    async def setup(self) -> None:
-        """Nothing left to do: the constructor created the schema (idempotently)."""
+    async def setup(self) -> bool:
+        """The constructor made the schema; True (once) if the index was new or rebuilt empty."""
+        fresh, self._fresh = self._fresh, False
+        return fresh
 
     async def refresh(self) -> None:
         """Nothing to do: a committed write is visible to every later read."""
@@ -397,8 +256,8 @@ class SqliteIndex:
                 # The keys drive the loop, one turns_key lookup each (as `(call_sid, turn_index) IN
                 # (VALUES ...)` the planner walks all of the tenant's turns instead: 150 ms at 1M).
                 sql = (
-                    f"SELECT {_SELECT_DOC} FROM (VALUES {values}) AS k CROSS JOIN turns t"
-                    f" ON t.tenant = ? AND t.call_sid = k.column1 AND t.turn_index = k.column2 {_WITH_SOURCE}"
+                    f"SELECT {SELECT_DOC} FROM (VALUES {values}) AS k CROSS JOIN turns t"
+                    f" ON t.tenant = ? AND t.call_sid = k.column1 AND t.turn_index = k.column2 {WITH_SOURCE}"
                 )
                 out.extend(_doc(r) for r in db.execute(sql, [*(x for key in chunk for x in key), tenant]))
             return out
@@ -435,202 +294,17 @@ class SqliteIndex:
             reader.conn.close()
 
 
-# --- the write path -------------------------------------------------------------------------------
-# Per batch: validate and turn every document into its row in Python (one itemgetter, JSON by orjson
-# once), keep the last op per document, find the documents that already exist with one indexed
-# lookup per 500 ids, then executemany: new rows get explicit rowids (max + 1 ...), so their FTS
-# entries go in without reading anything back; only replaced rows whose text changed need FTS5's
-# 'delete' with the old text. Ops stay in order across delete_call (a segment ends at each).
-
-BULK_CHUNK: Final = 10_000  # documents per transaction in a bulk load
-_TEXT: Final = _DOC_COLUMNS.index("text")
-_ROW_VALUES: Final = operator.itemgetter(*_DOC_COLUMNS[2:-2])  # the fields, call_started_ms and text
-_INSERT_ROW: Final = (
-    f"INSERT INTO turns (rowid, {_INSERT_COLUMNS}) VALUES ({', '.join('?' * (len(_TURN_COLUMNS) + 1))})"
-)
-_INSERT_SOURCE: Final = "INSERT INTO turn_sources (rowid, source) VALUES (?, ?)"
-_UPDATE_SOURCE: Final = "UPDATE turn_sources SET source = ? WHERE rowid = ?"
-_FTS_INSERT: Final = "INSERT INTO turns_fts (rowid, text) VALUES (?, ?)"
-_FTS_DELETE: Final = "INSERT INTO turns_fts (turns_fts, rowid, text) VALUES ('delete', ?, ?)"
-_UPSERT_CALL: Final = (
-    "INSERT INTO calls (doc_id, tenant, call_sid, started_ms, source) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (doc_id) DO UPDATE SET started_ms = excluded.started_ms, source = excluded.source"
-)
-
-
-@dataclass(slots=True)
-class _Segment:
-    """Prepared ops up to (and including) one delete_call: calls, then turns, then the delete."""
-
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    turns: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # doc_id -> row (the last op wins)
-    delete: tuple[str, str] | None = None  # (tenant, call_sid)
-
-
-def _prepare(ops: Iterable[IndexOp]) -> tuple[list[_Segment], list[tuple[IndexOp, str]]]:
-    """Ops as rows to write (pure Python: no database), and the ops refused with the reason."""
-    segments = [_Segment()]
-    refused: list[tuple[IndexOp, str]] = []
-    dumps = orjson.dumps
-    for op in ops:
-        segment = segments[-1]
-        if op.kind == "delete_call":
-            if not op.call_sid:
-                refused.append((op, "delete_call needs a call_sid"))
-                continue
-            segment.delete = (op.tenant, op.call_sid)
-            segments.append(_Segment())
-            continue
-        doc = op.doc
-        if not isinstance(doc, dict):
-            refused.append((op, f"{op.kind} needs a document"))
-            continue
-        if doc.get("tenant", op.tenant) != op.tenant:
-            refused.append((op, "the document's tenant differs from the op's"))
-            continue
-        if op.kind == "call":
-            if not doc.get("doc_id") or not doc.get("call_sid"):
-                refused.append((op, "a call document needs doc_id and call_sid"))
-                continue
-            segment.calls.append(
-                (doc["doc_id"], op.tenant, doc["call_sid"], doc.get("started_ms"), dumps(doc).decode())
-            )
-            continue
-        missing = [k for k in _REQUIRED if doc.get(k) is None]
-        if missing:
-            refused.append((op, f"a turn document needs {', '.join(missing)}"))
-            continue
-        try:
-            values = _ROW_VALUES(doc)
-        except KeyError:  # a document of an older shape: absent fields are null
-            values = tuple(doc.get(c) for c in _DOC_COLUMNS[2:-2])
-        custom = doc.get("custom_kv")
-        source = doc.get("source")
-        segment.turns[doc["doc_id"]] = (
-            doc["doc_id"],
-            op.tenant,
-            *values,  # booleans bind as 0/1 (bool is an int)
-            dumps(custom if custom is not None else []).decode(),
-            dumps(source if source is not None else {}).decode(),
-        )
-    return segments, refused
-
-
-def _tenant_number(db: sqlite3.Connection, tenant: str) -> int:
-    """The tenant's number (its rowid range), given on its first turn (inside the write transaction)."""
-    row = db.execute("SELECT k FROM tenants WHERE tenant = ?", (tenant,)).fetchone()
-    if row is not None:
-        return int(row[0])
-    db.execute("INSERT INTO tenants (tenant, k) VALUES (?, (SELECT coalesce(max(k), 0) + 1 FROM tenants))", (tenant,))
-    return int(db.execute("SELECT k FROM tenants WHERE tenant = ?", (tenant,)).fetchone()[0])
-
-
-def _apply(db: sqlite3.Connection, segment: _Segment) -> None:
-    if segment.calls:
-        db.executemany(_UPSERT_CALL, segment.calls)
-    if segment.turns:
-        ids = list(segment.turns)
-        existing: dict[str, tuple[int, str | None]] = {}
-        for i in range(0, len(ids), 500):  # well under SQLite's bound-parameter limit
-            chunk = ids[i : i + 500]
-            sql = f"SELECT doc_id, rowid, text FROM turns WHERE doc_id IN ({', '.join('?' * len(chunk))})"
-            existing.update((doc_id, (rowid, text)) for doc_id, rowid, text in db.execute(sql, chunk))
-        new: dict[str, list[tuple[Any, ...]]] = {}  # by tenant
-        for doc_id, row in segment.turns.items():
-            if doc_id not in existing:
-                new.setdefault(row[1], []).append(row)
-        for tenant, rows in new.items():
-            # Explicit rowids, next in the tenant's range: the FTS entries need no read-back.
-            first, last = S.rowid_range(_tenant_number(db, tenant))
-            top = db.execute("SELECT max(rowid) FROM turns WHERE rowid BETWEEN ? AND ?", (first, last)).fetchone()[0]
-            base = first if top is None else int(top) + 1
-            if base + len(rows) - 1 > last:
-                raise sqlite3.OperationalError(f"tenant {tenant!r} has used up its rowids")
-            db.executemany(_INSERT_ROW, [(base + i, *row[:-1]) for i, row in enumerate(rows)])
-            db.executemany(_INSERT_SOURCE, [(base + i, row[-1]) for i, row in enumerate(rows)])
-            # Every row gets an entry, even without text: FTS5's integrity-check (and 'rebuild')
-            # expect one entry per content row.
-            db.executemany(_FTS_INSERT, [(base + i, row[_TEXT]) for i, row in enumerate(rows)])
-        if existing:
-            replaced = [(existing[doc_id][0], row) for doc_id, row in segment.turns.items() if doc_id in existing]
-            db.executemany(_UPDATE, [(*row[:-1], rowid) for rowid, row in replaced])
-            db.executemany(_UPDATE_SOURCE, [(row[-1], rowid) for rowid, row in replaced])
-            changed = [(rowid, existing[row[0]][1], row[_TEXT]) for rowid, row in replaced]
-            changed = [c for c in changed if c[1] != c[2]]  # else the FTS entry already holds this text
-            if changed:
-                # External content: FTS5 removes an entry given the exact text it indexed.
-                db.executemany(_FTS_DELETE, [(rowid, old) for rowid, old, _ in changed])
-                db.executemany(_FTS_INSERT, [(rowid, text) for rowid, _, text in changed])
-    if segment.delete is not None:
-        _delete_call(db, *segment.delete)
-
-
-def _delete_call(db: sqlite3.Connection, tenant: str, call_sid: str) -> None:
-    rows = db.execute("SELECT rowid, text FROM turns WHERE tenant = ? AND call_sid = ?", (tenant, call_sid)).fetchall()
-    db.executemany(_FTS_DELETE, rows)
-    db.executemany("DELETE FROM turn_sources WHERE rowid = ?", [(rowid,) for rowid, _ in rows])
-    db.execute("DELETE FROM turns WHERE tenant = ? AND call_sid = ?", (tenant, call_sid))
-    db.execute("DELETE FROM calls WHERE tenant = ? AND call_sid = ?", (tenant, call_sid))
-
-
-class BulkLoader:
-    """``SqliteIndex.bulk()``: see there. ``write`` may be called any number of times, from one thread."""
-
-    def __init__(self, index: SqliteIndex, *, durable: bool = False) -> None:
-        self._index = index
-        self._durable = durable
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mise-bulk")
-        self._pending: Future[None] | None = None
-
-    def __enter__(self) -> BulkLoader:
-        with self._index._write_lock:
-            db = self._index._writer
-            for name in _SECONDARY:
-                db.execute(f"DROP INDEX IF EXISTS {name}")
-            if not self._durable:
-                db.execute("PRAGMA synchronous = OFF")
-        return self
-
-    def write(self, ops: list[IndexOp]) -> list[tuple[IndexOp, str]]:
-        """Apply ``ops`` (in chunks of ``BULK_CHUNK``, one transaction each); returns the refused."""
-        refused: list[tuple[IndexOp, str]] = []
-        for i in range(0, len(ops), BULK_CHUNK):
-            segments, bad = _prepare(ops[i : i + BULK_CHUNK])  # while the previous chunk is written
-            refused += bad
-            self._wait()
-            self._pending = self._pool.submit(self._index._commit, segments)
-        self._wait()
-        return refused
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._wait()
-        finally:
-            self._pool.shutdown()
-            with self._index._write_lock:
-                db = self._index._writer
-                db.executescript(_SCHEMA)  # the secondary indexes again, each built in one pass
-                db.execute("INSERT INTO turns_fts (turns_fts) VALUES ('optimize')")
-                db.execute("PRAGMA synchronous = NORMAL")  # and the checkpoint below syncs everything
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
 def _by_rowid(db: sqlite3.Connection, rowids: list[int]) -> dict[int, dict[str, Any]]:
     if not rowids:
         return {}
-    sql = f"SELECT t.rowid, {_SELECT_DOC} FROM turns t {_WITH_SOURCE} WHERE t.rowid IN ({', '.join('?' * len(rowids))})"
+    sql = f"SELECT t.rowid, {SELECT_DOC} FROM turns t {WITH_SOURCE} WHERE t.rowid IN ({', '.join('?' * len(rowids))})"
     return {r[0]: _doc(r[1:]) for r in db.execute(sql, rowids)}
 
 
 def _doc(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    """The flat turn document from a row starting with ``_SELECT_DOC``'s columns."""
-    doc = dict(zip(_DOC_COLUMNS, row, strict=False))
-    for name in _BOOLEANS:
+    """The flat turn document from a row starting with ``SELECT_DOC``'s columns."""
+    doc = dict(zip(DOC_COLUMNS, row, strict=False))
+    for name in BOOLEANS:
         if doc[name] is not None:
             doc[name] = bool(doc[name])
     doc["custom_kv"] = orjson.loads(doc["custom_kv"])
