@@ -77,7 +77,7 @@ def test_text_matching_and_highlights_follow_index_tokens() -> None:
 
 
 def _cand(call: str, i: int, start: int, end: int, started: int = 0) -> Candidate:
-    return Candidate(call, i, start, end, started)
+    return (call, i, start, end, started)
 
 
 def test_sequence_join_takes_each_first_steps_earliest_chain_within_bounds() -> None:
@@ -91,10 +91,10 @@ def test_sequence_join_takes_each_first_steps_earliest_chain_within_bounds() -> 
     ]
     matches = join(steps, [a, b])
     # CA2 starts later (newest call first); its step 2 is 3 turns on: out of range. CA1#5 -> #8 also too far.
-    assert [(m[0].call_sid, m[0].turn_index, m[1].turn_index) for m in matches] == [("CA1", 1, 2)]
+    assert [(m[0][0], m[0][1], m[1][1]) for m in matches] == [("CA1", 1, 2)]
     timed = (steps[0], Step(steps[0].filter, within_turns=None, within_ms=600))
     # by time only: CA2#0 -> #3 starts 400 ms after #0 ended; CA1#1 -> #2 (200 ms); CA1#5 -> #8 (100 ms)
-    assert [(m[0].call_sid, m[0].turn_index, m[1].turn_index) for m in join(timed, [a, b])] == [
+    assert [(m[0][0], m[0][1], m[1][1]) for m in join(timed, [a, b])] == [
         ("CA2", 0, 3),
         ("CA1", 1, 2),
         ("CA1", 5, 8),

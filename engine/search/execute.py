@@ -20,7 +20,7 @@ from typing import Any
 from engine.search import text as T
 from engine.search.query import MAX_STEP_CANDIDATES, Equals, Filter, Query, Range, Step
 from engine.search.sequence import join
-from engine.store.index import Candidate, Row, SearchIndex
+from engine.store.index import CALL_SID, TURN_INDEX, Candidate, Row, SearchIndex
 
 _CALL_FIELDS = ("from", "to", "direction", "call_status", "call_started_at", "call_duration_ms")
 
@@ -64,7 +64,7 @@ async def _sequences(index: SearchIndex, tenant: str, q: Query) -> dict[str, Any
     matches = join(q.steps, candidates)
     out: dict[str, Any] = {}
     if q.group_by_call:
-        calls = [(sid, list(ms)) for sid, ms in groupby(matches, key=lambda m: m[0].call_sid)]
+        calls = [(sid, list(ms)) for sid, ms in groupby(matches, key=lambda m: m[0][CALL_SID])]
         calls = [(sid, ms) for sid, ms in calls if len(ms) >= q.min_matches]
         calls.sort(key=lambda c: (-len(c[1]), c[0]))
         page_calls = calls[q.offset : q.offset + q.limit]
@@ -75,7 +75,7 @@ async def _sequences(index: SearchIndex, tenant: str, q: Query) -> dict[str, Any
             {
                 "call_sid": sid,
                 "matches": len(ms),
-                "call": _call(docs[ms[0][0].call_sid, ms[0][0].turn_index]),
+                "call": _call(docs[ms[0][0][CALL_SID], ms[0][0][TURN_INDEX]]),
                 "sequences": [_sequence(m, docs, q) for m in ms[: q.turns_per_group]],
             }
             for sid, ms in page_calls
@@ -86,7 +86,7 @@ async def _sequences(index: SearchIndex, tenant: str, q: Query) -> dict[str, Any
         docs = await _docs(index, tenant, page)
         out["total"] = len(matches)
         out["sequences"] = [
-            {"call_sid": m[0].call_sid, "call": _call(docs[m[0].call_sid, m[0].turn_index]), **_sequence(m, docs, q)}
+            {"call_sid": m[0][CALL_SID], "call": _call(docs[m[0][CALL_SID], m[0][TURN_INDEX]]), **_sequence(m, docs, q)}
             for m in page
         ]
         more = q.offset + len(page) < len(matches)
@@ -97,7 +97,7 @@ async def _sequences(index: SearchIndex, tenant: str, q: Query) -> dict[str, Any
 async def _docs(
     index: SearchIndex, tenant: str, matches: list[tuple[Candidate, ...]]
 ) -> dict[tuple[str, int], dict[str, Any]]:
-    keys = sorted({(c.call_sid, c.turn_index) for m in matches for c in m})
+    keys = sorted({(c[CALL_SID], c[TURN_INDEX]) for m in matches for c in m})
     found = await index.get_turns(tenant, keys) if keys else []
     return {(d["call_sid"], d["turn_index"]): d for d in found}
 
@@ -105,7 +105,7 @@ async def _docs(
 def _sequence(match: tuple[Candidate, ...], docs: dict[tuple[str, int], dict[str, Any]], q: Query) -> dict[str, Any]:
     hits = []
     for step, c in zip(q.steps, match, strict=True):
-        doc = docs.get((c.call_sid, c.turn_index))
+        doc = docs.get((c[CALL_SID], c[TURN_INDEX]))
         if doc is not None:  # erased between the join and the fetch: leave it out
             hits.append(hit(Row(doc), step.filter, q, step))
     return {"hits": hits}

@@ -280,9 +280,7 @@ class OpenSearchIndex:
                 raise QueryError(f"a sequence step matches more than {cap} turns; narrow it")
             for h in hits["hits"]:
                 s = h["_source"]
-                out.append(
-                    Candidate(s["call_sid"], s["turn_index"], s["start_ms"], s["end_ms"], s.get("call_started_ms"))
-                )
+                out.append((s["call_sid"], s["turn_index"], s["start_ms"], s["end_ms"], s.get("call_started_ms")))
             if len(hits["hits"]) < PAGE:
                 return out
             body["search_after"] = hits["hits"][-1]["sort"]

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from itertools import starmap
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -243,7 +242,7 @@ class SqliteIndex:
             rows = db.execute(sql, [*params, cap + 1]).fetchall()  # one more tells "above the cap"
             if len(rows) > cap:
                 raise QueryError(f"a sequence step matches more than {cap} turns; narrow it")
-            return list(starmap(Candidate, rows))  # INTEGER columns: ints (or None) already
+            return rows  # (call_sid, turn_index, start_ms, end_ms, call_started_ms): Candidates as they are
 
         return await self._read(run)
 

@@ -205,7 +205,9 @@ class BulkLoader:
         finally:
             self._pool.shutdown()
             with self._lock:
+                self._db.execute("PRAGMA threads = 2")  # CREATE INDEX sorts with a helper thread
                 self._db.executescript(SCHEMA)  # the secondary indexes again, each built in one pass
+                self._db.execute("PRAGMA threads = 0")
                 self._db.execute("INSERT INTO turns_fts (turns_fts) VALUES ('optimize')")
                 self._db.execute("PRAGMA synchronous = NORMAL")  # and the checkpoint below syncs everything
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
