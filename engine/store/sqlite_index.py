@@ -23,6 +23,7 @@ import orjson
 
 from engine.search import fields as F
 from engine.search import sql as S
+from engine.search.documents import turn_id_of
 from engine.search.query import MAX_BUCKETS, Agg, Filter, QueryError, Sort
 from engine.store import sqlite_write
 from engine.store.index import Candidate, IndexOp, IndexUnavailable, Row
@@ -308,6 +309,7 @@ def _doc(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
             doc[name] = bool(doc[name])
     doc["custom_kv"] = orjson.loads(doc["custom_kv"])
     doc["source"] = orjson.loads(doc["source"])
+    doc["doc_id"] = turn_id_of(doc["tenant"], doc["call_sid"], doc["turn_id"])
     return doc
 
 

@@ -19,7 +19,7 @@ from typing import Final
 
 from engine.search import fields as F
 
-SCHEMA_VERSION: Final = 3  # bump on any change of tables, columns or FIELDS: the index is rebuilt
+SCHEMA_VERSION: Final = 4  # bump on any change of tables, columns or FIELDS: the index is rebuilt
 
 SQL_TYPES: Final = {
     F.Kind.KEYWORD: "TEXT",
@@ -29,9 +29,11 @@ SQL_TYPES: Final = {
     F.Kind.DATE: "TEXT",  # the ISO string as written; filters and sorts use call_started_ms
 }
 # Columns read back into the flat document, in this order (source and custom_kv are JSON).
-DOC_COLUMNS: Final = ("doc_id", "tenant", *F.FIELDS, "call_started_ms", "text", "custom_kv", "source")
+# No doc_id column: it is tenant:call_sid:turn_id, and the unique key (tenant, call_sid, turn_index) finds a
+# turn already (turn_index == turn_id). A unique index on a 50-byte id in random order was the costliest
+# index to keep up as the table grew.
+DOC_COLUMNS: Final = ("tenant", *F.FIELDS, "call_started_ms", "text", "custom_kv", "source")
 BOOLEANS: Final = frozenset(name for name, kind in F.FIELDS.items() if kind == F.Kind.BOOLEAN)
-REQUIRED: Final = ("doc_id", "call_sid", "turn_id", "turn_index", "start_ms", "end_ms")
 TURN_COLUMNS: Final = DOC_COLUMNS[:-1]  # the turns table's; source lives in turn_sources
 SELECT_DOC: Final = ", ".join([*(f't."{c}"' for c in TURN_COLUMNS), "s.source"])
 WITH_SOURCE: Final = "JOIN turn_sources s ON s.rowid = t.rowid"
@@ -44,7 +46,6 @@ WITH_SOURCE: Final = "JOIN turn_sources s ON s.rowid = t.rowid"
 # only when a measurement asks.
 CANDIDATE: Final = "call_sid, turn_index, start_ms, end_ms, call_started_ms"  # what candidates() reads
 INDEXES: Final = {
-    "turns_key": "turns (tenant, call_sid, turn_index)",
     "turns_time": "turns (tenant, call_started_ms DESC, call_sid, turn_index)",
     # Covering for frustration ranges with a speaker: counts, groups and sequence candidates read no rows.
     "turns_frustration_cover": f"turns (tenant, frustration, speaker, {CANDIDATE})",
@@ -61,7 +62,6 @@ COLUMN_DEFS: Final = ", ".join(f'"{name}" {SQL_TYPES[kind]}' for name, kind in F
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS turns (
     rowid INTEGER PRIMARY KEY,
-    doc_id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,
     {COLUMN_DEFS},
     call_started_ms INTEGER,
@@ -70,9 +70,11 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 -- The stored turn (JSON) apart: the turns table stays narrow (~1 KB a row instead of ~2.4 KB), so
 -- building an index, scanning or looking up turns reads less than half the pages.
+-- The key: finds a turn by its id, and serves turns_of, get_turns, count and delete_call. Kept through
+-- bulk loads (they look turns up by it).
+CREATE UNIQUE INDEX IF NOT EXISTS turns_key ON turns (tenant, call_sid, turn_index);
 CREATE TABLE IF NOT EXISTS turn_sources (rowid INTEGER PRIMARY KEY, source TEXT NOT NULL);
 {{indexes}}
-DROP INDEX IF EXISTS turns_speaker;
 CREATE VIRTUAL TABLE IF NOT EXISTS turns_fts USING fts5(
     text, content='turns', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
 );

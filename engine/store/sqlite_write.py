@@ -26,7 +26,7 @@ from engine.store.sqlite_schema import DOC_COLUMNS, INSERT_COLUMNS, SCHEMA, SECO
 
 BULK_CHUNK: Final = 10_000  # documents per transaction in a bulk load
 _TEXT: Final = DOC_COLUMNS.index("text")
-_ROW_VALUES: Final = operator.itemgetter(*DOC_COLUMNS[2:-2])  # the fields, call_started_ms and text
+_ROW_VALUES: Final = operator.itemgetter(*DOC_COLUMNS[1:-2])  # the fields, call_started_ms and text
 _INSERT_ROW: Final = f"INSERT INTO turns (rowid, {INSERT_COLUMNS}) VALUES ({', '.join('?' * (len(TURN_COLUMNS) + 1))})"
 _INSERT_SOURCE: Final = "INSERT INTO turn_sources (rowid, source) VALUES (?, ?)"
 _UPDATE_SOURCE: Final = "UPDATE turn_sources SET source = ? WHERE rowid = ?"
@@ -38,12 +38,16 @@ _UPSERT_CALL: Final = (
 )
 
 
+_Key = tuple[str, str, int]  # (tenant, call_sid, turn_index): a turn's identity
+
+
 @dataclass(slots=True)
 class _Segment:
     """Prepared ops up to (and including) one delete_call: calls, then turns, then the delete."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
-    turns: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # doc_id -> row (the last op wins)
+    # (tenant, call_sid, turn_index) -> row (the last op wins)
+    turns: dict[_Key, tuple[Any, ...]] = field(default_factory=dict)
     delete: tuple[str, str] | None = None  # (tenant, call_sid)
 
 
@@ -72,11 +76,10 @@ def _prepare(ops: Iterable[IndexOp]) -> tuple[list[_Segment], list[tuple[IndexOp
         try:
             values = _ROW_VALUES(doc)
         except KeyError:  # a document of an older shape: absent fields are null
-            values = tuple(doc.get(c) for c in DOC_COLUMNS[2:-2])
+            values = tuple(doc.get(c) for c in DOC_COLUMNS[1:-2])
         custom = doc.get("custom_kv")
         source = doc.get("source")
-        segment.turns[doc["doc_id"]] = (
-            doc["doc_id"],
+        segment.turns[op.tenant, doc["call_sid"], doc["turn_index"]] = (
             op.tenant,
             *values,  # booleans bind as 0/1 (bool is an int)
             dumps(custom if custom is not None else []).decode(),
@@ -98,16 +101,11 @@ def _apply(db: sqlite3.Connection, segment: _Segment) -> None:
     if segment.calls:
         db.executemany(_UPSERT_CALL, segment.calls)
     if segment.turns:
-        ids = list(segment.turns)
-        existing: dict[str, tuple[int, str | None]] = {}
-        for i in range(0, len(ids), 500):  # well under SQLite's bound-parameter limit
-            chunk = ids[i : i + 500]
-            sql = f"SELECT doc_id, rowid, text FROM turns WHERE doc_id IN ({', '.join('?' * len(chunk))})"
-            existing.update((doc_id, (rowid, text)) for doc_id, rowid, text in db.execute(sql, chunk))
+        existing = _existing(db, list(segment.turns))
         new: dict[str, list[tuple[Any, ...]]] = {}  # by tenant
-        for doc_id, row in segment.turns.items():
-            if doc_id not in existing:
-                new.setdefault(row[1], []).append(row)
+        for key, row in segment.turns.items():
+            if key not in existing:
+                new.setdefault(key[0], []).append(row)
         for tenant, rows in new.items():
             # Explicit rowids, next in the tenant's range: the FTS entries need no read-back.
             first, last = S.rowid_range(_tenant_number(db, tenant))
@@ -121,10 +119,10 @@ def _apply(db: sqlite3.Connection, segment: _Segment) -> None:
             # expect one entry per content row.
             db.executemany(_FTS_INSERT, [(base + i, row[_TEXT]) for i, row in enumerate(rows)])
         if existing:
-            replaced = [(existing[doc_id][0], row) for doc_id, row in segment.turns.items() if doc_id in existing]
-            db.executemany(UPDATE, [(*row[:-1], rowid) for rowid, row in replaced])
-            db.executemany(_UPDATE_SOURCE, [(row[-1], rowid) for rowid, row in replaced])
-            changed = [(rowid, existing[row[0]][1], row[_TEXT]) for rowid, row in replaced]
+            replaced = [(*existing[key], row) for key, row in segment.turns.items() if key in existing]
+            db.executemany(UPDATE, [(*row[:-1], rowid) for rowid, _, row in replaced])
+            db.executemany(_UPDATE_SOURCE, [(row[-1], rowid) for rowid, _, row in replaced])
+            changed = [(rowid, old, row[_TEXT]) for rowid, old, row in replaced]
             changed = [c for c in changed if c[1] != c[2]]  # else the FTS entry already holds this text
             if changed:
                 # External content: FTS5 removes an entry given the exact text it indexed.
@@ -132,6 +130,24 @@ def _apply(db: sqlite3.Connection, segment: _Segment) -> None:
                 db.executemany(_FTS_INSERT, [(rowid, text) for rowid, _, text in changed])
     if segment.delete is not None:
         _delete_call(db, *segment.delete)
+
+
+def _existing(db: sqlite3.Connection, keys: list[_Key]) -> dict[_Key, tuple[int, str | None]]:
+    """(rowid, text) of the turns among ``keys`` already indexed: one turns_key lookup per call's chunk."""
+    by_call: dict[tuple[str, str], list[int]] = {}
+    for tenant, call_sid, turn_index in keys:
+        by_call.setdefault((tenant, call_sid), []).append(turn_index)
+    found: dict[_Key, tuple[int, str | None]] = {}
+    for (tenant, call_sid), indices in by_call.items():
+        for i in range(0, len(indices), 500):  # well under SQLite's bound-parameter limit
+            chunk = indices[i : i + 500]
+            sql = (
+                "SELECT turn_index, rowid, text FROM turns WHERE tenant = ? AND call_sid = ?"
+                f" AND turn_index IN ({', '.join('?' * len(chunk))})"
+            )
+            for turn_index, rowid, text in db.execute(sql, [tenant, call_sid, *chunk]):
+                found[tenant, call_sid, turn_index] = (rowid, text)
+    return found
 
 
 def _delete_call(db: sqlite3.Connection, tenant: str, call_sid: str) -> None:
