@@ -27,7 +27,6 @@ REQUEST_TIMEOUT: Final = 10.0  # seconds, per HTTP request
 SEARCH_TIMEOUT: Final = "9s"  # the node gives up first, so a slow search is a timed_out answer, not a hang
 PAGE: Final = 5000  # candidates per search_after page
 MAX_GROUP_BUCKETS: Final = MAX_OFFSET + MAX_LIMIT  # the deepest group page a cursor can ask for
-_CANDIDATE_FIELDS: Final = ["call_sid", "turn_index", "start_ms", "end_ms", "call_started_ms"]
 
 _TYPES: Final = {
     F.Kind.NUMBER: "double",  # not float: both backends must compare the same float64 values
@@ -218,7 +217,9 @@ class OpenSearchIndex:
     async def group(
         self, tenant: str, f: Filter, min_matches: int, offset: int, limit: int
     ) -> tuple[int, list[tuple[str, int]]]:
-        size = min(offset + limit, MAX_GROUP_BUCKETS)
+        # Every qualifying call in one request (the deepest page a cursor reaches): its count is then the
+        # exact total, without a second, composite pass over the matches.
+        size = MAX_GROUP_BUCKETS
         calls = {
             "terms": {
                 "field": "call_sid",
@@ -269,7 +270,9 @@ class OpenSearchIndex:
             "query": dsl.compile_filter(tenant, f),
             "sort": [{"call_sid": "asc"}, {"turn_index": "asc"}],
             "size": PAGE,
-            "_source": _CANDIDATE_FIELDS,
+            # Doc values, not _source: no stored JSON is read or parsed per candidate (sort holds the key).
+            "_source": False,
+            "docvalue_fields": ["start_ms", "end_ms", "call_started_ms"],
             "track_total_hits": cap + 1,  # enough to tell "past the cap" before paging through it
         }
         out: list[Candidate] = []
@@ -279,8 +282,11 @@ class OpenSearchIndex:
             if hits["total"]["value"] > cap:
                 raise QueryError(f"a sequence step matches more than {cap} turns; narrow it")
             for h in hits["hits"]:
-                s = h["_source"]
-                out.append((s["call_sid"], s["turn_index"], s["start_ms"], s["end_ms"], s.get("call_started_ms")))
+                (call_sid, turn_index), values = h["sort"], h["fields"]
+                started = values.get("call_started_ms")
+                out.append(
+                    (call_sid, turn_index, values["start_ms"][0], values["end_ms"][0], started[0] if started else None)
+                )
             if len(hits["hits"]) < PAGE:
                 return out
             body["search_after"] = hits["hits"][-1]["sort"]
