@@ -9,7 +9,7 @@ After writing a push's audio, the host advances each touched call's analysis: de
 and interruptions costs microseconds per frame and happens in the push. Measuring a decided turn
 (prosody: milliseconds per second of turn) does NOT: it runs on the host's measuring thread, so a
 burst of turns ending together never holds up the next push's audio. Between turns the same thread
-analyses the pitch frames of the turns still in progress (``engine.prosody.PitchStream``), so what is
+analyses the pitch frames of the turns still in progress (``engine.pitch.PitchStream``), so what is
 left when a turn ends is a few milliseconds. A call's events still leave in
 decision order (``CallAnalyzer.release``). Under overload a turn that has waited longer than
 ``measure_max_delay_s`` goes out without features (``features_skipped: "overload"``), counted, so

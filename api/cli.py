@@ -61,23 +61,25 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser(
         "train",
-        help="(re)train the emotion model on a manifest of labelled clips (same code as python -m models.train)",
+        help="(re)train the emotion model on a manifest of labelled clips "
+        "(same code as python -m models.training.train)",
         add_help=False,
     )
 
     sub.add_parser(
         "recalibrate",
-        help="refit the emotion model's calibration on your labelled turns (same code as python -m models.recalibrate)",
+        help="refit the emotion model's calibration on your labelled turns "
+        "(same code as python -m models.training.recalibrate)",
         add_help=False,
     )
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # everything after `train` is models.train's own command line
-        from models import train
+    if argv[:1] == ["train"]:  # everything after `train` is models.training.train's own command line
+        from models.training import train
 
         return train.main(argv[1:])
     if argv[:1] == ["recalibrate"]:
-        from models import recalibrate
+        from models.training import recalibrate
 
         return recalibrate.main(argv[1:])
     args = parser.parse_args(argv)

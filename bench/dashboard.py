@@ -119,10 +119,14 @@ def machine_busy_s() -> float:
 
 def other_load() -> str:
     """Other people's work on this machine that competes for the cores (e.g. a model being trained)."""
-    out = subprocess.run(["pgrep", "-af", "models.train"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(["pgrep", "-af", "models.training.train"], capture_output=True, text=True).stdout.strip()
     mine = str(os.getpid())
     lines = [line for line in out.splitlines() if line.split(" ", 1)[0] != mine and "pgrep" not in line]
-    return f"{len(lines)} `models.train` process(es) running" if lines else "no `models.train` process running"
+    return (
+        f"{len(lines)} `models.training.train` process(es) running"
+        if lines
+        else "no `models.training.train` process running"
+    )
 
 
 def pct(values: list[float], q: float) -> float:

@@ -45,7 +45,8 @@ import numpy.typing as npt
 from engine.events import FRUSTRATION_ALERT, INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
 from engine.frames import SPEAKER_OF_TRACK, TRACKS
 from engine.g711 import SAMPLES_PER_MS
-from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, PitchStream, SpeakerBaseline, turn_features
+from engine.pitch import PitchStream
+from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, SpeakerBaseline, turn_features
 from engine.ring import RingBuffer
 from engine.turns import Interruption, Silence, Turn, TurnTracker
 from engine.vad import FRAME, FRAME_MS, CallVad

@@ -11,7 +11,7 @@ Two stages, each one idea:
    A weaker test may only *extend* speech (double-threshold endpointing, as Rabiner & Sambur's lower
    threshold): within ``hangover`` frames after a frame that passed the strict test, a frame is also
    speech when it is voiced (``periodicity`` over it and the frame before, pitch lags 60-400 Hz, >= 0.85,
-   i.e. YIN's aperiodicity threshold 0.15 that engine/prosody.py uses), above -70 dBFS (prosody's
+   i.e. YIN's aperiodicity threshold 0.15 that engine/pitch.py uses), above -70 dBFS (the pitch track's
    silence floor) and the same relative floor, and louder than the other track's level - 20 dB (the
    other party's voice leaks in well below that: 27-32 dB on AMI, like line echo). This keeps quiet
    voiced word tails that webrtcvad or the absolute floor drop, never starts speech on its own (a steady
@@ -60,7 +60,7 @@ import webrtcvad
 
 FRAME = 160  # samples: 20 ms at 8 kHz
 FRAME_MS = 20
-MIN_LAG, MAX_LAG = 20, 133  # pitch lags in samples at 8 kHz: 400 Hz down to 60 Hz (engine/prosody.py's range)
+MIN_LAG, MAX_LAG = 20, 133  # pitch lags in samples at 8 kHz: 400 Hz down to 60 Hz (engine/pitch.py's range)
 _OTHER = {"inbound": "outbound", "outbound": "inbound"}
 
 

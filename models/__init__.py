@@ -1,5 +1,6 @@
 """Mise's own models. Importing this package does not import torch: ``load_emotion_model`` does, lazily,
-so call hosts can import the torch-free parts (``models.audio``, ``models.data``, ``models.metrics``)."""
+so call hosts can import the torch-free parts (``models.audio``, ``models.caller``). Training and evaluation are in
+``models.training``, which no server imports."""
 
 from __future__ import annotations
 

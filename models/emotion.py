@@ -49,7 +49,7 @@ class EmotionModel:
         self.meta: dict[str, Any] = dict(blob.get("meta", {}))
         self.calibration = Calibration.of(self.calibration_spec())
         # Per-caller scoring (models.caller): class centroids and a calibration of their own; None in weights
-        # calibrated on a validation split only (``models.train --once``).
+        # calibrated on a validation split only (``models.training.train --once``).
         self.caller: dict[str, Any] | None = blob.get("caller")
 
     def calibration_spec(self, *, caller: bool = False) -> dict[str, Any]:

@@ -322,7 +322,7 @@ def ended(call_sid: str) -> Any:
 def tiny_manifest(
     tmp_path: Path, rows: list[tuple[str, ...]], columns: tuple[str, ...] = ("path", "dataset", "speaker", "emotion")
 ) -> Path:
-    """A manifest (``models.data`` format) of ``rows``: real corpus clips, paths relative to the shared data
+    """A manifest (``models.training.data`` format) of ``rows``: real corpus clips, paths relative to the shared data
     root (pass it with --root), or absolute paths."""
     path = tmp_path / "tiny.csv"
     with open(path, "w", newline="") as f:

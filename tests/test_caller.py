@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.caller import SHRINK, CallerBaseline, class_centroids, in_order, softmax
-from models.crossval import OutOfFold
+from models.training.crossval import OutOfFold
 
 NEUTRAL, ANGRY = 0, 1
 # Class centroids of a population: confident, well separated.
@@ -83,10 +83,10 @@ def synthetic_oof(scale: float, seed: int = 0) -> OutOfFold:
 
 
 def test_a_calibration_fitted_to_less_confident_fold_models_does_not_transfer() -> None:
-    """``models.crossval``'s transfer check: calibrated by itself it equals its own cross-fitting; calibrated
+    """``models.training.crossval``'s transfer check: calibrated by itself it equals its own cross-fitting; calibrated
     by fold models half as confident, the same logits come out overconfident."""
-    from models.crossval import cross_fitted, per_caller
-    from models.evaluate import figures
+    from models.training.crossval import cross_fitted, per_caller
+    from models.training.evaluate import figures
 
     oof = synthetic_oof(2.0)
     own = cross_fitted(oof)
@@ -101,8 +101,8 @@ def test_a_calibration_fitted_to_less_confident_fold_models_does_not_transfer() 
 
 
 def test_speaker_folds_mix_corpora_and_genders_and_never_outnumber_the_speakers() -> None:
-    from models.crossval import speaker_folds
-    from models.data import Clip
+    from models.training.crossval import speaker_folds
+    from models.training.data import Clip
 
     clips = [
         Clip(f"{d}/{s}.wav", d, s, "neutral", g)

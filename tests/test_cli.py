@@ -187,7 +187,7 @@ def test_analyze_refuses_what_it_cannot_read(tmp_path: Path) -> None:
 
 
 def test_mise_train_is_the_model_trainer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`mise train ...` hands its arguments to models.train (trained for real in tests/test_model.py)."""
+    """`mise train ...` hands its arguments to models.training.train (trained for real in tests/test_model.py)."""
     from api.cli import main
 
     assert main(["train", "--manifest", str(tmp_path / "none.csv")]) == 2
@@ -195,7 +195,8 @@ def test_mise_train_is_the_model_trainer(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_mise_recalibrate_is_the_model_recalibrator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`mise recalibrate ...` hands its arguments to models.recalibrate (run for real in tests/test_recalibrate.py)."""
+    """`mise recalibrate ...` hands its arguments to models.training.recalibrate (run for real in
+    tests/test_recalibrate.py)."""
     from api.cli import main
 
     assert main(["recalibrate", "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "w.pt")]) == 2

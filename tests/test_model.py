@@ -13,9 +13,9 @@ import pytest
 
 import models
 from models.audio import SAMPLE_RATE, windows
-from models.data import read_manifest
 from models.emotion import WEIGHTS, weights_path
-from models.metrics import chance_ece, confusion, expected_calibration_error, roc_auc, unweighted_accuracy
+from models.training.data import read_manifest
+from models.training.metrics import chance_ece, confusion, expected_calibration_error, roc_auc, unweighted_accuracy
 from tests.support import REPO, data_path, tiny_manifest
 
 KEYS = {"scores", "label", "frustration", "arousal", "windows"}
@@ -38,7 +38,8 @@ def read(relative: str) -> np.ndarray:
 
 def test_importing_models_does_not_import_torch() -> None:
     code = (
-        "import sys, models, models.audio, models.data, models.metrics, models.augment; print('torch' in sys.modules)"
+        "import sys, models, models.audio, models.caller, models.training, models.training.data,"
+        " models.training.metrics, models.training.augment; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -114,7 +115,7 @@ def test_angry_clips_score_above_neutral_ones() -> None:
 
 
 def test_evaluate_writes_one_prediction_per_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models import evaluate
+    from models.training import evaluate
 
     paths = corpus_clips("angry", 3) + corpus_clips("neutral", 3)
     root = data_path("emotion/manifest.csv").parent.parent
@@ -132,7 +133,7 @@ def test_evaluate_writes_one_prediction_per_clip(tmp_path: Path, capsys: pytest.
 
 
 def test_training_runs_on_a_tiny_manifest(tmp_path: Path) -> None:
-    from models import train
+    from models.training import train
 
     rows = []
     for speaker in ("01", "02", "03"):
@@ -153,8 +154,8 @@ def test_training_runs_on_a_tiny_manifest(tmp_path: Path) -> None:
 def test_refit_trains_on_every_speaker_with_the_first_fits_calibration(tmp_path: Path) -> None:
     import torch
 
-    from models import train
     from models.emotion import read_weights
+    from models.training import train
 
     common = five_speaker_manifest(tmp_path)
     first, refit = tmp_path / "first.pt", tmp_path / "refit.pt"
@@ -172,13 +173,13 @@ def test_refit_trains_on_every_speaker_with_the_first_fits_calibration(tmp_path:
 
 
 def test_the_default_refit_is_calibrated_by_speaker_cross_validation(tmp_path: Path) -> None:
-    """``models.train`` cross-validates over speaker folds, refits on every speaker and calibrates with the
+    """``models.training.train`` cross-validates over speaker folds, refits on every speaker and calibrates with the
     out-of-fold logits (per clip, and per caller with class centroids); ``--oof`` reuses that run."""
     import torch
 
-    from models import train
-    from models.crossval import read_oof
     from models.emotion import EmotionModel, read_weights
+    from models.training import train
+    from models.training.crossval import read_oof
 
     common = five_speaker_manifest(tmp_path)
     out, oof = tmp_path / "cv.pt", tmp_path / "oof.npz"
@@ -200,10 +201,10 @@ def test_the_default_refit_is_calibrated_by_speaker_cross_validation(tmp_path: P
 
 
 def test_crossval_keeps_each_fold_model_calibrated_like_the_refit(tmp_path: Path) -> None:
-    """``models.crossval --keep-models`` writes one model per fold, trained without its fold's speakers and
-    carrying the calibration the refit gets from the same out-of-fold logits, ready for ``models.evaluate``."""
-    from models import crossval
+    """``models.training.crossval --keep-models`` writes one model per fold, trained without its fold's speakers and
+    carrying the calibration the refit gets from the same out-of-fold logits, ready for ``models.training.evaluate``."""
     from models.emotion import EmotionModel, read_weights
+    from models.training import crossval
 
     common = five_speaker_manifest(tmp_path)
     oof = tmp_path / "oof.npz"
@@ -226,8 +227,8 @@ def test_crossval_keeps_each_fold_model_calibrated_like_the_refit(tmp_path: Path
 def test_corpus_balance_weighs_every_dataset_and_class_cell_alike() -> None:
     """``--balance corpus``: each (dataset, class) cell carries the same total loss weight, whatever the
     corpora's class mixes; one dataset trains with the class weights alone (the option changes nothing)."""
-    from models.data import Clip
-    from models.train import corpus_balanced_weights
+    from models.training.data import Clip
+    from models.training.fit import corpus_balanced_weights
 
     mix = {("a", "angry"): 6, ("a", "happy"): 2, ("b", "angry"): 1, ("b", "happy"): 3}
     clips = [Clip(f"{d}{e}{i}.wav", d, "01", e) for (d, e), n in mix.items() for i in range(n)]
@@ -242,8 +243,8 @@ def test_out_of_fold_logits_from_before_a_new_option_still_match_its_default() -
     """Out-of-fold logits written before a recipe option existed are that option's default recipe."""
     import argparse
 
-    from models.crossval import same_recipe
-    from models.train import add_recipe_arguments, recipe_of
+    from models.training.crossval import same_recipe
+    from models.training.fit import add_recipe_arguments, recipe_of
 
     default = recipe_of(add_recipe_arguments(argparse.ArgumentParser()).parse_args([]))
     older = {k: v for k, v in default.items() if k != "balance"}
@@ -329,13 +330,13 @@ def test_periodicity_channels_find_the_pitch() -> None:
 
 
 def test_the_model_card_quotes_evaluate_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
-    """The numbers printed by ``python -m models.evaluate`` and those in MODEL_CARD.md agree: the card's
+    """The numbers printed by ``python -m models.training.evaluate`` and those in MODEL_CARD.md agree: the card's
     full-output block is exactly what the command prints for the shipped weights."""
-    from models import evaluate
+    from models.training import evaluate
 
     data_path("emotion/manifest.csv")  # skips without the shared corpus
     assert evaluate.main([]) == 0
     printed = capsys.readouterr().out
     card = (REPO / "models" / "MODEL_CARD.md").read_text()
-    block = card.split("Full output of `python -m models.evaluate`", 1)[1].split("```\n")[1]
+    block = card.split("Full output of `python -m models.training.evaluate`", 1)[1].split("```\n")[1]
     assert block == printed

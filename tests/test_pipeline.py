@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from engine import prosody
+from engine import pitch
 from engine.events import INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
 from engine.pipeline import AnalysisOptions, CallAnalyzer, analyze
 from engine.prosody import FEATURE_KEYS
@@ -139,13 +139,13 @@ def test_pitch_frames_analysed_while_a_turn_is_in_progress_are_reused_when_it_en
     inbound, outbound, _ = synthetic()
     expected, _ = analyze(inbound, outbound, chunk_ms=20)
     analysed = {"now": 0}
-    real = prosody._candidates
+    real = pitch._candidates
 
     def counting(setup: Any, buf: Any, first: int, count: int) -> Any:  # a spy: the real function runs
         analysed["now"] += count
         return real(setup, buf, first, count)
 
-    monkeypatch.setattr(prosody, "_candidates", counting)
+    monkeypatch.setattr(pitch, "_candidates", counting)
     rings = {"inbound": RingBuffer(60 * SR), "outbound": RingBuffer(60 * SR)}
     analyzer = CallAnalyzer(measure_inline=False)
     events: list[CallEvent] = []

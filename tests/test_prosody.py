@@ -15,15 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from engine.prosody import (
-    FEATURE_KEYS,
-    RELATIVE_KEYS,
-    PitchStream,
-    PitchTrack,
-    SpeakerBaseline,
-    pitch_track,
-    turn_features,
-)
+from engine.pitch import PitchStream, PitchTrack, pitch_track
+from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, SpeakerBaseline, turn_features
 from tests.support import data_path
 
 SR = 8000

@@ -1,4 +1,4 @@
-"""models.recalibrate: the calibration refitted on labelled clips of a new population, the network kept.
+"""models.training.recalibrate: the calibration refitted on labelled clips of a new population, the network kept.
 Real clips of the shared corpus (EmoDB speakers, which the no-EmoDB model never heard); they skip (or
 fail in CI) when it is absent."""
 
@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from models.calibrate import fit_calibration, fit_platt
-from models.data import Clip, load_clips, read_manifest
 from models.emotion import NO_EMODB_WEIGHTS, EmotionModel, read_weights, weights_path
-from models.evaluate import scored_per_caller
-from models.metrics import expected_calibration_error
+from models.training.calibrate import fit_calibration, fit_platt
+from models.training.data import Clip, load_clips, read_manifest
+from models.training.evaluate import scored_per_caller
+from models.training.metrics import expected_calibration_error
 from tests.support import data_path, tiny_manifest
 
 SPEAKERS = ("03", "08")  # EmoDB speakers outside the test split
@@ -35,7 +35,7 @@ def emodb_clips(
 
 
 def recalibrate(tmp_path: Path, rows: list[tuple[str, ...]], *columns: str, weights: Path | None = None) -> Path:
-    from models import recalibrate as command
+    from models.training import recalibrate as command
 
     manifest = tiny_manifest(tmp_path, rows, columns) if columns else tiny_manifest(tmp_path, rows)
     out = tmp_path / "recal.pt"
@@ -123,7 +123,7 @@ def test_silent_clips_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_recalibration_refuses_clips_without_frustration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models import recalibrate as command
+    from models.training import recalibrate as command
 
     clips = emodb_clips(per_speaker=4, emotions=("neutral", "sad"))
     manifest = tiny_manifest(tmp_path, [(c.path, c.dataset, c.speaker, c.emotion) for c in clips])
@@ -137,11 +137,11 @@ def test_recalibration_refuses_clips_without_frustration(tmp_path: Path, capsys:
 
 
 def test_the_study_needs_a_per_caller_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models import recalibrate as command
+    from models.training import recalibrate as command
 
     data_path("emotion/manifest.csv")  # skips without the shared corpus
     blob = read_weights(weights_path(NO_EMODB_WEIGHTS))
-    del blob["caller"]  # as `models.train --once` writes them
+    del blob["caller"]  # as `models.training.train --once` writes them
     torch.save(blob, tmp_path / "once.pt")
     assert command.main(["--study", "--weights", str(tmp_path / "once.pt")]) == 1
     assert "needs weights with a per-caller calibration" in capsys.readouterr().err
@@ -167,8 +167,8 @@ def test_platt_converges_on_saturated_scores() -> None:
 
 def test_the_in_sample_platt_refit_finds_a_block_shift() -> None:
     """Scores one log-odds too high as a block: the refit's slope is ~1, its intercept ~-1, and its ECE is far
-    under the shifted scores' (what ``models.evaluate`` prints under each ECE)."""
-    from models.evaluate import platt_refit
+    under the shifted scores' (what ``models.training.evaluate`` prints under each ECE)."""
+    from models.training.evaluate import platt_refit
 
     rng = np.random.default_rng(5)
     log_odds = rng.normal(0.0, 2.0, 4000)

@@ -1,10 +1,10 @@
 """Speaker-grouped cross-validation of a training recipe over every non-test speaker.
 
-    python -m models.crossval --out oof.npz [--folds 4] [--jobs 2] [recipe options of models.train]
+    python -m models.training.crossval --out oof.npz [--folds 4] [--jobs 2] [recipe options of models.training.train]
 
 The non-test speakers are dealt into ``--folds`` folds (per dataset, men then women, round robin, so each
 fold mixes both corpora and genders). Each fold is held out once: the recipe trains on the other folds (as
-``python -m models.train --once`` does on the training speakers) and scores the held-out clips. Pooled over
+``python -m models.training.train --once`` does on the training speakers) and scores the held-out clips. Pooled over
 all folds, every non-test speaker is predicted by a model that never heard it: 22 speakers behind each
 figure instead of the 6 validation speakers, so recipes and settings can be compared with less noise than a
 single split allows. Test speakers are never read.
@@ -12,9 +12,9 @@ single split allows. Test speakers are never read.
 Prints, pooled over the out-of-fold clips: 4-class UA, angry-vs-neutral balanced accuracy, frustration
 ROC-AUC and ECE, and the 4-class UA per fold. The ECE is cross-fitted: each fold's probabilities are
 calibrated (temperature, Platt) on the other folds' out-of-fold logits. ``--out`` keeps the out-of-fold
-logits (``models.crossval.read_oof``) for calibration and per-caller studies; ``--keep-models`` each fold's
+logits (``models.training.crossval.read_oof``) for calibration and per-caller studies; ``--keep-models`` each fold's
 model (``fold<k>.pt`` beside its log), calibrated as the refit is, by every out-of-fold logit, so that
-``models.evaluate --weights`` can score the test speakers with models trained on fewer speakers than the refit.
+``models.training.evaluate --weights`` can score the test speakers with models trained on fewer speakers than the refit.
 ``--report --out F --calibrated-by G`` also scores F's logits with the calibration and centroids fitted on G's
 (another cross-validation, e.g. fewer folds): whether a calibration fitted to one set of fold models holds for
 another.
@@ -37,11 +37,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.calibrate import fit_calibration
 from models.caller import SHRINK, arrival_order, class_centroids, in_order, platt_frustration, softmax
-from models.data import AROUSAL, SPLITS, Clip, load_clips
 from models.emotion import EmotionModel, read_weights
-from models.evaluate import (
+from models.training.calibrate import fit_calibration
+from models.training.data import AROUSAL, SPLITS, Clip, load_clips
+from models.training.evaluate import (
     Scored,
     chance_per_speaker,
     ece_per_speaker,
@@ -50,8 +50,8 @@ from models.evaluate import (
     platt_refit,
     ua4,
 )
-from models.metrics import chance_ece, expected_calibration_error
-from models.train import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
+from models.training.fit import FOLDS, add_recipe_arguments, recipe_clips, recipe_of, train
+from models.training.metrics import chance_ece, expected_calibration_error
 
 Floats = npt.NDArray[np.float64]
 
@@ -154,7 +154,7 @@ def calibration_of(
     oof: OutOfFold, keep: npt.NDArray[np.bool_], logits: Floats | None = None
 ) -> tuple[float, tuple[float, float]]:
     """Temperature and Platt coefficients fitted on the out-of-fold logits (or ``logits``) ``keep``
-    selects, as ``models.train`` fits them on the validation speakers."""
+    selects, as ``models.training.train`` fits them on the validation speakers."""
     y = np.array([oof.classes.index(lab) for lab in oof.labels])[keep]
     return fit_calibration((oof.logits if logits is None else logits)[keep], y, frustration_indices(oof))
 
@@ -220,7 +220,7 @@ def read_oof(path: Path) -> OutOfFold:
 
 def same_recipe(stored: str, recipe: dict[str, Any]) -> bool:
     """Whether out-of-fold logits written with recipe ``stored`` (a repr) are of ``recipe``; options added to
-    ``models.train`` since they were written count at their defaults."""
+    ``models.training.train`` since they were written count at their defaults."""
     defaults = recipe_of(add_recipe_arguments(argparse.ArgumentParser()).parse_args([]))
     return bool({**defaults, **ast.literal_eval(stored)} == recipe)
 
@@ -249,7 +249,7 @@ def report(oof: OutOfFold) -> None:
 def ece_of_test_sized_sets(oof: OutOfFold, draws: int = 2000) -> None:
     """How far the ECE of a test split this small strays from the pooled one: the cross-fitted ECE of each
     speaker, and of random speaker subsets with as many speakers per corpus as the test split (SPLITS), each
-    clip alone and per caller (random order), beside their chance levels (``models.metrics.chance_ece``: the
+    clip alone and per caller (random order), beside their chance levels (``models.training.metrics.chance_ece``: the
     median ECE of an exactly calibrated model with the same scores; for the sets, over the first 200 draws),
     and how many speakers lie beyond the 95th percentile of their own chance ECE."""
     who = np.array(oof.speakers)
@@ -391,7 +391,7 @@ def calibrate(oof: OutOfFold) -> dict[str, Any]:
 
 
 def calibrated_refit(args: argparse.Namespace, clips: list[Clip], root: Path) -> dict[str, Any]:
-    """``python -m models.train``'s default: cross-validate the recipe (or read the out-of-fold logits of an
+    """``python -m models.training.train``'s default: cross-validate the recipe (or read the out-of-fold logits of an
     earlier run from ``args.oof``), train it on every non-test speaker, and calibrate that with the
     out-of-fold logits (kept in ``args.save_oof`` if given)."""
     recipe = recipe_of(args)
@@ -425,7 +425,7 @@ def calibrated_by(blob: dict[str, Any], oof: OutOfFold, calibration: dict[str, A
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m models.crossval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m models.training.crossval", description=__doc__.split("\n\n")[0])
     add_recipe_arguments(ap)
     ap.add_argument("--folds", type=int, default=FOLDS, help=f"speaker folds (default {FOLDS})")
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")

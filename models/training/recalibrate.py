@@ -1,16 +1,16 @@
 """Recalibrate emotion-model weights on your own labelled clips, keeping the network as it is.
 
-    python -m models.recalibrate --manifest CSV [--root DIR] [--weights W.pt] [--speakers S,...] --out W2.pt
-    python -m models.recalibrate --study     # how many speakers of a new population it takes (shared corpus)
+    python -m models.training.recalibrate --manifest CSV [--root DIR] [--weights W.pt] [--speakers S,...] --out W2.pt
+    python -m models.training.recalibrate --study     # how many speakers of a new population it takes (shared corpus)
 
 A model's probabilities are calibrated for the speakers it was calibrated on. On another population (other
 callers, language, line) the ranking usually holds but the probabilities shift: trained without EmoDB, the
 shipped model ranks EmoDB's angry clips well above the rest yet its frustration ECE there is 0.11. Retraining
-(``python -m models.train --manifest``) needs hundreds of clips and half an hour; this refits, in seconds, only
+(``python -m models.training.train --manifest``) needs hundreds of clips and half an hour; this refits, in seconds, only
 what turns the network's logits into probabilities, from a few labelled turns of the new population:
 
 - per turn: the softmax temperature and the Platt coefficients of the frustration log-odds
-  (``models.calibrate.fit_calibration``, as ``models.train`` fits them);
+  (``models.training.calibrate.fit_calibration``, as ``models.training.train`` fits them);
 - per caller (``models.caller``): the class centroids (the mean logits of each labelled class; classes without
   clips keep the model's centroids), then a temperature and Platt of their own, fitted on the clips' logits
   adjusted as a live call would adjust them: each speaker's clips in a random order against the centroids of
@@ -35,13 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.calibrate import fit_calibration
 from models.caller import SHRINK, class_centroids
-from models.crossval import OutOfFold, per_caller
-from models.data import Clip, default_manifest, load_clips, read_manifest, resolve_root
 from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
-from models.evaluate import HEADLINE, figures, score_logits, scored_per_caller
-from models.metrics import chance_ece
+from models.training.calibrate import fit_calibration
+from models.training.crossval import OutOfFold, per_caller
+from models.training.data import Clip, default_manifest, load_clips, read_manifest, resolve_root
+from models.training.evaluate import HEADLINE, figures, score_logits, scored_per_caller
+from models.training.metrics import chance_ece
 
 Floats = npt.NDArray[np.float64]
 
@@ -51,10 +51,10 @@ def recalibration(
 ) -> tuple[dict[str, Any], str]:
     """The calibration of ``model`` refitted on labelled clips (raw logits ``(n, classes)`` from
     ``EmotionModel.logits``; speakers ``dataset:speaker``, "" where unknown), in the weights file's keys, and
-    a note on the per-caller part. Per turn: ``models.calibrate.fit_calibration`` (a label the model lacks is
+    a note on the per-caller part. Per turn: ``models.training.calibrate.fit_calibration`` (a label the model lacks is
     left out of the temperature and counts as not frustrated). Per caller: the clips' class centroids (the
     model's for a class without clips), and a temperature and Platt fitted on the clips adjusted as
-    ``models.crossval.per_caller`` adjusts out-of-fold logits, each speaker's clips in a random order against
+    ``models.training.crossval.per_caller`` adjusts out-of-fold logits, each speaker's clips in a random order against
     the other speakers' centroids (a clip without a speaker is a caller of its own, scored alone; with a
     single speaker, the model's centroids are kept and adjusted against)."""
     y = np.array([model.classes.index(lab) if lab in model.classes else -1 for lab in labels], dtype=np.int64)
@@ -103,7 +103,7 @@ def recalibrated(blob: dict[str, Any], calibration: dict[str, Any], source: str,
     named = sorted(set(speakers) - {""})
     meta = blob.get("meta", {}) | {
         "recalibrated_on": {"manifest": source, "speakers": named, "before": before},
-        "calibration": f"recalibrated on {source} (models.recalibrate)",
+        "calibration": f"recalibrated on {source} (models.training.recalibrate)",
         "calibration_speakers": named,
     }
     return blob | calibration | {"meta": meta}
@@ -195,7 +195,10 @@ def study(args: argparse.Namespace) -> int:
     clips = [c for c in read_manifest(manifest) if c.dataset == "emodb"]
     model = EmotionModel(read_weights(args.weights or weights_path(NO_EMODB_WEIGHTS)))
     if model.caller is None:
-        print("the study needs weights with a per-caller calibration (not `models.train --once`)", file=sys.stderr)
+        print(
+            "the study needs weights with a per-caller calibration (not `models.training.train --once`)",
+            file=sys.stderr,
+        )
         return 1
     logits, counts = model.logits(load_clips(clips, resolve_root(manifest, args.root, clips)))
     heard = np.array(counts) > 0
@@ -248,7 +251,7 @@ def study(args: argparse.Namespace) -> int:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m models.recalibrate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m models.training.recalibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
     ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
     ap.add_argument("--weights", type=Path, default=None, help="weights to recalibrate (default: the shipped ones)")

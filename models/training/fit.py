@@ -1,17 +1,8 @@
-"""Train the emotion model on a manifest of labelled 8 kHz clips, calibrated on speakers it did not train on.
+"""One training run of the emotion model, and the options (the recipe) that define it.
 
-    python -m models.train                                   # the shared corpus -> models/weights/emotion.pt
-    python -m models.train --exclude-dataset emodb --out models/weights/emotion_no_emodb.pt
-    python -m models.train --manifest my.csv --root DIR --out my.pt   # your own clips, same CSV format
-
-Speakers listed as ``test`` in ``models.data.SPLITS`` are never read. By default the recipe is first
-cross-validated over speaker folds of the other speakers (``models.crossval``: ``--folds``, ``--jobs``), then
-trained on all of them; that refit is what is written, calibrated with the cross-validation's out-of-fold
-logits, per turn and per caller (``models.caller``). ``--save-oof F`` keeps those logits, ``--oof F`` reuses
-them. ``--once``: a first fit on the training speakers only, calibrated on the validation speakers (SPLITS, or
-for other manifests a seeded fifth of the speakers); ``--first-fit W.pt``: a refit keeping such a first fit's
-calibration (also the default for manifests of fewer than three speakers).
-One thread, fixed seeds: the same command gives the same weights on the same machine.
+``train`` fits, calibrates and returns a weights blob; ``add_recipe_arguments``, ``recipe_of`` and
+``recipe_clips`` turn a command line into its keyword arguments and clips. Shared by ``models.training.train``
+(the refit that ships) and ``models.training.crossval`` (one run per speaker fold).
 """
 
 from __future__ import annotations
@@ -19,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,13 +21,14 @@ import torch
 from torch import nn
 
 from models.audio import SAMPLE_RATE, Audio, trim
-from models.augment import PhoneChannel
-from models.calibrate import fit_calibration
-from models.data import (
+from models.emotion import EmotionModel
+from models.net import EmotionNet
+from models.training.augment import PhoneChannel
+from models.training.calibrate import fit_calibration
+from models.training.data import (
     AROUSAL,
     FOUR,
     FRUSTRATION,
-    REPO,
     Clip,
     classes_for,
     default_manifest,
@@ -45,13 +36,10 @@ from models.data import (
     read_manifest,
     resolve_root,
 )
-from models.emotion import EmotionModel, read_weights
-from models.metrics import confusion, roc_auc, unweighted_accuracy
-from models.net import EmotionNet
+from models.training.metrics import confusion, roc_auc, unweighted_accuracy
 
 CROP_S = 3.0  # training crops are at most one inference window long
 FOLDS = 4  # speaker folds of the cross-validation behind the calibration (one per speaker when fewer)
-MIN_CV_SPEAKERS = 3  # below this, calibrate on held-out validation speakers instead
 DEFAULTS = {
     "vtlp": 0.0,
     "mixup": 0.0,
@@ -303,7 +291,7 @@ def train(
 
 
 def add_recipe_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options that define a training recipe (shared with ``models.crossval``); returns ``ap``."""
+    """The options that define a training recipe (shared with ``models.training.crossval``); returns ``ap``."""
     ap.add_argument("--manifest", type=Path, default=None, help="CSV of clips (default: the shared corpus)")
     ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
     ap.add_argument("--exclude-dataset", action="append", default=[], help="leave out a dataset (repeatable)")
@@ -346,77 +334,3 @@ def recipe_clips(args: argparse.Namespace) -> tuple[Path, list[Clip], Path]:
         raise FileNotFoundError(f"manifest {manifest} not found (set MISE_TEST_DATA or pass --manifest)")
     clips = [c for c in read_manifest(manifest) if c.dataset not in set(args.exclude_dataset)]
     return manifest, clips, resolve_root(manifest, args.root, clips)
-
-
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    add_recipe_arguments(ap)
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "weights" / "emotion.pt")
-    ap.add_argument(
-        "--once",
-        action="store_true",
-        help="train once, on the training speakers, calibrated on the validation speakers (default: cross-validate "
-        "over speaker folds, then refit on every non-test speaker, calibrated by the out-of-fold logits)",
-    )
-    ap.add_argument(
-        "--first-fit", type=Path, default=None, help="refit a first fit (a --once run), keeping its calibration"
-    )
-    ap.add_argument("--folds", type=int, default=FOLDS, help=f"speaker folds of the cross-validation (default {FOLDS})")
-    ap.add_argument("--jobs", type=int, default=1, help="folds trained at once, one process and one core each")
-    ap.add_argument("--oof", type=Path, default=None, help="reuse an earlier run's out-of-fold logits")
-    ap.add_argument("--save-oof", type=Path, default=None, help="keep the cross-validation's out-of-fold logits here")
-    return ap.parse_args(argv)
-
-
-def refit_on_validation(
-    args: argparse.Namespace, clips: list[Clip], root: Path, recipe: dict[str, Any]
-) -> dict[str, Any]:
-    """With fewer than MIN_CV_SPEAKERS speakers (or ``--first-fit``): a first fit calibrated on the validation
-    speakers, then the refit on every speaker, which keeps that calibration."""
-    if args.first_fit:
-        first = read_weights(args.first_fit)
-        net = {"pitch_bins": 0} | dict(first["net"])  # weights from before the option lack it
-        meta = first.get("meta", {})
-        same_data = meta.get("excluded_datasets", []) == sorted(args.exclude_dataset)
-        same_run = (meta.get("seed"), meta.get("epochs")) == (args.seed, args.epochs)
-        if net != recipe["net_config"] or not same_run or not same_data:
-            raise ValueError(f"{args.first_fit} was not trained with this recipe")
-        print(f"first fit: {args.first_fit} (calibrated on {', '.join(meta.get('val_speakers', []))})")
-    else:
-        print(f"fewer than {MIN_CV_SPEAKERS} speakers for cross-validation: calibrated on held-out validation speakers")
-        first = train(clips, root, **recipe)
-    print("refit: training + validation speakers, with the first fit's calibration")
-    return train(clips, root, calibration=first, **recipe)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    try:
-        manifest, clips, root = recipe_clips(args)
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 2
-    recipe = recipe_of(args)
-    speakers = {(c.dataset, c.speaker) for c in clips if c.split != "test" and c.speaker}
-    try:
-        if args.once:
-            blob = train(clips, root, **recipe)
-        elif args.first_fit is None and len(speakers) >= MIN_CV_SPEAKERS:
-            from models.crossval import calibrated_refit  # it imports this module
-
-            blob = calibrated_refit(args, clips, root)
-        else:
-            blob = refit_on_validation(args, clips, root, recipe)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"training failed: {e}", file=sys.stderr)
-        return 1
-    blob["meta"]["excluded_datasets"] = sorted(args.exclude_dataset)
-    blob["meta"]["manifest"] = manifest.name
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(blob, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

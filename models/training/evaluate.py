@@ -1,8 +1,8 @@
 """Evaluate emotion-model weights on a manifest of labelled clips.
 
-    python -m models.evaluate        # shipped weights on the held-out test speakers of the shared corpus,
+    python -m models.training.evaluate        # shipped weights on the held-out test speakers of the shared corpus,
                                      # beside the log-mel-statistics baseline, plus the cross-corpus check
-    python -m models.evaluate --manifest CSV --root DIR --predictions OUT.jsonl [--weights W.pt]
+    python -m models.training.evaluate --manifest CSV --root DIR --predictions OUT.jsonl [--weights W.pt]
 
 Prints a confusion matrix, per-class recall, unweighted accuracy (UA: mean recall), the 4-class UA
 (neutral+calm / happy / sad / angry, argmax over those four), angry-vs-neutral balanced accuracy
@@ -29,10 +29,11 @@ import numpy.typing as npt
 import torch
 
 from models.audio import Audio
-from models.baseline import LogMelStatsBaseline
-from models.calibrate import fit_platt
 from models.caller import CallerScorer, arrival_order, frustration_log_odds, platt_frustration
-from models.data import (
+from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
+from models.training.baseline import LogMelStatsBaseline
+from models.training.calibrate import fit_platt
+from models.training.data import (
     AROUSAL,
     CLASSES,
     FOUR,
@@ -43,8 +44,7 @@ from models.data import (
     read_manifest,
     resolve_root,
 )
-from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
-from models.metrics import (
+from models.training.metrics import (
     chance_ece,
     confusion,
     expected_calibration_error,
@@ -99,7 +99,7 @@ def ece_per_speaker(s: Scored) -> dict[str, float]:
 
 def chance_per_speaker(s: Scored) -> dict[str, npt.NDArray[np.float64]]:
     """The ECEs an exactly calibrated model with these scores would show on each speaker's clips, one per
-    draw of labels (``models.metrics.chance_ece``; label-free)."""
+    draw of labels (``models.training.metrics.chance_ece``; label-free)."""
     assert s.speakers is not None
     who = np.array(s.speakers)
     return {sp: chance_ece(s.frustration[who == sp]) for sp in sorted(set(who))}
@@ -179,7 +179,7 @@ def report(title: str, s: Scored, *, matrix: bool = True) -> dict[str, float]:
 def platt_refit(positive: npt.NDArray[np.bool_], frustration: npt.NDArray[np.float64]) -> tuple[float, float, float]:
     """Platt scaling refitted on these very clips' frustration log-odds (in sample, so optimistic): its slope,
     intercept and the ECE after it. A slope near 1 with an intercept far from 0 is a shift of the clips' scores
-    as a block, which recalibrating on their population fixes (``models.recalibrate``); a slope far from 1,
+    as a block, which recalibrating on their population fixes (``models.training.recalibrate``); a slope far from 1,
     over- or underconfidence."""
     as_probs = frustration[:, None]
     a, b = fit_platt(frustration_log_odds(as_probs, [0]), positive)
@@ -249,7 +249,7 @@ def per_caller(
     orders (figures averaged over ``seeds`` orders), calm clips first (the usual call) and calm clips last."""
     spec = model.caller_spec()
     if spec is None:
-        print("  (these weights have no per-caller calibration: `python -m models.train --once` made them)")
+        print("  (these weights have no per-caller calibration: `python -m models.training.train --once` made them)")
         return
     calm = np.array([c.emotion == "neutral" for c in clips])
     angry = np.isin([c.emotion for c in clips], [model.classes[i] for i in model.frustration_classes])
@@ -293,8 +293,8 @@ def score_baseline(
 
 
 def is_refit(model: EmotionModel, val_clips: list[Clip]) -> bool:
-    """Were these weights trained on validation speakers too (a refit, ``models.train`` without ``--once``, or a
-    fold model of ``models.crossval --keep-models``)?"""
+    """Were these weights trained on validation speakers too (a refit, ``models.training.train`` without
+    ``--once``, or a fold model of ``models.training.crossval --keep-models``)?"""
     return bool(set(model.meta.get("train_speakers", ())) & {f"{c.dataset}:{c.speaker}" for c in val_clips})
 
 
@@ -351,7 +351,9 @@ def shared_corpus(args: argparse.Namespace) -> int:
     if cross.exists() and emodb:
         other = EmotionModel(read_weights(cross))
         e_clips, e_audio = [clips[i] for i in emodb], [audio[i] for i in emodb]
-        print("\ncross-corpus: trained without EmoDB (python -m models.train --exclude-dataset emodb), tested on")
+        print(
+            "\ncross-corpus: trained without EmoDB (python -m models.training.train --exclude-dataset emodb), tested on"
+        )
         print("all EmoDB speakers (German, another recording setup)")
         e_logits = other.logits(list(e_audio))
         e_scored = score_logits(other, e_clips, *e_logits)[0]
@@ -366,7 +368,7 @@ def shared_corpus(args: argparse.Namespace) -> int:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m models.training.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
     ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
     ap.add_argument("--weights", type=Path, default=None, help="weights to evaluate (default: the shipped ones)")

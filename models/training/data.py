@@ -16,7 +16,7 @@ import soundfile as sf
 
 from models.audio import SAMPLE_RATE, Audio, as_float
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: models/training/data.py is three levels down
 
 # Canonical order of the classes the model knows; calm is folded into neutral (both are low-arousal,
 # non-negative delivery, and the live question is "is this neutral").

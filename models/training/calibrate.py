@@ -51,8 +51,8 @@ def fit_platt(score: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
 
 
 def fit_calibration(logits: np.ndarray, y: np.ndarray, frustration: Sequence[int]) -> tuple[float, tuple[float, float]]:
-    """What ``models.train`` ships: the softmax temperature, then Platt coefficients of the frustration log-odds
-    at that temperature ((1, 0) when the clips lack frustrated or other examples). A label of -1 (a clip whose
+    """What ``models.training.train`` ships: the softmax temperature, then Platt coefficients of the frustration
+    log-odds at that temperature ((1, 0) when the clips lack frustrated or other examples). A label of -1 (a clip whose
     label the model lacks, e.g. when recalibrating on another corpus) is left out of the temperature fit and
     counts as not frustrated in the Platt fit."""
     known = y >= 0

@@ -1,12 +1,12 @@
 """Why the log-mel-statistics baseline lands below the issue's "about 0.66 / 0.95 / 0.90": the same
 logistic regression on other features and under other evaluation protocols (shared corpus only).
 
-    python -m models.baseline_study                  # about three minutes on one core
-    python -m models.baseline_study --weights W.pt   # the network part with other weights (e.g. a --once first fit)
+    python -m models.training.baseline_study                 # about three minutes on one core
+    python -m models.training.baseline_study --weights W.pt  # the network part with other weights (e.g. a --once fit)
 
 Each row is one feature set; columns are (4-class UA, angry-vs-neutral balanced accuracy, angry ROC-AUC)
 on the validation speakers and on the test speakers (trained on the training speakers, as
-``python -m models.evaluate`` does), and pooled over leave-one-speaker-out folds of the 22 non-test
+``python -m models.training.evaluate`` does), and pooled over leave-one-speaker-out folds of the 22 non-test
 speakers (each speaker predicted by a regression trained on the other 21). Diagnostic only: no shipped
 setting is chosen from the test columns.
 """
@@ -25,11 +25,11 @@ import torchaudio
 
 from engine.prosody import FEATURE_KEYS, turn_features
 from models.audio import Audio, trim
-from models.baseline import fit_logistic
-from models.data import CLASSES, FOUR, default_manifest, default_root, load_clips, read_manifest
 from models.emotion import EmotionModel, read_weights, weights_path
-from models.metrics import confusion, roc_auc, unweighted_accuracy
 from models.net import FRONT_END, LogMel
+from models.training.baseline import fit_logistic
+from models.training.data import CLASSES, FOUR, default_manifest, default_root, load_clips, read_manifest
+from models.training.metrics import confusion, roc_auc, unweighted_accuracy
 
 Floats = npt.NDArray[np.float64]
 Order = Callable[[npt.NDArray[np.int64], np.random.Generator], npt.NDArray[np.int64]]
@@ -61,7 +61,7 @@ def rich(specs: list[Floats]) -> Floats:
 
 
 def fit(x: Floats, y: npt.NDArray[np.int64]) -> Callable[[Floats], Floats]:
-    """The baseline's class-weighted multinomial logistic regression (L2 as in models.baseline)."""
+    """The baseline's class-weighted multinomial logistic regression (L2 as in models.training.baseline)."""
     mean, std = x.mean(0), x.std(0) + 1e-6
     xt = torch.tensor(np.c_[(x - mean) / std, np.ones(len(x))])
     weights = fit_logistic(xt, torch.tensor(y), len(CLASSES))
@@ -85,7 +85,7 @@ def headline(p: Floats, y: npt.NDArray[np.int64]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.baseline_study", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m models.training.baseline_study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", type=Path, default=None, help="the network to study (default: the shipped one)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
