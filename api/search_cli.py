@@ -125,9 +125,8 @@ def _local_key() -> str:
 
 
 async def _embedded(data_dir: Path, tenant: str, query: Any) -> dict[str, Any]:
-    from engine.store.sqlite_index import SqliteIndex
-
     from engine.search.execute import execute
+    from engine.store.sqlite_index import SqliteIndex
 
     index = SqliteIndex(data_dir / "index.db")
     try:
