@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.opensearch_node import default_home, find_home, opensearch_node
-from tests.support import Server, data_path, unavailable
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Server, data_path, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,19 @@ def server(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """One real `mise serve` (uvicorn) per test module, joined to the session's Ray."""
     with Server.start(ray_address, tmp_path_factory.mktemp("server")) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} is absent (make test installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

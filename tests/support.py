@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+import websockets
 
 from engine.g711 import decode_ulaw
 
@@ -312,6 +313,50 @@ class SseReader:
     def stop(self) -> None:
         """Stop reading (the connection closes once the next line arrives)."""
         self._stop.set()
+
+
+def stream_calls(server: Server, captures: list[list[dict[str, Any]]], speed: float, timeout: float = 120.0) -> None:
+    """Stream calls together, each as Twilio would (paced by ``speed``), until the server closes them. In a
+    thread of its own, so it works beside a running event loop (Playwright's sync API runs one)."""
+
+    async def one(messages: list[dict[str, Any]]) -> None:
+        async with websockets.connect(server.ws) as ws:
+            await send_paced(ws, messages, speed)
+            await asyncio.wait_for(ws.wait_closed(), 30)
+
+    async def run() -> None:
+        await asyncio.gather(*(one(m) for m in captures))
+
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(lambda: asyncio.run(run()), failure), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the calls did not finish streaming in {timeout} s"
+    if failure:
+        raise failure[0]
+
+
+def _catch(fn: Any, into: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as exc:
+        into.append(exc)
+
+
+def wait_searchable(server: Server, call_sid: str, key: str = API_KEY, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The call's turns once the call has ended and every turn is searchable with the call's end known
+    (``last_s`` matches only turns whose ``ms_to_end`` is set)."""
+    query = {"where": {"call_sid": call_sid}, "last_s": 10**6, "limit": 0}
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        call = server.get(f"/v1/calls/{call_sid}", key=key).json()
+        turns = server.get(f"/v1/calls/{call_sid}/turns", key=key).json()["turns"]
+        found = httpx.post(server.http + "/v1/search", json=query, headers=headers, timeout=10).json()
+        if not call["live"] and turns and found["total"] == len(turns):
+            return list(turns)
+        time.sleep(0.1)
+    raise TimeoutError(f"call {call_sid} not fully searchable after {timeout} s:\n{server.log()}")
 
 
 def ended(call_sid: str) -> Any:

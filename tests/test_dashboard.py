@@ -9,7 +9,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,18 @@ import websockets
 from api.simulate import load_jsonl, with_fresh_sids
 from tests.support import (
     API_KEY,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     REPO,
     Server,
     SseReader,
     ended,
     free_port,
     send_paced,
-    unavailable,
 )
 
 pytestmark = pytest.mark.integration
 
 SPEED = 10.0
 SHOTS = Path(os.environ.get("MISE_SCREENSHOTS", REPO / "docs" / "screenshots"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} is absent (make test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def play(server: Server, messages: list[dict[str, Any]], speed: float = SPEED) -> threading.Thread:

@@ -4,22 +4,18 @@ in a Jupyter kernel that is this venv's interpreter (checked), with matplotlib h
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nbformat
 import pytest
-import websockets
 from nbclient import NotebookClient
 
 from api.simulate import load_jsonl, with_fresh_sids
-from tests.support import API_KEY, REPO, Server, data_path, send_paced
+from tests.support import API_KEY, REPO, Server, data_path, stream_calls, wait_searchable
 
 pytestmark = pytest.mark.integration
 
@@ -74,33 +70,6 @@ def errors(nb: nbformat.NotebookNode) -> list[Any]:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
 
 
-def stream_calls(server: Server, captures: list[list[dict[str, Any]]]) -> None:
-    async def one(messages: list[dict[str, Any]]) -> None:
-        async with websockets.connect(server.ws) as ws:
-            await send_paced(ws, messages, SPEED)
-            await asyncio.wait_for(ws.wait_closed(), 30)
-
-    async def run() -> None:
-        await asyncio.gather(*(one(m) for m in captures))
-
-    asyncio.run(run())
-
-
-def wait_searchable(server: Server, call_sid: str, timeout: float = 30.0) -> int:
-    """The number of the call's turns, once the call has ended and every one is searchable (``last_s``
-    matches only turns whose call's end is known)."""
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    query = {"where": {"call_sid": call_sid}, "last_s": 1_000_000, "limit": 0}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        turns = server.get(f"/v1/calls/{call_sid}/turns").json()["turns"]
-        found = httpx.post(server.http + "/v1/search", json=query, headers=headers, timeout=10).json()
-        if turns and found["total"] == len(turns):
-            return len(turns)
-        time.sleep(0.2)
-    raise TimeoutError(f"call {call_sid} not fully searchable after {timeout} s:\n{server.log()}")
-
-
 def test_the_search_walkthrough_runs_against_a_live_server(
     ray_address: str, tmp_path: Path, jupyter_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,8 +79,8 @@ def test_the_search_walkthrough_runs_against_a_live_server(
     data_dir = tmp_path / "server"
     data_dir.mkdir()
     with Server.start(ray_address, data_dir, MISE_EMOTION="1") as server:  # the frustration panel needs scores
-        stream_calls(server, captures)
-        counts = [wait_searchable(server, m[1]["start"]["callSid"]) for m in captures]
+        stream_calls(server, captures, SPEED)
+        counts = [len(wait_searchable(server, m[1]["start"]["callSid"])) for m in captures]
         assert all(n > 3 for n in counts)
         monkeypatch.setenv("MISE_URL", server.http)
         monkeypatch.setenv("MISE_API_KEY", API_KEY)

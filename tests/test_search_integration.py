@@ -6,50 +6,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from api.simulate import load_jsonl, with_fresh_sids
-from tests.support import API_KEY, OTHER_KEY, REPO, Server, send_paced
+from tests.support import API_KEY, OTHER_KEY, REPO, Server, stream_calls, wait_searchable
 
 pytestmark = pytest.mark.integration
 
 SPEED = 8.0
 
 
-def stream_calls(server: Server, captures: list[list[dict[str, Any]]], speed: float = SPEED) -> None:
-    async def one(messages: list[dict[str, Any]]) -> None:
-        async with websockets.connect(server.ws) as ws:
-            await send_paced(ws, messages, speed)
-            await asyncio.wait_for(ws.wait_closed(), 30)
-
-    async def run() -> None:
-        await asyncio.gather(*(one(m) for m in captures))
-
-    asyncio.run(run())
-
-
 def search(server: Server, key: str = API_KEY, **body: Any) -> httpx.Response:
     return httpx.post(server.http + "/v1/search", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
-
-
-def wait_indexed(server: Server, call_sid: str, key: str = API_KEY, timeout: float = 20.0) -> list[dict[str, Any]]:
-    """The call's turns once the call has ended and every turn is searchable with the call's end known
-    (``last_s`` matches only turns whose ``ms_to_end`` is set)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        call = server.get(f"/v1/calls/{call_sid}", key=key).json()
-        turns = server.get(f"/v1/calls/{call_sid}/turns", key=key).json()["turns"]
-        found = search(server, key, where={"call_sid": call_sid}, last_s=10**6, limit=0).json()
-        if not call["live"] and turns and found["total"] == len(turns):
-            return list(turns)
-        time.sleep(0.1)
-    raise TimeoutError(f"call {call_sid} not fully indexed after {timeout} s:\n{server.log()}")
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +30,11 @@ def corpus(server: Server, synthetic_capture: Path) -> dict[str, Any]:
     a1 = with_fresh_sids(base, api_key=API_KEY)
     a2 = with_fresh_sids(base, api_key=API_KEY)
     b1 = with_fresh_sids(base, api_key=OTHER_KEY)
-    stream_calls(server, [a1, a2, b1])
+    stream_calls(server, [a1, a2, b1], SPEED)
     sids = [m[1]["start"]["callSid"] for m in (a1, a2, b1)]
-    turns = {sid: wait_indexed(server, sid, key) for sid, key in zip(sids, (API_KEY, API_KEY, OTHER_KEY), strict=True)}
+    turns = {
+        sid: wait_searchable(server, sid, key) for sid, key in zip(sids, (API_KEY, API_KEY, OTHER_KEY), strict=True)
+    }
     return {"a": sids[:2], "b": sids[2], "turns": turns}
 
 
@@ -261,12 +235,12 @@ def test_a_new_index_is_filled_from_the_stored_calls(ray_address: str, synthetic
     sid = messages[1]["start"]["callSid"]
     with Server.start(ray_address, tmp_path) as first:
         stream_calls(first, [messages], speed=20.0)
-        turns = wait_indexed(first, sid)
+        turns = wait_searchable(first, sid)
     (tmp_path / "index.db").unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"index.db{suffix}").unlink(missing_ok=True)
     with Server.start(ray_address, tmp_path) as second:
-        assert wait_indexed(second, sid) == turns
+        assert wait_searchable(second, sid) == turns
         assert "backfill: done, 1 calls" in second.log_path.read_text()
         assert not (tmp_path / "spool" / "BACKFILL").exists()
 

@@ -5,11 +5,8 @@ and errors, each checked against the API's own answer to the same query. Saves d
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
-import websockets
 
 from api.simulate import load_jsonl, with_fresh_sids
-from tests.support import API_KEY, CHROMIUM, CHROMIUM_ARGS, REPO, Server, send_paced, unavailable
+from tests.support import API_KEY, REPO, Server, stream_calls, wait_searchable
 from tests.test_dashboard import accessibility
 
 pytestmark = pytest.mark.integration
@@ -43,18 +39,6 @@ PAGE_RESULTS = """() => [...document.querySelectorAll('#results .rcall')].map(s 
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} is absent (make test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def indexed(
     ray_address: str, tmp_path_factory: pytest.TempPathFactory, synthetic_capture: Path
 ) -> Iterator[tuple[Server, list[str]]]:
@@ -65,28 +49,9 @@ def indexed(
         messages[1]["start"]["customParameters"]["customer"] = customer
     sids = [messages[1]["start"]["callSid"] for messages in calls]
     with Server.start(ray_address, tmp_path_factory.mktemp("search-page"), MISE_EMOTION="1") as srv:
-
-        async def stream(messages: list[dict[str, Any]]) -> None:
-            async with websockets.connect(srv.ws) as ws:
-                await send_paced(ws, messages, SPEED)
-                await asyncio.wait_for(ws.wait_closed(), 30)
-
-        async def stream_all() -> None:
-            await asyncio.gather(*(stream(m) for m in calls))
-
-        # In a thread of its own: Playwright's sync API (the browser fixture) runs an event loop in this one.
-        streaming = threading.Thread(target=lambda: asyncio.run(stream_all()))
-        streaming.start()
-        streaming.join(60)
-        assert not streaming.is_alive(), "the calls did not finish streaming in 60 s"
+        stream_calls(srv, calls, SPEED)
         for sid in sids:
-            srv.wait_call(sid)
-            stored = len(srv.get(f"/v1/calls/{sid}/turns").json()["turns"])
-            assert stored == 10
-            deadline = time.monotonic() + 20
-            while (r := srv.get("/v1/search", call_sid=sid, limit=1)).status_code != 200 or r.json()["total"] < stored:
-                assert time.monotonic() < deadline, f"{sid}: not searchable: {r.status_code} {r.text[:300]}"
-                time.sleep(0.1)
+            assert len(wait_searchable(srv, sid)) == 10
         yield srv, sids
 
 
