@@ -116,9 +116,12 @@ def open_index(*, data_dir: Path, opensearch_url: str | None, prefix: str) -> Se
         from engine.store.opensearch_index import OpenSearchIndex
 
         return OpenSearchIndex(opensearch_url, prefix=prefix)
-    from engine.store.sqlite_index import SqliteIndex
+    from engine.store.sqlite_shards import ShardedSqliteIndex
 
-    return SqliteIndex(data_dir / "index.db")
+    for stale in data_dir.glob("index.db*"):  # the one-file layout before shards: derived data, rebuilt
+        log.info("removing %s (the index is rebuilt from the call store in its new layout)", stale)
+        stale.unlink()
+    return ShardedSqliteIndex(data_dir / "index")
 
 
 class Indexer:

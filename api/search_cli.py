@@ -126,9 +126,9 @@ def _local_key() -> str:
 
 async def _embedded(data_dir: Path, tenant: str, query: Any) -> dict[str, Any]:
     from engine.search.execute import execute
-    from engine.store.sqlite_index import SqliteIndex
+    from engine.store.sqlite_shards import ShardedSqliteIndex
 
-    index = SqliteIndex(data_dir / "index.db")
+    index = ShardedSqliteIndex(data_dir / "index")
     try:
         return await execute(index, tenant, query)
     finally:

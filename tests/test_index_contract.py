@@ -22,6 +22,7 @@ from engine.search.query import TIME, Filter, QueryError, Range, parse_query
 from engine.store.index import IndexOp, SearchIndex
 from engine.store.opensearch_index import OpenSearchIndex
 from engine.store.sqlite_index import SqliteIndex
+from engine.store.sqlite_shards import ShardedSqliteIndex
 from tests.index_corpus import A, B, corpus_ops, turn_count, turn_op, turn_payload
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def make_index(
         base = tmp_path_factory.mktemp("sqlite-index")
 
         def make() -> SearchIndex:
-            return SqliteIndex(base / f"index-{len(created)}.db")
+            return ShardedSqliteIndex(base / f"index-{len(created)}")  # as the server opens it
 
     else:
         url = request.getfixturevalue("opensearch_url")

@@ -27,7 +27,7 @@ from engine.search.fields import EMOTIONS
 from engine.search.query import parse_query
 from engine.store.index import IndexOp, SearchIndex
 from engine.store.opensearch_index import OpenSearchIndex
-from engine.store.sqlite_index import SqliteIndex
+from engine.store.sqlite_shards import ShardedSqliteIndex
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ Run = Callable[[Coroutine[Any, Any, Any]], Any]
 @pytest.fixture(scope="module")
 def backends(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, list[SearchIndex]]]:
     with asyncio.Runner() as runner:
-        sqlite = SqliteIndex(Path(tmp_path_factory.mktemp("diff")) / "index.db")
+        sqlite = ShardedSqliteIndex(Path(tmp_path_factory.mktemp("diff")) / "index")
         remote = OpenSearchIndex(opensearch_url, prefix=f"diff-{uuid.uuid4().hex[:8]}")
         runner.run(remote.setup())
         yield runner.run, [sqlite, remote]

@@ -236,9 +236,9 @@ def test_a_new_index_is_filled_from_the_stored_calls(ray_address: str, synthetic
     with Server.start(ray_address, tmp_path) as first:
         stream_calls(first, [messages], speed=20.0)
         turns = wait_searchable(first, sid)
-    (tmp_path / "index.db").unlink()
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / f"index.db{suffix}").unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "index")
     with Server.start(ray_address, tmp_path) as second:
         assert wait_searchable(second, sid) == turns
         assert "backfill: done, 1 calls" in second.log_path.read_text()
