@@ -475,16 +475,17 @@ async def bench_embedded(args: argparse.Namespace, results: Results) -> None:
                 f" {live_turns:,} turns in {spent:.1f} s"
                 f" = {rate:,.0f} turns/s"
             )
-            results.add(f"embedded: live write, {phase}", f"{rate:,.0f} turns/s", ">= 40,000 turns/s", rate >= 40_000)
-        deletes = [IndexOp("delete_call", "live00", call_sid=live.call_sid(c)) for c in range(args.live_calls)]
+            # No target: the live path needs ~30 turns/s per 100 concurrent calls (the target is the corpus build).
+            results.add(f"embedded: live write, {phase}", f"{rate:,.0f} turns/s")
+        deletes = [IndexOp("delete_call", live.tenant(c), call_sid=live.call_sid(c)) for c in range(args.live_calls)]
         t0 = time.perf_counter()
         for i in range(0, len(deletes), BATCH):
             assert await index.write(deletes[i : i + BATCH]) == []
         spent = time.perf_counter() - t0
         say(
             f"  live path, delete_call: {args.live_calls:,} calls ({live_turns:,} turns) in {spent:.1f} s"
-            f" = {live_turns / spent:,.0f} turns/s; the index is back to {await index.count(corpus.tenant(0)):,}"
-            f" turns per tenant"
+            f" = {live_turns / spent:,.0f} turns/s; turns of the live tenants left:"
+            f" {sum([await index.count(live.tenant(t)) for t in range(args.tenants)]):,}"
         )
 
         say(
