@@ -60,6 +60,7 @@ class Spool:
         self._out: IO[bytes] = open(self._path(self._segment), "ab")  # noqa: SIM115
         self._read_pos = self.committed
         self.appended = 0
+        self._synced = 0  # ``appended`` at the last fsync: an idle spool is not synced again
 
     @classmethod
     def create(cls, root: Path) -> Spool:
@@ -110,8 +111,9 @@ class Spool:
 
     def sync(self) -> None:
         with self._mutex:
-            if not self._out.closed:
+            if not self._out.closed and self._synced != self.appended:
                 os.fsync(self._out.fileno())
+                self._synced = self.appended
 
     def read(self, max_ops: int) -> tuple[list[Spooled], Position]:
         """Up to ``max_ops`` ops after the last read (not yet committed), and the position after them."""

@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -28,7 +28,7 @@ from engine.search.query import MAX_BUCKETS, Agg, Filter, QueryError, Sort
 from engine.store import sqlite_write
 from engine.store.index import Candidate, IndexOp, IndexUnavailable, Row
 from engine.store.sqlite_schema import BOOLEANS, DOC_COLUMNS, SELECT_DOC, WITH_SOURCE, connect, create
-from engine.store.sqlite_write import BULK_CHUNK, BulkLoader
+from engine.store.sqlite_write import BulkLoader
 
 T = TypeVar("T")
 _TOO_LONG: Final = "the query took too long; narrow it"
@@ -125,23 +125,6 @@ class SqliteIndex:
         ends (``synchronous = OFF``, ~15% faster): a process that dies loses nothing committed, but a
         machine that crashes mid-load may leave the file damaged; the end of the load syncs it."""
         return BulkLoader(self._writer, self._write_lock, durable=durable)
-
-    async def bulk_load(self, ops: Iterable[IndexOp]) -> list[tuple[IndexOp, str]]:
-        """``bulk`` over an iterable of ops (consumed in a thread); returns the ops refused."""
-
-        def run() -> list[tuple[IndexOp, str]]:
-            refused: list[tuple[IndexOp, str]] = []
-            with self.bulk() as load:
-                chunk: list[IndexOp] = []
-                for op in ops:
-                    chunk.append(op)
-                    if len(chunk) >= BULK_CHUNK:
-                        refused += load.write(chunk)
-                        chunk = []
-                refused += load.write(chunk)
-            return refused
-
-        return await asyncio.to_thread(run)
 
     async def setup(self) -> bool:
         """The constructor made the schema; True (once) if the index was new or rebuilt empty."""

@@ -21,7 +21,7 @@ from typing import Any, Final
 from engine.search.query import Agg, Filter, Sort
 from engine.store.index import Candidate, IndexOp, Row
 from engine.store.sqlite_index import SqliteIndex
-from engine.store.sqlite_write import BULK_CHUNK, BulkLoader
+from engine.store.sqlite_write import BulkLoader
 
 SHARDS: Final = 2  # one writer per core of this project's machines
 
@@ -103,21 +103,6 @@ class ShardedSqliteIndex:
     def bulk(self, *, durable: bool = False) -> ShardedBulkLoader:
         """``SqliteIndex.bulk`` on every shard at once (see there)."""
         return ShardedBulkLoader(self, durable=durable)
-
-    async def bulk_load(self, ops: Iterable[IndexOp]) -> list[tuple[IndexOp, str]]:
-        def run() -> list[tuple[IndexOp, str]]:
-            refused: list[tuple[IndexOp, str]] = []
-            with self.bulk() as load:
-                chunk: list[IndexOp] = []
-                for op in ops:
-                    chunk.append(op)
-                    if len(chunk) >= BULK_CHUNK * len(self.shards):
-                        refused += load.write(chunk)
-                        chunk = []
-                refused += load.write(chunk)
-            return refused
-
-        return await asyncio.to_thread(run)
 
     async def setup(self) -> bool:
         fresh = [await s.setup() for s in self.shards]
