@@ -65,7 +65,11 @@ class LiveCall:
 
     def write(self, track: str, timestamp_ms: int, payload: bytes) -> WriteResult:
         """Place one media payload (mu-law bytes) at its stream timestamp."""
-        result = self._rings[track].write(timestamp_ms * SAMPLES_PER_MS, decode_ulaw(payload))
+        return self.write_pcm(track, timestamp_ms, decode_ulaw(payload))
+
+    def write_pcm(self, track: str, timestamp_ms: int, samples: npt.NDArray[np.int16]) -> WriteResult:
+        """Place one media payload, decoded already (``engine.g711.decode_ulaw``), at its stream timestamp."""
+        result = self._rings[track].write(timestamp_ms * SAMPLES_PER_MS, samples)
         counters = self._counters[track]
         if result.written:
             counters.frames += 1

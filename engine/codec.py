@@ -81,6 +81,9 @@ def _frame(obj: dict[str, Any]) -> Frame:
 
 def _media(obj: dict[str, Any]) -> Media:
     body = _obj(obj, "media")
+    fast = _fast_media(obj, body)
+    if fast is not None:
+        return fast
     timestamp = _int(body, "timestamp", minimum=0)
     if timestamp > MAX_TIMESTAMP_MS:
         raise _Bad(Reason.BAD_FIELD, f"media.timestamp {timestamp} ms is beyond 24 h")
@@ -105,6 +108,39 @@ def _media(obj: dict[str, Any]) -> Media:
         timestamp_ms=timestamp,
         payload=payload,
     )
+
+
+def _fast_media(obj: dict[str, Any], body: dict[str, Any]) -> Media | None:
+    """A media message exactly as Twilio sends one (numbers as short digit strings, a sane payload),
+    decoded with the fewest checks that prove it so; None for anything else, which ``_media`` then
+    checks field by field (and refuses with the precise reason). Same result either way."""
+    timestamp, chunk, seq = body.get("timestamp"), body.get("chunk"), obj.get("sequenceNumber")
+    raw, sid, name = body.get("payload"), obj.get("streamSid"), body.get("track")
+    track = _TRACK_ALIASES.get(name) if type(name) is str else None
+    if not (
+        type(timestamp) is str
+        and type(chunk) is str
+        and type(seq) is str
+        and type(raw) is str
+        and type(sid) is str
+        and track is not None
+        and 0 < len(timestamp) <= 12
+        and 0 < len(chunk) <= 12
+        and 0 < len(seq) <= 12
+        and len(sid) <= 256
+        and 0 < len(raw) <= 4096
+        and (timestamp + chunk + seq).isascii()
+        and (timestamp + chunk + seq).isdigit()
+    ):
+        return None
+    try:
+        payload = binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    number, at = int(chunk), int(timestamp)
+    if not payload or number < 1 or at > MAX_TIMESTAMP_MS:
+        return None
+    return Media(int(seq), sid, track, number, at, payload)
 
 
 def _start(obj: dict[str, Any]) -> Start:

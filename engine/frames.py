@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 TRACKS = ("inbound", "outbound")
 SPEAKER_OF_TRACK = {"inbound": "caller", "outbound": "agent"}
@@ -58,8 +58,10 @@ class Start:
     channels: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
+class Media(NamedTuple):
+    """A tuple, not a frozen dataclass like the others: one is made per 20 ms of each track of every call,
+    and a NamedTuple is built several times faster (frozen dataclasses set each field through a call)."""
+
     sequence: int | None
     stream_sid: str
     track: str  # "inbound" | "outbound"

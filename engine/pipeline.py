@@ -62,6 +62,7 @@ class AnalysisOptions:
     min_overlap_ms: int = 200  # overlap needed for an interruption
     silence_ms: int = 3000  # dead air at least this long is a `silence` event
     settle_ms: int = 60  # analyse frames this far behind the newest audio (jitter allowance)
+    step_ms: int = 100  # ... once at least this much is ready: each step has a fixed cost, whatever its length
     feature_max_s: float = 6.0  # prosody of at most this much of a turn (its end): bounds a decision's cost
     alert_on: float = 0.7  # a caller turn this frustrated (or more) opens an episode: one frustration.alert
     alert_off: float = 0.4  # the episode closes at a caller turn below this (hysteresis)
@@ -298,7 +299,8 @@ class CallAnalyzer:
         """Analyse the frames that have settled (at most ``MAX_FRAMES_PER_STEP``); the events ready to leave."""
         head = max(ring.head for ring in rings.values())
         ready = max(0, head - self.options.settle_ms * SAMPLES_PER_MS) // FRAME
-        self._run(rings, min(ready, self._next + MAX_FRAMES_PER_STEP))
+        if (ready - self._next) * FRAME_MS >= self.options.step_ms:
+            self._run(rings, min(ready, self._next + MAX_FRAMES_PER_STEP))
         return self.release()
 
     def finish(self, rings: Mapping[str, RingBuffer]) -> list[CallEvent]:
@@ -388,16 +390,14 @@ class CallAnalyzer:
             lo, hi = max(start, ring.oldest), min(end, ring.head)
             if hi > lo:
                 self._arrived_analysed[track] += int(np.count_nonzero(ring.arrived(lo, hi)))
-        for i in range(until - self._next):
-            frames = {track: blocks[track][i * FRAME : (i + 1) * FRAME] for track in TRACKS}
-            flags = self._vad.push(frames["inbound"], frames["outbound"])
+        for flags in self._vad.push_block(blocks):
             self._next += 1
             decided = self._tracker.push({track: speech for track, (speech, _) in flags.items()})
             if decided:
                 self._decided(rings, decided)
             self._announce_starts()
-            if not self._inline:
-                self._follow(rings)
+        if not self._inline:  # once per step: a turn's end is decided hold_ms after its audio, fed by then
+            self._follow(rings)
 
     def _follow(self, rings: Mapping[str, RingBuffer]) -> None:
         """Feed the audio of each track holding the floor to its ``PitchStream`` (from the turn's start)."""

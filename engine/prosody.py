@@ -10,6 +10,7 @@ level, speaking rate (syllable nuclei, counted here), voicing, and voice quality
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
@@ -17,7 +18,17 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
-from engine.pitch import ENERGY_FLOOR_DBFS, TURN_PITCH, FloatArray, PitchStream, PitchTrack, analyse, as_signal
+from engine import costs
+from engine.pitch import (
+    ENERGY_FLOOR_DBFS,
+    TURN_PITCH,
+    FloatArray,
+    PitchAnalysis,
+    PitchStream,
+    PitchTrack,
+    analyse,
+    as_signal,
+)
 from engine.voice_quality import glottal_marks, hnr_db, jitter_shimmer
 
 ACTIVE_RANGE_DB: Final = 30.0  # active frames are also within this of the turn's loud (99th percentile) frames
@@ -43,12 +54,19 @@ FEATURE_KEYS: Final = (
 )
 
 
+@functools.lru_cache(maxsize=4)
+def _nucleus_band(sr: int) -> FloatArray:
+    """The vowel-band filter of ``_speaking_rate`` (second-order sections), designed once per rate."""
+    band = [_NUCLEUS_BAND_HZ[0], min(_NUCLEUS_BAND_HZ[1], 0.45 * sr)]
+    sos: FloatArray = signal.butter(2, band, "bandpass", fs=sr, output="sos")
+    return sos
+
+
 def _speaking_rate(sig: FloatArray, sr: int, track: PitchTrack) -> float:
     """Syllable nuclei per second of ``sig``: prominent, voiced peaks of the vowel-band intensity."""
     if len(track.times) < 3:
         return 0.0
-    sos = signal.butter(2, [_NUCLEUS_BAND_HZ[0], min(_NUCLEUS_BAND_HZ[1], 0.45 * sr)], "bandpass", fs=sr, output="sos")
-    power = np.concatenate([[0.0], np.cumsum(signal.sosfilt(sos, sig) ** 2)])
+    power = np.concatenate([[0.0], np.cumsum(signal.sosfilt(_nucleus_band(sr), sig) ** 2)])
     # Intensity over 50 ms centred on each pitch frame, then a 3-frame moving average.
     centres = np.round(track.times * sr).astype(np.intp)
     a = np.clip(centres - round(0.025 * sr), 0, len(sig))
@@ -91,9 +109,25 @@ def turn_features(
     """
     sig = as_signal(x)
     fmin, fmax, hop_s, frame_s, threshold = TURN_PITCH
-    analysis = analyse(
-        sig, sr=sr, fmin=fmin, fmax=fmax, hop_s=hop_s, frame_s=frame_s, threshold=threshold, stream=stream, at=at
-    )
+    with costs.stage("pitch"):
+        analysis = analyse(
+            sig, sr=sr, fmin=fmin, fmax=fmax, hop_s=hop_s, frame_s=frame_s, threshold=threshold, stream=stream, at=at
+        )
+    with costs.stage("turn_features"):
+        out = _level_features(sig, sr, analysis)
+    track = analysis.track
+    if np.count_nonzero(track.voiced) < MIN_VOICED_FRAMES:
+        return out
+    with costs.stage("voice_quality"):
+        out["hnr_db"] = hnr_db(analysis.r, analysis.peak, track.voiced)
+        centred = sig - np.mean(sig)
+        marks = glottal_marks(centred, sr, track)
+        out["jitter"], out["shimmer"] = jitter_shimmer(centred, marks, 0.8 * sr / fmax, 1.25 * sr / fmin)
+    return out
+
+
+def _level_features(sig: FloatArray, sr: int, analysis: PitchAnalysis) -> dict[str, float | None]:
+    """``turn_features`` but voice quality: pitch statistics, level, speaking rate and voicing."""
     track = analysis.track
     out: dict[str, float | None] = dict.fromkeys(FEATURE_KEYS)
     out["speaking_rate"] = _speaking_rate(sig, sr, track) if len(sig) else 0.0
@@ -112,10 +146,6 @@ def turn_features(
     out["pitch_std_hz"] = float(np.std(f0))
     out["pitch_range_st"] = float(np.percentile(semitones, 95) - np.percentile(semitones, 5))
     out["pitch_slope_st_per_s"] = float(np.polyfit(track.times[track.voiced], semitones, 1)[0])
-    out["hnr_db"] = hnr_db(analysis.r, analysis.peak, track.voiced)
-    centred = sig - np.mean(sig)
-    marks = glottal_marks(centred, sr, track)
-    out["jitter"], out["shimmer"] = jitter_shimmer(centred, marks, 0.8 * sr / fmax, 1.25 * sr / fmin)
     return out
 
 

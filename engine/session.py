@@ -34,7 +34,8 @@ class _TrackChunks:
         if chunk in self.seen:
             return False
         self.seen.add(chunk)
-        self.highest = max(self.highest, chunk)
+        if chunk > self.highest:
+            self.highest = chunk
         if len(self.seen) > 2 * DUPLICATE_WINDOW:  # keep the most recent window (amortised O(1))
             self.seen = set(sorted(self.seen)[-DUPLICATE_WINDOW:])
         return True
@@ -49,6 +50,13 @@ class StreamSession:
 
     def accept(self, frame: Frame) -> Frame | Rejected:
         """The frame if it fits the stream's state, else the reason it does not."""
+        if type(frame) is Media and self.start is not None and self.phase is Phase.LIVE:  # ~all of them
+            if frame.stream_sid and frame.stream_sid != self.start.stream_sid:
+                return Rejected(Reason.STREAM_MISMATCH, f"streamSid {frame.stream_sid[:40]!r} is not this stream's")
+            chunks = self._chunks.get(frame.track) or self._chunks.setdefault(frame.track, _TrackChunks())
+            if not chunks.add(frame.chunk):
+                return Rejected(Reason.DUPLICATE_CHUNK, f"{frame.track} chunk {frame.chunk} seen before")
+            return frame
         if isinstance(frame, Connected):
             return frame
         if self.phase is Phase.STOPPED:

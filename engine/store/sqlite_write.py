@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import orjson
 
+from engine import costs
 from engine.search import sql as S
 from engine.store.index import IndexOp, IndexUnavailable, malformed
 from engine.store.sqlite_schema import DOC_COLUMNS, INSERT_COLUMNS, SCHEMA, SECONDARY, TURN_COLUMNS, UPDATE
@@ -176,8 +177,9 @@ def commit(db: sqlite3.Connection, lock: threading.Lock, segments: list[_Segment
 
 def write(db: sqlite3.Connection, lock: threading.Lock, ops: list[IndexOp]) -> list[tuple[IndexOp, str]]:
     """Apply ``ops`` in order in one transaction; returns the ops refused for good."""
-    segments, refused = _prepare(ops)
-    commit(db, lock, segments)
+    with costs.stage("index"):
+        segments, refused = _prepare(ops)
+        commit(db, lock, segments)
     return refused
 
 
