@@ -1,9 +1,16 @@
 """CallDirectory: the one named actor that places calls on hosts and finds them by call SID.
 
 Any API process (the WebSocket may land on one, the webhook or a reader on another) asks it where a
-call lives. It packs calls onto ``CallHost`` actors, ``calls_per_host`` each, keeps ``spare_hosts``
-empty hosts warm so a new call never waits for a Ray process to start, and kills hosts left empty
-beyond that (with 1 call per host: a call's process ends with the call).
+call lives. It places calls on ``CallHost`` actors, at most ``calls_per_host`` each, keeps
+``spare_hosts`` empty hosts warm so a new call never waits for a Ray process to start, and kills hosts
+left empty beyond that (with 1 call per host: a call's process ends with the call).
+
+Placement by load: a host is one process, so its calls' analysis shares one core. Every second the
+directory reads each host's CPU use (``CallHost.cpu_s``). A new call goes to the least loaded host
+in service; once every host in service is busier than ``busy_share`` of a core, and fewer hosts are
+in service than the cluster has CPUs, it opens another (a spare): the analysis then runs on every
+core. Below that, calls share one host: each host costs a Ray call per push tick, so a lightly loaded
+machine is cheapest on few hosts.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,6 +31,8 @@ from actors.host import CallHost
 log = logging.getLogger("mise.directory")
 
 DIRECTORY_NAME = "mise-directory"
+BUSY_SHARE = 0.5  # a host using more than this share of a core is busy: the next call opens another host
+LOAD_EVERY_S = 1.0
 
 
 @dataclass
@@ -31,11 +41,20 @@ class _Host:
     handle: ActorHandle[Any]
     started: ObjectRef[int]  # resolves once the host's process is up
     calls: set[str] = field(default_factory=set)
+    load: float = 0.0  # share of one core its process used over the last second
+    cpu_at: tuple[float, float] | None = None  # (monotonic time, its process's CPU s then)
 
 
 class CallDirectory:
     def __init__(
-        self, *, calls_per_host: int, spare_hosts: int, namespace: str, host_options: dict[str, Any] | None = None
+        self,
+        *,
+        calls_per_host: int,
+        spare_hosts: int,
+        namespace: str,
+        host_options: dict[str, Any] | None = None,
+        busy_share: float = BUSY_SHARE,
+        cores: int | None = None,
     ) -> None:
         if calls_per_host < 1:
             raise ValueError("calls_per_host must be >= 1")
@@ -48,9 +67,14 @@ class CallDirectory:
         self._tenant: dict[str, str] = {}
         self._ids = itertools.count()
         self._warming: set[asyncio.Task[None]] = set()
+        self._busy = busy_share
+        self._cores = cores or max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
+        self._watch: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
         """Wait until the spare hosts are up; returns how many hosts exist."""
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._measure_load())
         await self._top_up()
         return len(self._hosts)
 
@@ -113,9 +137,28 @@ class CallDirectory:
             log.warning("could not kill call host %s", host.name)
 
     def _pick(self) -> _Host | None:
-        """The fullest host that still has room: packing leaves whole hosts free to reclaim."""
-        open_hosts = [h for h in self._hosts.values() if len(h.calls) < self._per_host]
-        return max(open_hosts, key=lambda h: len(h.calls), default=None)
+        """The least loaded host in service with room; an empty one (a spare) when every host in service
+        is busy and there are cores to spare, or when none has room; None if a new host is needed."""
+        serving = [h for h in self._hosts.values() if h.calls]
+        room = [h for h in serving if len(h.calls) < self._per_host]
+        all_busy = all(h.load >= self._busy for h in serving)
+        if room and not (all_busy and len(serving) < self._cores):
+            return min(room, key=lambda h: (h.load, len(h.calls)))
+        return next((h for h in self._hosts.values() if not h.calls), None)
+
+    async def _measure_load(self) -> None:
+        """Each host's CPU use over the last second (share of one core), for ``_pick``."""
+        while True:
+            await asyncio.sleep(LOAD_EVERY_S)
+            hosts = list(self._hosts.values())
+            replies = await asyncio.gather(*(h.handle.cpu_s.remote() for h in hosts), return_exceptions=True)
+            now = time.monotonic()
+            for host, cpu in zip(hosts, replies, strict=True):
+                if isinstance(cpu, BaseException):
+                    continue  # starting, or gone: its load stays as it was
+                if host.cpu_at is not None and now > host.cpu_at[0]:
+                    host.load = max(0.0, (cpu - host.cpu_at[1]) / (now - host.cpu_at[0]))
+                host.cpu_at = (now, cpu)
 
     def _new_host(self) -> _Host:
         name = f"mise-host-{next(self._ids)}"
@@ -154,6 +197,8 @@ class CallDirectory:
         task.add_done_callback(self._warming.discard)
 
     async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for host in self._hosts.values():
             ray.kill(host.handle)
         self._hosts.clear()

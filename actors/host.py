@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
 import resource
 import threading
@@ -44,13 +45,17 @@ import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
 
+from actors import tuning
+from engine import costs
 from engine.call import CallMeta, LiveCall
 from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
+from engine.g711 import decode_ulaw
 from engine.pipeline import AnalysisOptions, PendingTurn, TurnScorer
 from models.caller import CallerScorer
 
 log = logging.getLogger("mise.host")
 
+HUB_EVERY_S = 0.1  # events reach the hub (SSE) in batches at most this far apart
 CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
 CATCH_UP_FRAMES = 100  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
 
@@ -92,6 +97,7 @@ class CallHost:
         ring_seconds: float = 60.0,
         latency_window: int = 200_000,
         analysis: AnalysisOptions | None = None,
+        analyse: bool = True,
         measure_max_delay_s: float = 3.0,
         hub: ActorHandle[Any] | None = None,
         scorer: ActorHandle[Any] | None = None,
@@ -99,6 +105,7 @@ class CallHost:
     ) -> None:
         self._ring_seconds = ring_seconds
         self._analysis = analysis
+        self._analyse = analyse  # False: an ingest-only host (audio into the rings, no turns or features)
         self._max_delay = measure_max_delay_s
         # The lock guards calls, outbox, jobs and counters against the measuring thread; that thread
         # holds it only to release and publish, never while measuring.
@@ -110,6 +117,7 @@ class CallHost:
         self._unscored = 0
         self._speaker_scorer = self._speaker_scoring(scorer, analysis or AnalysisOptions())
         self._to_hub: list[Published] = []
+        self._hub_sent = 0.0  # time.monotonic() of the last hand-over to the hub
         self._events = 0
         self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
         self._queue: queue.SimpleQueue[_Measure] = queue.SimpleQueue()
@@ -123,6 +131,7 @@ class CallHost:
         self._frames = 0
         self._pushes = 0
         threading.Thread(target=self._measure_loop, name="mise-measure", daemon=True).start()
+        tuning.settle_heap()
 
     def _speaker_scoring(
         self, scorer: ActorHandle[Any] | None, analysis: AnalysisOptions
@@ -143,6 +152,10 @@ class CallHost:
 
     def ready(self) -> int:
         return os.getpid()
+
+    def cpu_s(self) -> float:
+        """CPU seconds this host's process has used (the directory places calls by it)."""
+        return time.process_time()
 
     def open(self, meta: CallMeta) -> None:
         if meta.call_sid in self._calls:
@@ -169,10 +182,12 @@ class CallHost:
             self._publish(call, call.analyzer.release())
             self._send_to_hub()
 
-    def push(self, items: list[PushItem], poll: list[str] | None = None) -> PushAck:
-        """Write ``items``; reply with the events of their calls and of the ``poll`` calls."""
+    def push(self, items: list[PushItem] | bytes, poll: list[str] | None = None) -> PushAck:
+        """Write ``items`` (or the pickled list of them, as ``AudioPump`` sends it); reply with the events
+        of their calls and of the ``poll`` calls."""
+        batch: list[PushItem] = pickle.loads(items) if isinstance(items, bytes) else items  # our own API's
         with self._lock:
-            ack = self._push(items, poll or [])
+            ack = self._push(batch, poll or [])
             self._send_to_hub()
             return ack
 
@@ -180,29 +195,36 @@ class CallHost:
         applied = orphaned = failed = 0
         now = time.time()
         touched: dict[str, LiveCall] = {}
-        for call_sid, track, timestamp_ms, payload, arrived in items:
-            call = self._calls.get(call_sid)
-            if call is None:
-                if call_sid in self._failed:
+        with costs.stage("decode_ring"):
+            # One table lookup for the whole push, then a view per frame: decoding frame by frame costs
+            # a numpy call each.
+            pcm = decode_ulaw(b"".join([item[3] for item in items]))
+            at = 0
+            for call_sid, track, timestamp_ms, payload, arrived in items:
+                samples, at = pcm[at : at + len(payload)], at + len(payload)
+                call = self._calls.get(call_sid)
+                if call is None:
+                    if call_sid in self._failed:
+                        failed += 1
+                    else:
+                        orphaned += 1
+                    continue
+                try:
+                    call.write_pcm(track, timestamp_ms, samples)
+                except Exception as exc:
+                    self._fail(call_sid, exc)
                     failed += 1
-                else:
-                    orphaned += 1
-                continue
-            try:
-                call.write(track, timestamp_ms, payload)
-            except Exception as exc:
-                self._fail(call_sid, exc)
-                failed += 1
-                continue
-            applied += 1
-            touched[call_sid] = call
-            self._latency.append(now - arrived)
-        for call_sid, call in touched.items():
-            try:
-                self._publish(call, call.advance())
-                self._schedule(call)
-            except Exception as exc:
-                self._fail(call_sid, exc)
+                    continue
+                applied += 1
+                touched[call_sid] = call
+                self._latency.append(now - arrived)
+        with costs.stage("vad_turns"):
+            for call_sid, call in touched.items() if self._analyse else ():
+                try:
+                    self._publish(call, call.advance())
+                    self._schedule(call)
+                except Exception as exc:
+                    self._fail(call_sid, exc)
         self._frames += applied
         self._pushes += 1
         events: list[Published] = []
@@ -222,8 +244,9 @@ class CallHost:
                 error = self._failed.pop(call_sid, None)
                 return {"error": error} if error else None
             try:
-                self._publish(call, call.finish())
-                self._schedule(call, queue_them=False)
+                if self._analyse:
+                    self._publish(call, call.finish())
+                    self._schedule(call, queue_them=False)
                 analysis_error = None
             except Exception as exc:  # the audio figures still stand; say what the analysis could not do
                 log.exception("call %s: analysis failed at the end of the stream", call_sid)
@@ -245,7 +268,7 @@ class CallHost:
             if call.analyzer.unreleased == 0:  # the last event of the call
                 call.analyzer.note(CALL_ENDED, {"end_reason": end_reason, **figures})
                 self._publish(call, call.analyzer.release())
-            self._send_to_hub()
+            self._send_to_hub(force=True)
             final = {**figures, "events": self._outbox.pop(call_sid, [])}
         if analysis_error:
             final["error"] = f"analysis failed: {analysis_error}"
@@ -268,6 +291,9 @@ class CallHost:
             try:
                 job = self._queue.get(timeout=CATCH_UP_EVERY_S)
             except queue.Empty:
+                if self._to_hub:  # events held back for the hub (``HUB_EVERY_S``) with no push coming
+                    with self._lock:
+                        self._send_to_hub()
                 self._catch_up()
                 continue
             with self._lock:
@@ -295,7 +321,8 @@ class CallHost:
             if not self._queue.empty():
                 return
             try:
-                stream.catch_up()
+                with costs.stage("pitch"):
+                    stream.catch_up()
             except Exception:  # the turn is then measured from its own audio, as without a stream
                 log.exception("pitch frames of a turn in progress could not be analysed")
                 stream.dead = True
@@ -364,11 +391,16 @@ class CallHost:
             self._to_hub += published
         self._events += len(events)
 
-    def _send_to_hub(self) -> None:
-        """Hand what was published to the hub (lock held: so a call's events reach it in order).
-        Fire-and-forget: a slow or missing hub never holds up audio."""
+    def _send_to_hub(self, *, force: bool = False) -> None:
+        """Hand what was published to the hub (lock held: so a call's events reach it in order), at most
+        every ``HUB_EVERY_S`` unless ``force``d (a call's end): each hand-over is a Ray call here, in the
+        hub and in every API process it wakes. Fire-and-forget: a slow or missing hub never holds up audio."""
         if self._hub is None or not self._to_hub:
             return
+        now = time.monotonic()
+        if not force and now - self._hub_sent < HUB_EVERY_S:
+            return  # a later push, the measuring thread's next idle tick or a call's end sends it
+        self._hub_sent = now
         batch, self._to_hub = self._to_hub, []
         try:
             self._hub.publish.remote(batch)
@@ -406,6 +438,7 @@ class CallHost:
             "turn_event_p50_ms": float(np.percentile(delay, 50) * 1000) if delay.size else None,
             "turn_event_p95_ms": float(np.percentile(delay, 95) * 1000) if delay.size else None,
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "stages": costs.spent(),  # CPU s per analysis stage (engine.costs); the rest is Ray and events
             "rss_bytes": _rss_bytes(),
         }
 

@@ -22,6 +22,8 @@ import secrets
 from collections import OrderedDict, deque
 from typing import Any
 
+from actors import tuning
+
 log = logging.getLogger("mise.hub")
 
 HUB_NAME = "mise-hub"
@@ -41,6 +43,7 @@ class EventHub:
         self._last_seq: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
         self.duplicates = 0
+        tuning.settle_heap()
 
     async def info(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "next": self._next, "calls": len(self._calls), "duplicates": self.duplicates}

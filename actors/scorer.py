@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from actors import tuning
 from models.audio import as_float
 
 log = logging.getLogger("mise.scorer")
@@ -37,6 +38,7 @@ class EmotionScorer:
         self._task: asyncio.Task[None] | None = None
         self.batches = self.items = 0
         self.busy_s = 0.0
+        tuning.settle_heap()  # after torch and the weights: the collector never walks them again
 
     async def ready(self) -> dict[str, Any]:
         return {"classes": list(self._model.classes)}

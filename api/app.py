@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from actors import runtime
+from actors import runtime, tuning
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature
 from api.calls import Calls
@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> Starlette:
         hub = runtime.hub(namespace=settings.ray_namespace)
         scorer = (
             runtime.scorer(namespace=settings.ray_namespace, weights=settings.emotion_weights)
-            if settings.emotion
+            if settings.emotion and settings.analyse
             else None
         )
         if scorer is not None:
@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> Starlette:
             host_options={
                 "ring_seconds": settings.ring_seconds,
                 "analysis": settings.analysis(),
+                "analyse": settings.analyse,
                 "measure_max_delay_s": settings.measure_max_delay_s,
                 "hub": hub,
                 "scorer": scorer,
@@ -133,6 +134,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.data_dir,
             index.name,
         )
+        tuning.settle_heap()  # everything built so far lives as long as the process
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 from actors.host import Published
 from api.metrics import Metrics
+from engine import costs
 from engine.events import TURN_ENDED
 from engine.store.base import CallStore
 
@@ -33,6 +34,10 @@ class EventRouter:
 
     def dispatch(self, events: list[Published]) -> None:
         """Take a batch of events (from one push reply); returns at once."""
+        with costs.stage("events"):
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Published]) -> None:
         turns: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for tenant, event in events:
             self._metrics.events.labels(event["type"]).inc()
@@ -53,10 +58,14 @@ class EventRouter:
 
     async def _write(self, tenant: str, docs: list[dict[str, Any]]) -> None:
         try:
-            await asyncio.to_thread(self._store.add_turns, tenant, docs)
+            await asyncio.to_thread(self._store_turns, tenant, docs)
         except Exception:
             self._metrics.event_errors.inc()
             log.exception("could not store %d turns of call %s", len(docs), docs[0]["call_sid"])
+
+    def _store_turns(self, tenant: str, docs: list[dict[str, Any]]) -> None:
+        with costs.stage("storage"):  # the call store and the index spool (api/indexing.py)
+            self._store.add_turns(tenant, docs)
 
     def _done(self, call_sid: str, task: asyncio.Task[None]) -> None:
         tasks = self._writes.get(call_sid)

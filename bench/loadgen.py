@@ -111,6 +111,7 @@ async def one_call(
         + frame(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": stream_sid}))
     )
     sent, seq, t0 = 0, 2, time.perf_counter()
+    epoch0 = time.time()  # wall clock of stream time 0 (frame 0's schedule), for latencies seen from outside
     for k in range(int(seconds / FRAME_S)):
         due = t0 + k * FRAME_S
         delay = due - time.perf_counter()
@@ -133,7 +134,7 @@ async def one_call(
         frame(json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid, "stop": stop}))
     )
     await asyncio.wait_for(controller, 60)
-    return {"call_sid": call_sid, "sent": sent}
+    return {"call_sid": call_sid, "sent": sent, "start_epoch": epoch0}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:

@@ -71,6 +71,13 @@ def test_live_turns_equal_the_offline_engine_and_the_summary_is_filled(server: S
     assert metric_delta(before, after, 'mise_events_total{type="turn.ended"}') == 10
     assert metric_delta(before, after, 'mise_events_total{type="interruption"}') == 2
     assert metric_delta(before, after, 'mise_events_total{type="silence"}') == 1
+    # Per-message counts are kept as plain integers and added up at each scrape: none lost or doubled.
+    media = [m for m in messages if m["event"] == "media"]
+    for track in ("inbound", "outbound"):
+        sent = sum(1 for m in media if m["media"]["track"] == track)
+        assert metric_delta(before, after, f'mise_frames_received_total{{track="{track}"}}') == sent
+    assert metric_delta(before, after, "mise_messages_received_total") == len(messages)
+    assert metric_delta(before, after, 'mise_stage_cpu_seconds_total{stage="storage"}') > 0  # turns were stored
     assert np.isfinite(offline[5]["features"]["pitch_z"])
 
 
