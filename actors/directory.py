@@ -26,7 +26,7 @@ import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
 
-from actors.host import CallHost
+from actors.host import FINISH_CONCURRENCY, CallHost
 
 log = logging.getLogger("mise.directory")
 
@@ -164,14 +164,14 @@ class CallDirectory:
         name = f"mise-host-{next(self._ids)}"
         handle: ActorHandle[Any] = cast(
             ActorHandle[Any],
-            ray.remote(CallHost)
+            ray.remote(concurrency_groups={"finish": FINISH_CONCURRENCY})(CallHost)  # type: ignore[call-overload]
             .options(
                 name=name,
                 namespace=self._namespace,
                 num_cpus=0,
                 lifetime="detached",
                 scheduling_strategy="SPREAD",
-                max_concurrency=1,
+                max_concurrency=1,  # pushes, one at a time, in order; ``finish`` has a group of its own
             )
             .remote(**self._host_options),
         )

@@ -22,7 +22,13 @@ it. ``PushAck.awaiting`` names the calls with turns still being measured; the pu
 even when no audio is pending, so a turn measured after the last audio still leaves promptly.
 
 Isolation: every per-call operation runs under its own ``try``; a call that raises is marked failed
-and logged, and the host and its other calls go on. Torch-free by design (see tests).
+and logged, and the host and its other calls go on. The measuring thread is supervised the same way
+(``measure_errors`` in ``stats``): whatever it catches fails that turn or call, never the thread.
+Nothing a push depends on waits without a bound: the measuring thread never waits for the emotion
+scorer (a turn whose scores are on their way is put back in its queue when they arrive, and goes out
+unscored, counted, after ``score_timeout_s``), and ``finish`` runs in its own concurrency group, so
+one call's end (measuring its last turns, waiting for their scores) never holds up another call's
+audio. Torch-free by design (see tests).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from models.caller import CallerScorer
 
 log = logging.getLogger("mise.host")
 
+FINISH_CONCURRENCY = 4  # calls of one host that can be finishing at once, beside its pushes
 HUB_EVERY_S = 0.1  # events reach the hub (SSE) in batches at most this far apart
 CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
 CATCH_UP_FRAMES = 100  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
@@ -83,7 +90,8 @@ class _Measure:
     decided: float  # time.monotonic() at the decision
     claimed: bool = False  # taken by the thread or by finish; guarded by the host lock
     done: threading.Event = field(default_factory=threading.Event)
-    scores: ObjectRef[list[dict[str, Any]]] | None = None  # the emotion model's answer, on its way
+    scores: ObjectRef[list[dict[str, Any] | None]] | None = None  # the emotion model's answer, on its way
+    measured_at: float | None = None  # time.monotonic() once its features are measured (or skipped)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -115,6 +123,8 @@ class CallHost:
         self._scorer = scorer  # the EmotionScorer (actors/scorer.py), when there is one
         self._score_timeout = score_timeout_s
         self._unscored = 0
+        self._measure_errors = 0  # exceptions the measuring thread caught (each failed a turn or a call)
+        self._scoring: dict[tuple[str, int], _Measure] = {}  # measured turns waiting for their scores
         self._speaker_scorer = self._speaker_scoring(scorer, analysis or AnalysisOptions())
         self._to_hub: list[Published] = []
         self._hub_sent = 0.0  # time.monotonic() of the last hand-over to the hub
@@ -235,9 +245,13 @@ class CallHost:
                 awaiting.append(call_sid)
         return PushAck(applied, orphaned, failed, events, awaiting)
 
+    @ray.method(concurrency_group="finish")
     def finish(self, call_sid: str, end_reason: str = "") -> dict[str, Any] | None:
         """Close a call: its final figures, summary and last events; None if this host never held it.
-        Its turns not yet measured are measured here (or awaited, if the thread has one in hand)."""
+        Its turns not yet measured are measured here (or awaited, if the thread has one in hand, for at
+        most a turn's measuring and scoring time). On a Ray host this runs in its own concurrency group
+        (``FINISH_CONCURRENCY`` threads): a call's end never holds up the pushes of the host's other
+        calls. The pump awaits every push of a call before its ``finish``, so none is overtaken."""
         with self._lock:
             call = self._calls.pop(call_sid, None)
             if call is None:
@@ -257,8 +271,10 @@ class CallHost:
                 mine, job.claimed = not job.claimed, True
             if mine:
                 self._measure(job)
-            else:
-                job.done.wait()
+                self._complete(job, wait_s=self._score_timeout)
+            elif not job.done.wait(self._max_delay + self._score_timeout + 1.0):
+                # The thread has it and is slower than any turn should be: the call ends without it.
+                log.error("call %s: turn %d was not measured in time; the call ends without it", *job.key)
         with self._lock:
             if analysis_error is None:
                 self._publish(call, call.analyzer.release())
@@ -287,30 +303,81 @@ class CallHost:
                 self._queue.put(job)
 
     def _measure_loop(self) -> None:
+        """The measuring thread, supervised: whatever one turn or call raises fails that turn or call
+        (logged, counted in ``measure_errors``), never this thread: every call of the host depends on it."""
         while True:
+            job: _Measure | None = None
             try:
-                job = self._queue.get(timeout=CATCH_UP_EVERY_S)
-            except queue.Empty:
-                if self._to_hub:  # events held back for the hub (``HUB_EVERY_S``) with no push coming
-                    with self._lock:
-                        self._send_to_hub()
-                self._catch_up()
-                continue
+                try:
+                    job = self._queue.get(timeout=CATCH_UP_EVERY_S)
+                except queue.Empty:
+                    self._expire_scores()
+                    self._idle_tick()
+                    continue
+                self._handle(job)
+                self._expire_scores()
+                if self._queue.empty():
+                    self._catch_up()
+            except Exception as exc:
+                self._supervise(job, exc)
+
+    def _handle(self, job: _Measure) -> None:
+        """A decided turn to measure, or a measured one whose scores came back (``_await_scores``)."""
+        if job.measured_at is None:
             with self._lock:
                 if job.claimed:  # its call finished or failed meanwhile
-                    continue
+                    return
                 job.claimed = True
             self._measure(job)
+            if job.scores is not None and not job.scores.future().done():
+                self._await_scores(job)
+                return
+        if job.done.is_set():  # its scores came after their deadline, or it was completed twice
+            return
+        self._complete(job)
+        with self._lock:
+            jobs = self._jobs.get(job.call_sid)
+            while jobs and jobs[0].done.is_set():
+                jobs.popleft()
+            call = self._calls.get(job.call_sid)
+            if call is not None:
+                self._publish(call, call.analyzer.release())
+                self._send_to_hub()
+
+    def _await_scores(self, job: _Measure) -> None:
+        """The thread goes on with other turns while the scorer works: the answer puts the turn back in
+        the queue (``_handle``); one that never comes is given up after ``score_timeout_s`` (``_idle_tick``)."""
+        assert job.scores is not None
+        with self._lock:
+            self._scoring[job.key] = job
+        job.scores.future().add_done_callback(lambda _: self._queue.put(job))
+
+    def _idle_tick(self) -> None:
+        """No turn waiting: hand held-back events to the hub, catch up on pitch."""
+        if self._to_hub:  # events held back for the hub (``HUB_EVERY_S``) with no push coming
             with self._lock:
-                jobs = self._jobs.get(job.call_sid)
-                while jobs and jobs[0].done.is_set():
-                    jobs.popleft()
-                call = self._calls.get(job.call_sid)
-                if call is not None:
-                    self._publish(call, call.analyzer.release())
-                    self._send_to_hub()
-            if self._queue.empty():
-                self._catch_up()
+                self._send_to_hub()
+        self._catch_up()
+
+    def _expire_scores(self) -> None:
+        """Measured turns whose scores are later than ``score_timeout_s`` go out unscored (counted)."""
+        if not self._scoring:
+            return
+        now = time.monotonic()
+        with self._lock:
+            late = [j for j in self._scoring.values() if now - (j.measured_at or now) > self._score_timeout]
+        for job in late:
+            self._handle(job)  # completes it unscored: its answer is not there
+
+    def _supervise(self, job: _Measure | None, exc: Exception) -> None:
+        """Something raised on the measuring thread: fail the call it was about (its other turns and the
+        host's other calls go on); a turn of no call, or a failure outside one, is logged and counted."""
+        with self._lock:
+            self._measure_errors += 1
+            if job is not None and job.call_sid in self._calls:
+                self._fail(job.call_sid, exc)
+                return
+        log.exception("the measuring thread caught an error; it goes on", exc_info=exc)
 
     def _catch_up(self) -> None:
         """Between turns: analyse the pitch frames of the turns in progress (no lock held while analysing),
@@ -345,23 +412,27 @@ class CallHost:
             log.exception("call %s: measuring turn %d failed; it goes out without features", *job.key)
             job.pending.skip("error")
         finally:
-            if job.scores is not None:
-                self._collect_scores(job)
-            job.done.set()
+            job.measured_at = time.monotonic()
 
-    def _collect_scores(self, job: _Measure) -> None:
-        """The emotion model's result for the turn (no lock held); without one the turn goes out unscored."""
-        result = None
-        assert job.scores is not None
-        try:
-            result = ray.get(job.scores, timeout=self._score_timeout)[0]
-        except Exception as exc:
-            with self._lock:
-                self._unscored += 1
-                first = self._unscored == 1 or self._unscored % 1000 == 0
-            if first:
-                log.warning("call %s: turn %d has no emotion scores (%s); %d so far", *job.key, exc, self._unscored)
-        job.pending.set_scores(result)
+    def _complete(self, job: _Measure, *, wait_s: float = 0.0) -> None:
+        """Add the emotion model's result to a measured turn (waiting at most ``wait_s`` for it; without
+        one the turn goes out unscored, counted) and mark it done. No lock held."""
+        if job.scores is not None:
+            result, why = None, "no answer in time"
+            try:
+                result = ray.get(job.scores, timeout=wait_s)[0]
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if result is None:
+                with self._lock:
+                    self._unscored += 1
+                    first = self._unscored == 1 or self._unscored % 1000 == 0
+                if first:
+                    log.warning("call %s: turn %d has no emotion scores (%s); %d so far", *job.key, why, self._unscored)
+            job.pending.set_scores(result)
+        with self._lock:
+            self._scoring.pop(job.key, None)
+        job.done.set()
 
     def snapshot(self, call_sid: str) -> dict[str, Any] | None:
         call = self._calls.get(call_sid)
@@ -432,7 +503,8 @@ class CallHost:
             "latency_max_ms": float(lat.max() * 1000) if lat.size else None,
             "turns_measured": self._measured,
             "turns_unmeasured": self._skipped,  # sent without features: the host was over capacity
-            "turns_unscored": self._unscored,  # sent without emotion scores: the scorer failed or was late
+            "turns_unscored": self._unscored,  # sent without emotion scores: the scorer failed, shed or was late
+            "measure_errors": self._measure_errors,
             "measure_backlog": backlog,
             "turn_event_count": int(delay.size),
             "turn_event_p50_ms": float(np.percentile(delay, 50) * 1000) if delay.size else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -104,3 +105,39 @@ def test_an_overloaded_host_sends_turns_without_features_and_counts_them() -> No
     assert len(turns) == 10 and [e["id"] for e in events] == sorted(e["id"] for e in events)
     assert all(t["features_skipped"] == "overload" and t["features"]["pitch_mean_hz"] is None for t in turns)
     assert host.stats()["turns_unmeasured"] == 10 and host.stats()["turns_measured"] == 0
+
+
+def test_an_error_on_the_measuring_thread_fails_that_call_alone_and_the_thread_goes_on() -> None:
+    """Fault injection (the one stand-in here): call A's analyzer raises when the measuring thread
+    releases its measured turns. A is failed, counted; B, on the same host and thread, goes on."""
+    inbound, outbound = synthetic_ulaw()
+    host = CallHost()
+    for sid in "AB":
+        host.open(meta(sid))
+
+    analyzer = host._calls["A"].analyzer
+    release = analyzer.release
+
+    def broken() -> list[CallEvent]:  # raises on the measuring thread only
+        if threading.current_thread().name == "mise-measure":
+            raise RuntimeError("injected")
+        return release()
+
+    analyzer.release = broken  # type: ignore[method-assign]
+    b_events: list[dict[str, Any]] = []
+    for k in range(len(inbound) // 160):
+        chunk = slice(k * 160, (k + 1) * 160)
+        ack = host.push(
+            [(sid, t, k * 20, x[chunk], 0.0) for sid in "AB" for t, x in (("inbound", inbound), ("outbound", outbound))]
+        )
+        b_events += [e for _, e in ack.events if e["call_sid"] == "B"]
+    final_b = host.finish("B")
+    assert final_b is not None and "error" not in final_b
+    b_events += [e for _, e in final_b["events"]]
+    final_a = host.finish("A")
+    assert final_a is not None and "injected" in final_a["error"]
+    assert sum(e["type"] == TURN_ENDED for e in b_events) == 10  # every turn of B, measured
+    assert all(
+        e["features"]["pitch_mean_hz"] is not None for e in b_events if e["type"] == TURN_ENDED and not e["backchannel"]
+    )
+    assert host.stats()["measure_errors"] >= 1

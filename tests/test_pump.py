@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 import ray
+import soundfile
 
-from actors.host import CallHost
+from actors.host import FINISH_CONCURRENCY, CallHost
 from actors.pump import AudioPump
 from engine.call import CallMeta
+from engine.g711 import encode_ulaw
+from tests.support import data_path
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +23,7 @@ def meta(sid: str) -> CallMeta:
     return CallMeta("acme", sid, "MZ", "AC", ("inbound",), {}, "")
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, concurrency_groups={"finish": FINISH_CONCURRENCY})
 class SlowHost(CallHost):
     """A real host whose pushes take ``delay`` seconds: a host under load."""
 
@@ -79,3 +82,53 @@ def test_a_host_that_stops_answering_costs_bounded_memory_and_is_counted(ray_add
     assert pump.counters.frames_dropped == 400
     assert ray.get(host.finish.remote("X"))["tracks"]["inbound"]["frames"] == 120
     ray.kill(host)
+
+
+@ray.remote(num_cpus=0)
+class SlowScorer:
+    """Stands in for an overloaded emotion scorer (real Ray, no model): every request takes ``delay`` s."""
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+
+    def caller_spec(self) -> None:
+        return None
+
+    def score(self, items: list[Any]) -> list[None]:
+        time.sleep(self._delay)
+        return [None] * len(items)
+
+
+def test_one_calls_finish_never_holds_up_another_calls_audio(ray_address: str) -> None:
+    """Call A ends while its turns wait for a slow scorer (its finish waits for them, bounded); call B's
+    pushes to the same host are answered meanwhile, before A's finish returns."""
+    call = data_path("calls/synthetic_dialogue")
+    audio = {t: encode_ulaw(soundfile.read(call / f"{t}.wav", dtype="int16")[0]) for t in ("inbound", "outbound")}
+    scorer = SlowScorer.remote(1.0)
+    host: Any = (
+        ray.remote(concurrency_groups={"finish": FINISH_CONCURRENCY})(CallHost)
+        .options(num_cpus=0)
+        .remote(scorer=scorer, score_timeout_s=1.5)
+    )
+    ray.get([host.open.remote(meta("A")), host.open.remote(meta("B"))])
+    n = len(audio["inbound"]) // 160
+    for k in range(0, n, 50):  # A: the whole call, a second per push
+        items = [
+            ("A", t, (k + i) * 20, x[(k + i) * 160 : (k + i + 1) * 160], 0.0)
+            for i in range(min(50, n - k))
+            for t, x in audio.items()
+        ]
+        ray.get(host.push.remote(items))
+    finishing = host.finish.remote("A")
+    answered_first = 0
+    for k in range(20):  # B streams on while A finishes
+        ray.get(host.push.remote([("B", "inbound", k * 20, b"\xff" * 160, 0.0)]))
+        ready, _ = ray.wait([finishing], timeout=0)
+        answered_first += not ready
+    final = ray.get(finishing, timeout=120)
+    assert answered_first == 20, "B's pushes waited for A's finish"
+    turns = [e for _, e in final["events"] if e["type"] == "turn.ended"]
+    assert turns and "error" not in final  # A ended whole; its turns unscored (the scorer was too slow), counted
+    assert ray.get(host.stats.remote())["turns_unscored"] >= 1
+    ray.kill(host)
+    ray.kill(scorer)
