@@ -25,6 +25,7 @@ from api.calls import Calls
 from api.events import EventRouter
 from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
+from api.leases import Leases
 from api.metrics import Metrics
 from api.search import Search
 from api.settings import ConfigError, Settings
@@ -100,6 +101,8 @@ def create_app(settings: Settings) -> Starlette:
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)
+        leases = Leases(store=store, directory=directory, metrics=metrics)
+        await leases.start()  # calls a dead predecessor left live end before this process serves
         parts = _Parts(
             ingest=Ingest(
                 keys=keys,
@@ -109,10 +112,11 @@ def create_app(settings: Settings) -> Starlette:
                 pump=pump,
                 store=store,
                 events=events,
+                leases=leases,
                 start_timeout_s=settings.start_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
             ),
-            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store, hub=hub),
+            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store, hub=hub, leases=leases),
             calls=Calls(keys=keys, store=store, directory=directory),
             directory=directory,
             pump=pump,
@@ -138,6 +142,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await leases.stop()
             await feed.stop()
             await pump.stop()
             if embedded:

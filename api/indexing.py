@@ -56,9 +56,21 @@ class IndexingStore:
             ]
         return ops
 
-    def stream_started(self, meta: CallMeta) -> None:
-        self._store.stream_started(meta)
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
+        self._store.stream_started(meta, owner=owner, lease_until=lease_until)
         self._append(self._call_ops(meta.tenant, meta.call_sid, with_turns=False))
+
+    def renew_leases(self, owner: str, until: float) -> int:
+        return self._store.renew_leases(owner, until)
+
+    def live_leases(self) -> list[dict[str, Any]]:
+        return self._store.live_leases()
+
+    def lose(self, tenant: str, call_sid: str, *, owner: str | None, ended_at: str, final: dict[str, Any]) -> bool:
+        lost = self._store.lose(tenant, call_sid, owner=owner, ended_at=ended_at, final=final)
+        if lost:
+            self._append(self._call_ops(tenant, call_sid, with_turns=True))
+        return lost
 
     def stream_ended(
         self, tenant: str, call_sid: str, *, ended_at: str, end_reason: str, final: dict[str, Any]

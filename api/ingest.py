@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.events import EventRouter
+from api.leases import Leases
 from api.metrics import Metrics
 from engine import codec
 from engine.call import CallMeta
@@ -68,6 +70,7 @@ class Ingest:
         pump: AudioPump,
         store: CallStore,
         events: EventRouter,
+        leases: Leases,
         start_timeout_s: float,
         max_message_bytes: int,
     ) -> None:
@@ -78,6 +81,7 @@ class Ingest:
         self._pump = pump
         self._store = store
         self._events = events
+        self._leases = leases
         self._start_timeout = start_timeout_s
         self._max_bytes = max_message_bytes
         # Per message only plain integers are counted; /metrics adds them up when scraped (a Prometheus
@@ -205,7 +209,11 @@ class Ingest:
             await self._directory.release.remote(start.call_sid, host_failed=True)
             raise
         try:
-            await run_in_threadpool(self._store.stream_started, meta)
+            await run_in_threadpool(
+                functools.partial(
+                    self._store.stream_started, meta, owner=self._leases.owner, lease_until=self._leases.until()
+                )
+            )
         except BaseException:
             await host.finish.remote(start.call_sid, "error")
             await self._directory.release.remote(start.call_sid)

@@ -21,10 +21,12 @@ from starlette.responses import JSONResponse, Response
 
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.ingest import utc_now
+from api.leases import Leases
 from api.metrics import Metrics
 from engine.events import CALL_STATUS
 from engine.store.base import CallStore, StatusCallback
 
+TERMINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})  # a call that ended
 log = logging.getLogger("mise.webhooks")
 
 MAX_FORM_BYTES = 64 * 1024
@@ -39,11 +41,13 @@ class Webhooks:
         metrics: Metrics,
         store: CallStore,
         hub: ActorHandle[Any] | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self._keys = keys
         self._signature = signature
         self._metrics = metrics
         self._store = store
+        self._leases = leases
         self._hub = hub
 
     async def __call__(self, request: Request) -> Response:
@@ -69,6 +73,9 @@ class Webhooks:
         self._metrics.webhooks.labels("stored" if fresh else "duplicate").inc()
         if fresh and self._hub is not None:
             self._announce(tenant, callback)
+        if fresh and callback.status in TERMINAL and self._leases is not None:
+            # The call is over: if it still reads live but the process streaming it is gone, end it now.
+            await self._leases.end_if_orphaned(tenant, callback.call_sid)
         return Response(status_code=204)
 
     def _announce(self, tenant: str, callback: StatusCallback) -> None:

@@ -41,8 +41,18 @@ class CallFilters:
 
 
 class CallStore(Protocol):
-    def stream_started(self, meta: CallMeta) -> None:
-        """Record a call's stream start (creates the call if no callback came first)."""
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
+        """Record a call's stream start (creates the call if no callback came first), streamed by the API
+        process ``owner`` whose lease on it runs to ``lease_until`` (epoch s; ``api/leases.py``)."""
+
+    def renew_leases(self, owner: str, until: float) -> int:
+        """Extend the lease of every live call ``owner`` streams; how many there are."""
+
+    def live_leases(self) -> list[dict[str, Any]]:
+        """Every live call's ``tenant``, ``call_sid``, ``owner`` and ``lease_until``."""
+
+    def lose(self, tenant: str, call_sid: str, *, owner: str | None, ended_at: str, final: dict[str, Any]) -> bool:
+        """End a live call whose owner is gone (``end_reason`` "lost") if still live under ``owner``."""
 
     def stream_ended(
         self, tenant: str, call_sid: str, *, ended_at: str, end_reason: str, final: dict[str, Any]

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS calls (
     end_reason TEXT,
     live INTEGER NOT NULL DEFAULT 0,
     final TEXT,
+    owner TEXT,
+    lease_until REAL,
     PRIMARY KEY (tenant, call_sid)
 );
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (tenant, first_seen_at);
@@ -71,6 +73,10 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(calls)")}
+            for name, kind in (("owner", "TEXT"), ("lease_until", "REAL")):  # files from before leases
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -82,24 +88,50 @@ class SqliteStore:
             (tenant, call_sid, at),
         )
 
-    def stream_started(self, meta: CallMeta) -> None:
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._ensure(meta.tenant, meta.call_sid, meta.started_at)
             self._db.execute(
                 """UPDATE calls SET account_sid = ?, stream_sid = ?, tracks_declared = ?, custom_parameters = ?,
-                   started_at = ?, ended_at = NULL, end_reason = NULL, live = 1, final = NULL
-                   WHERE tenant = ? AND call_sid = ?""",
+                   started_at = ?, ended_at = NULL, end_reason = NULL, live = 1, final = NULL, owner = ?,
+                   lease_until = ? WHERE tenant = ? AND call_sid = ?""",
                 (
                     meta.account_sid,
                     meta.stream_sid,
                     orjson.dumps(list(meta.tracks)).decode(),
                     orjson.dumps(meta.custom_parameters).decode(),
                     meta.started_at,
+                    owner,
+                    lease_until,
                     meta.tenant,
                     meta.call_sid,
                 ),
             )
+
+    def renew_leases(self, owner: str, until: float) -> int:
+        """Extend the lease of every live call ``owner`` streams; how many there are."""
+        with self._lock:
+            cur = self._db.execute("UPDATE calls SET lease_until = ? WHERE owner = ? AND live = 1", (until, owner))
+            return cur.rowcount
+
+    def live_leases(self) -> list[dict[str, Any]]:
+        """Every live call's tenant, call_sid, owner and lease_until (epoch s; None from before leases)."""
+        with self._lock:
+            rows = self._db.execute("SELECT tenant, call_sid, owner, lease_until FROM calls WHERE live = 1").fetchall()
+        return [dict(row) for row in rows]
+
+    def lose(self, tenant: str, call_sid: str, *, owner: str | None, ended_at: str, final: dict[str, Any]) -> bool:
+        """End a live call whose owner is gone (``end_reason`` "lost"), if it is still live under that owner:
+        False if it ended or moved meanwhile (another sweeper, or its stream's own end, got there first)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                """UPDATE calls SET ended_at = ?, end_reason = 'lost', live = 0, final = ?
+                   WHERE tenant = ? AND call_sid = ? AND live = 1 AND owner IS ?""",
+                (ended_at, orjson.dumps(final).decode(), tenant, call_sid, owner),
+            )
+            return cur.rowcount == 1
 
     def stream_ended(
         self, tenant: str, call_sid: str, *, ended_at: str, end_reason: str, final: dict[str, Any]
@@ -261,6 +293,7 @@ class SqliteStore:
             "custom_parameters": orjson.loads(row["custom_parameters"]) if row["custom_parameters"] else {},
             "lifecycle": lifecycle,
             "end_reason": row["end_reason"],
+            "error": final.get("error"),  # what went wrong, when something did (a lost stream, a failed host)
             "summary": final.get("summary", {}),
         }
 
