@@ -52,6 +52,7 @@ from ray import ObjectRef
 from ray.actor import ActorHandle
 
 from actors import tuning
+from actors.hub import HUB_NAME
 from engine import costs
 from engine.call import CallMeta, LiveCall
 from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
@@ -62,6 +63,7 @@ from models.caller import CallerScorer
 log = logging.getLogger("mise.host")
 
 FINISH_CONCURRENCY = 4  # calls of one host that can be finishing at once, beside its pushes
+HUB_LOOKUP_S = 2.0  # how often an idle measuring thread checks that its hub is still the named one
 HUB_EVERY_S = 0.1  # events reach the hub (SSE) in batches at most this far apart
 CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
 CATCH_UP_FRAMES = 100  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
@@ -128,6 +130,7 @@ class CallHost:
         self._speaker_scorer = self._speaker_scoring(scorer, analysis or AnalysisOptions())
         self._to_hub: list[Published] = []
         self._hub_sent = 0.0  # time.monotonic() of the last hand-over to the hub
+        self._hub_checked = time.monotonic()  # ... and of the last look for it by name
         self._events = 0
         self._jobs: dict[str, deque[_Measure]] = {}  # per call, turns not yet measured, in decision order
         self._queue: queue.SimpleQueue[_Measure] = queue.SimpleQueue()
@@ -313,11 +316,14 @@ class CallHost:
                 except queue.Empty:
                     self._expire_scores()
                     self._idle_tick()
-                    continue
-                self._handle(job)
-                self._expire_scores()
-                if self._queue.empty():
-                    self._catch_up()
+                else:
+                    self._handle(job)
+                    self._expire_scores()
+                    if self._queue.empty():
+                        self._catch_up()
+                if self._hub is not None and time.monotonic() - self._hub_checked > HUB_LOOKUP_S:
+                    self._hub_checked = time.monotonic()
+                    self._find_hub()
             except Exception as exc:
                 self._supervise(job, exc)
 
@@ -358,6 +364,18 @@ class CallHost:
             with self._lock:
                 self._send_to_hub()
         self._catch_up()
+
+    def _find_hub(self) -> None:
+        """The hub by its name: a hub killed and made again by an API process (``actors.runtime.hub``) is
+        another actor, and this host follows it (Ray restarts of the same actor keep the handle valid)."""
+        try:
+            current = ray.get_actor(HUB_NAME, namespace=ray.get_runtime_context().namespace)
+        except Exception:  # none right now (being made again), or not on Ray at all: keep the handle
+            return
+        if self._hub is None or current._actor_id != self._hub._actor_id:
+            log.warning("the event hub was replaced; events go to the new one")
+            with self._lock:
+                self._hub = current
 
     def _expire_scores(self) -> None:
         """Measured turns whose scores are later than ``score_timeout_s`` go out unscored (counted)."""

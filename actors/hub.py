@@ -39,8 +39,8 @@ class EventHub:
         self._next = 0
         self._per_call = per_call
         self._calls_kept = calls_kept
-        self._calls: OrderedDict[str, deque[Logged]] = OrderedDict()
-        self._last_seq: dict[str, int] = {}
+        self._calls: OrderedDict[tuple[str, str], deque[Logged]] = OrderedDict()  # (tenant, call_sid)
+        self._last_seq: dict[tuple[str, str, str], int] = {}  # (tenant, call_sid, stream_sid) -> last sequence
         self._wake: asyncio.Event | None = None
         self.duplicates = 0
         tuning.settle_heap()
@@ -54,30 +54,34 @@ class EventHub:
             call_sid = event.get("call_sid")
             seq = _seq_of(event)
             if call_sid is not None and seq is not None:
-                # A call's events carry a sequence: a repeat (a retried publish) is dropped, never sent twice.
-                if seq <= self._last_seq.get(call_sid, -1):
+                # A stream's events carry a sequence: a repeat (a retried publish) is dropped, never sent twice.
+                # Per tenant and stream: a call's next stream starts again at 0, and another tenant's call
+                # that happens to use the same SID is another call.
+                stream = (tenant, call_sid, str(event.get("stream_sid", "")))
+                if seq <= self._last_seq.get(stream, -1):
                     self.duplicates += 1
                     continue
-                self._last_seq[call_sid] = seq
+                self._last_seq[stream] = seq
             item = (self._next, tenant, event)
             self._next += 1
             self._log.append(item)
             if call_sid is not None:
-                self._remember(call_sid, item)
+                self._remember((tenant, call_sid), item)
         if self._wake is not None:
             self._wake.set()
             self._wake = None
         return self._next
 
-    def _remember(self, call_sid: str, item: Logged) -> None:
-        kept = self._calls.get(call_sid)
+    def _remember(self, call: tuple[str, str], item: Logged) -> None:
+        kept = self._calls.get(call)
         if kept is None:
-            kept = self._calls[call_sid] = deque(maxlen=self._per_call)
+            kept = self._calls[call] = deque(maxlen=self._per_call)
             while len(self._calls) > self._calls_kept:
-                old, _ = self._calls.popitem(last=False)
-                self._last_seq.pop(old, None)
+                (tenant, call_sid), _ = self._calls.popitem(last=False)
+                for stream in [k for k in self._last_seq if k[:2] == (tenant, call_sid)]:
+                    del self._last_seq[stream]
         else:
-            self._calls.move_to_end(call_sid)
+            self._calls.move_to_end(call)
         kept.append(item)
 
     async def poll(self, after: int, timeout_s: float = 10.0) -> tuple[str, int, list[Logged], bool]:
@@ -107,7 +111,7 @@ class EventHub:
         if call_sid is None:
             events, gap = self._since(after)
         else:
-            kept = list(self._calls.get(call_sid, ()))
+            kept = list(self._calls.get((tenant, call_sid), ()))
             # Older events of the call may have been let go only if its buffer is full.
             gap = len(kept) == self._per_call and after + 1 < kept[0][0]
             events = [item for item in kept if item[0] > after]

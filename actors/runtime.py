@@ -74,10 +74,14 @@ def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir
         )
 
 
-def _shared(cls: type, name: str, ray_namespace: str, **kwargs: Any) -> ActorHandle[Any]:
+def _shared(cls: type, name: str, ray_namespace: str, *, restart: bool = False, **kwargs: Any) -> ActorHandle[Any]:
     """The one actor called ``name`` in ``namespace``, created by the first process that asks. Detached:
-    it outlives the API process that created it (a restart keeps calls, cursors and loaded weights)."""
-    options = {"name": name, "namespace": ray_namespace, "get_if_exists": True, "lifetime": "detached"}
+    it outlives the API process that created it (a restart keeps calls, cursors and loaded weights).
+    ``restart``: if its process dies, Ray starts it again under the same handle (its calls retried), so
+    whoever holds the handle goes on; for actors whose state can start over (the hub, the scorer)."""
+    options: dict[str, Any] = {"name": name, "namespace": ray_namespace, "get_if_exists": True, "lifetime": "detached"}
+    if restart:
+        options |= {"max_restarts": -1, "max_task_retries": -1}
     return cast(
         ActorHandle[Any],
         ray.remote(cls).options(**options, num_cpus=0, max_concurrency=1000).remote(**kwargs),
@@ -102,13 +106,13 @@ def directory(
 
 def hub(*, namespace: str) -> ActorHandle[Any]:
     """The cluster's event hub (SSE cursors stay valid across API process restarts)."""
-    return _shared(EventHub, HUB_NAME, namespace)
+    return _shared(EventHub, HUB_NAME, namespace, restart=True)
 
 
 def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
     """The cluster's emotion scorer, the only process with torch (``weights``: a file from ``mise train``,
     else the packaged ones)."""
-    return _shared(EmotionScorer, SCORER_NAME, namespace, weights=weights)
+    return _shared(EmotionScorer, SCORER_NAME, namespace, restart=True, weights=weights)
 
 
 def gcs_address() -> str:

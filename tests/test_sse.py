@@ -119,6 +119,33 @@ def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(
     assert bad.status_code == 404  # another tenant cannot open this call's stream
 
 
+def test_a_hub_killed_mid_call_is_made_again_and_the_call_s_later_events_still_arrive(
+    ray_address: str, tmp_path: Path, synthetic_capture: Path
+) -> None:
+    """The hub is killed for good (no Ray restart) after the call's first media: the API process's feed
+    makes it again by name, the call's host follows it, and a subscriber keeps receiving the call."""
+    import ray
+
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path) as srv:
+        reader = SseReader(srv.http + "/v1/events", until=ended(call_sid))
+        assert reader.connected.wait(10)
+
+        def kill_hub() -> None:
+            ray.kill(ray.get_actor("mise-hub", namespace=srv.namespace), no_restart=True)
+
+        asyncio.run(stream(srv, messages, live_first=100, on_live=kill_hub))
+        got = [e for e in reader.wait() if e.data.get("call_sid") == call_sid]
+        kinds = [e.event for e in got]
+        assert kinds[-1] == "call.ended"  # the call's end reached the subscriber through the new hub
+        hub = ray.get_actor("mise-hub", namespace=srv.namespace)
+        _, _, logged, _ = ray.get(hub.replay.remote("acme", call_sid, -1))
+        later = [event["type"] for _, _, event in logged]  # what the new hub carried (the switch-over's are lost)
+        assert "turn.ended" in later and later[-1] == "call.ended"
+        assert set(later) <= set(kinds)  # and every one of them reached the subscriber
+
+
 def test_unknown_call_bad_key_and_bad_filter(server: Server) -> None:
     assert httpx.get(server.http + "/v1/calls/CAnope/events", params={"api_key": API_KEY}).status_code == 404
     assert httpx.get(server.http + "/v1/events", params={"api_key": "wrong-key-1234"}).status_code == 401
@@ -172,6 +199,31 @@ def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
         assert [e[0] for e in after] == [3, 4, 5, 6]
         polled = await hub.poll(6, 0.05)
         assert polled[2] == [] and hub.duplicates == 1
+
+    asyncio.run(run())
+
+
+def test_the_hubs_repeats_are_per_tenant_and_stream() -> None:
+    """A call's second stream starts its sequence again, and another tenant may use the same call SID:
+    neither is a repeat of the first stream's events."""
+
+    async def run() -> None:
+        hub = EventHub(per_call=100)
+
+        def events(tenant: str, stream: str) -> list[tuple[str, dict[str, object]]]:
+            return [
+                (tenant, {"type": "t", "call_sid": "CA1", "stream_sid": stream, "id": f"CA1:{i:08d}"}) for i in range(3)
+            ]
+
+        await hub.publish(events("acme", "MZ1"))
+        await hub.publish(events("acme", "MZ2"))  # the call's next stream
+        await hub.publish(events("globex", "MZ9"))  # another tenant's call with the same SID
+        await hub.publish(events("acme", "MZ2")[2:])  # a true repeat
+        assert hub.duplicates == 1
+        _, _, acme, _ = await hub.replay("acme", "CA1", -1)
+        _, _, globex, _ = await hub.replay("globex", "CA1", -1)
+        assert [e[2]["stream_sid"] for e in acme] == ["MZ1"] * 3 + ["MZ2"] * 3
+        assert [e[2]["stream_sid"] for e in globex] == ["MZ9"] * 3
 
     asyncio.run(run())
 
