@@ -5,6 +5,9 @@ call lives. It places calls on ``CallHost`` actors, at most ``calls_per_host`` e
 ``spare_hosts`` empty hosts warm so a new call never waits for a Ray process to start, and kills hosts
 left empty beyond that (with 1 call per host: a call's process ends with the call).
 
+A host whose process dies is noticed within a second (the load reading fails) and gets no new call;
+the API processes holding its calls' sockets re-open them on other hosts (``api/ingest.py``).
+
 Placement by load: a host is one process, so its calls' analysis shares one core. Every second the
 directory reads each host's CPU use (``CallHost.cpu_s``). A new call goes to the least loaded host
 in service; once every host in service is busier than ``busy_share`` of a core, and fewer hosts are
@@ -124,7 +127,7 @@ class CallDirectory:
         return len(self._where)
 
     def _drop(self, host: _Host) -> None:
-        """Take a broken host out of service (its calls' own sockets finalize them)."""
+        """Take a broken host out of service (the API processes holding its calls' sockets move them)."""
         if self._hosts.pop(host.name, None) is None:
             return
         for call_sid in host.calls:
@@ -154,8 +157,10 @@ class CallDirectory:
             replies = await asyncio.gather(*(h.handle.cpu_s.remote() for h in hosts), return_exceptions=True)
             now = time.monotonic()
             for host, cpu in zip(hosts, replies, strict=True):
-                if isinstance(cpu, BaseException):
-                    continue  # starting, or gone: its load stays as it was
+                if isinstance(cpu, BaseException):  # its process died: no new call goes there from now on
+                    log.error("call host %s is gone (%s); taking it out of service", host.name, type(cpu).__name__)
+                    self._drop(host)
+                    continue
                 if host.cpu_at is not None and now > host.cpu_at[0]:
                     host.load = max(0.0, (cpu - host.cpu_at[1]) / (now - host.cpu_at[0]))
                 host.cpu_at = (now, cpu)

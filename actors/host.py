@@ -170,7 +170,9 @@ class CallHost:
         """CPU seconds this host's process has used (the directory places calls by it)."""
         return time.process_time()
 
-    def open(self, meta: CallMeta) -> None:
+    def open(self, meta: CallMeta, resume: tuple[int, int] | None = None) -> None:
+        """Hold a new live call; ``resume`` = (next event sequence, next turn id) when the call goes on here
+        after its host died (failover): numbering continues, and no second ``call.started`` is sent."""
         if meta.call_sid in self._calls:
             raise ValueError(f"call {meta.call_sid} is already open on this host")
         self._failed.pop(meta.call_sid, None)
@@ -191,6 +193,9 @@ class CallHost:
         }
         with self._lock:
             self._calls[meta.call_sid] = call
+            if resume is not None:
+                call.analyzer.continue_from(*resume)
+                return
             call.analyzer.note(CALL_STARTED, started)
             self._publish(call, call.analyzer.release())
             self._send_to_hub()

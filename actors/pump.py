@@ -7,7 +7,9 @@ bigger batches rather than more Ray calls. Ray runs a caller's tasks on an actor
 so a call's frames always land before its ``finish``.
 
 Bounded: a host that stops answering accumulates at most ``max_pending`` frames here; beyond that
-the oldest are dropped and counted (``frames_dropped``), never silently.
+the oldest are dropped and counted (``frames_dropped``), never silently. A push that fails (the host
+died) does not drop its frames: they and the lane's pending ones go to ``on_host_failed``, which moves
+the host's calls elsewhere (``api/ingest.py``) and sends them there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger("mise.pump")
 
 @dataclass
 class _Lane:
+    name: str
     handle: ActorHandle[Any]
     pending: list[PushItem] = field(default_factory=list)
     inflight: list[asyncio.Future[PushAck]] = field(default_factory=list)
@@ -53,6 +56,7 @@ class AudioPump:
         on_push: Callable[[int], None] = lambda frames: None,
         on_error: Callable[[], None] = lambda: None,
         on_events: Callable[[list[Published]], None] = lambda events: None,
+        on_host_failed: Callable[[str, list[PushItem]], None] | None = None,
     ) -> None:
         self._interval = interval_s
         self._max_pending = max_pending
@@ -61,6 +65,7 @@ class AudioPump:
         self._on_push = on_push
         self._on_error = on_error
         self._on_events = on_events
+        self.on_host_failed = on_host_failed  # set by the ingest, which knows where each call lives
         self.counters = PumpCounters()
 
     def start(self) -> None:
@@ -76,7 +81,7 @@ class AudioPump:
     def enqueue(self, host_name: str, handle: ActorHandle[Any], item: PushItem) -> None:
         lane = self._lanes.get(host_name)
         if lane is None:
-            lane = self._lanes[host_name] = _Lane(handle)
+            lane = self._lanes[host_name] = _Lane(host_name, handle)
         lane.pending.append(item)
         if len(lane.pending) > self._max_pending:
             drop = len(lane.pending) - self._max_pending
@@ -117,12 +122,12 @@ class AudioPump:
         future: asyncio.Future[PushAck] = asyncio.wrap_future(lane.handle.push.remote(packed, poll).future())
         lane.inflight.append(future)
         # Registered before anyone can await it, so it runs before ``flush`` returns.
-        future.add_done_callback(lambda f: self._landed(lane, f))
+        future.add_done_callback(lambda f: self._landed(lane, f, batch))
         self.counters.pushes += 1
         self.counters.frames_pushed += len(batch)
         self._on_push(len(batch))
 
-    def _landed(self, lane: _Lane, future: asyncio.Future[PushAck]) -> None:
+    def _landed(self, lane: _Lane, future: asyncio.Future[PushAck], batch: list[PushItem]) -> None:
         """A push's reply is back (on the event loop): count it and hand its events on at once."""
         with contextlib.suppress(ValueError):
             lane.inflight.remove(future)
@@ -130,7 +135,13 @@ class AudioPump:
         if future.cancelled() or exc is not None:
             self.counters.push_errors += 1
             self._on_error()
-            log.error("push to a call host failed: %s", exc or "cancelled")
+            log.error("push to call host %s failed: %s", lane.name, exc or "cancelled")
+            if self.on_host_failed is not None:
+                # The host is gone: its calls move (the handler re-sends these frames to their new hosts).
+                frames, lane.pending = batch + lane.pending, []
+                if self._lanes.get(lane.name) is lane:
+                    del self._lanes[lane.name]
+                self.on_host_failed(lane.name, frames)
             return
         ack = future.result()
         self.counters.frames_orphaned += ack.orphaned

@@ -31,6 +31,7 @@ class EventRouter:
         self._store = store
         self._metrics = metrics
         self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+        self._numbers: dict[str, tuple[int, int]] = {}  # call -> (next event sequence, next turn id) seen
 
     def dispatch(self, events: list[Published]) -> None:
         """Take a batch of events (from one push reply); returns at once."""
@@ -41,6 +42,7 @@ class EventRouter:
         turns: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for tenant, event in events:
             self._metrics.events.labels(event["type"]).inc()
+            self._count(event)
             if event["type"] == TURN_ENDED:
                 if event.get("features_skipped"):
                     self._metrics.turns_unmeasured.labels(event["features_skipped"]).inc()
@@ -49,6 +51,23 @@ class EventRouter:
             task = asyncio.get_running_loop().create_task(self._write(tenant, docs))
             self._writes[call_sid].add(task)
             task.add_done_callback(functools.partial(self._done, call_sid))
+
+    def _count(self, event: dict[str, Any]) -> None:
+        sid = event.get("call_sid")
+        head, _, tail = str(event.get("id", "")).rpartition(":")
+        if sid is None or head != sid or not tail.isdigit():
+            return
+        seq, turn = self._numbers.get(sid, (0, 0))
+        turn_id = event.get("turn_id") if event["type"] == TURN_ENDED else None
+        self._numbers[sid] = (max(seq, int(tail) + 1), max(turn, turn_id + 1) if isinstance(turn_id, int) else turn)
+
+    def next_numbers(self, call_sid: str) -> tuple[int, int]:
+        """(next event sequence, next turn id) after the call's events seen here: where a call that goes
+        on from another host continues its numbering."""
+        return self._numbers.get(call_sid, (0, 0))
+
+    def forget(self, call_sid: str) -> None:
+        self._numbers.pop(call_sid, None)
 
     async def drain(self, call_sid: str) -> None:
         """Wait until every turn of ``call_sid`` dispatched so far is stored."""

@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.actor import ActorHandle
@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
+from actors.host import PushItem
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.events import EventRouter
@@ -57,6 +58,10 @@ class _Placement:
     meta: CallMeta
     host_name: str
     host: ActorHandle[Any]
+    moving: asyncio.Task[None] | None = None  # its host died: being re-opened on another (frames held)
+    held: list[PushItem] = field(default_factory=list)  # frames that came meanwhile, sent once it is moved
+    failovers: list[int] = field(default_factory=list)  # stream times (ms) at which it moved
+    lost: str | None = None  # it could not be moved: why (its later frames are refused, counted)
 
 
 class Ingest:
@@ -82,6 +87,9 @@ class Ingest:
         self._store = store
         self._events = events
         self._leases = leases
+        self._live: dict[str, _Placement] = {}  # this process's live calls
+        self._dropped_seen = 0
+        pump.on_host_failed = self._host_failed
         self._start_timeout = start_timeout_s
         self._max_bytes = max_message_bytes
         # Per message only plain integers are counted; /metrics adds them up when scraped (a Prometheus
@@ -153,11 +161,11 @@ class Ingest:
             frame = self._check(session, data, refusals, call_sid)
             if isinstance(frame, Media):
                 self._tally[frame.track] += 1
-                enqueue(
-                    placement.host_name,
-                    placement.host,
-                    (call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time()),
-                )
+                item = (call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time())
+                if placement.moving is None and placement.lost is None:
+                    enqueue(placement.host_name, placement.host, item)
+                else:
+                    self._hold(placement, item)
             elif isinstance(frame, Stop):
                 return "stop"
 
@@ -170,6 +178,9 @@ class Ingest:
         return text if text is not None else message.get("bytes") or b""
 
     def _flush_tally(self) -> None:
+        dropped = self._pump.counters.frames_dropped
+        self._metrics.frames_dropped.inc(dropped - self._dropped_seen)
+        self._dropped_seen = dropped
         tally, self._tally = self._tally, dict.fromkeys(self._tally, 0)
         self._metrics.messages_received.inc(tally.pop("messages"))
         for track, count in tally.items():
@@ -220,13 +231,68 @@ class Ingest:
             raise
         self._metrics.live_calls.inc()
         log.info("call %s: stream %s started on %s (tenant %s)", meta.call_sid, meta.stream_sid, host_name, tenant)
-        return _Placement(meta, host_name, host)
+        placement = self._live[meta.call_sid] = _Placement(meta, host_name, host)
+        return placement
+
+    # --- failover: a call host died; its calls go on elsewhere ----------------------------------------------------
+    def _host_failed(self, host_name: str, frames: list[PushItem]) -> None:
+        """The pump could not push to ``host_name`` (it died): every call of this process on it is re-opened
+        on another host, and these frames, like those arriving meanwhile, go there (on the event loop)."""
+        for placement in self._live.values():
+            if placement.host_name == host_name and placement.moving is None and placement.lost is None:
+                placement.moving = asyncio.get_running_loop().create_task(self._move(placement, host_name))
+        for item in frames:
+            held = self._live.get(item[0])
+            if held is not None:
+                self._hold(held, item)
+            else:
+                self._pump.counters.frames_dropped += 1  # its call ended meanwhile: counted, never silent
+
+    def _hold(self, placement: _Placement, item: PushItem) -> None:
+        if placement.lost is not None:
+            self._pump.counters.frames_dropped += 1
+            self._metrics.frames_rejected.labels("call_host_lost").inc()
+            return
+        placement.held.append(item)
+
+    async def _move(self, placement: _Placement, dead: str) -> None:
+        meta = placement.meta
+        at_ms = min((item[2] for item in placement.held), default=0)
+        try:
+            await asyncio.wait_for(self._directory.release.remote(meta.call_sid, host_failed=True), RAY_TIMEOUT_S)
+            placed = await asyncio.wait_for(self._directory.assign.remote(meta.call_sid, meta.tenant), RAY_TIMEOUT_S)
+            if placed is None:
+                raise RuntimeError("the directory still lists the call as live")
+            host_name, host = placed
+            await asyncio.wait_for(host.open.remote(meta, self._events.next_numbers(meta.call_sid)), RAY_TIMEOUT_S)
+        except Exception as exc:
+            log.exception(
+                "call %s: could not be moved off dead host %s; its later audio is refused", meta.call_sid, dead
+            )
+            placement.lost = f"its call host died and no other could take the call: {type(exc).__name__}: {exc}"
+            self._pump.counters.frames_dropped += len(placement.held)
+            placement.held = []
+            return
+        finally:
+            placement.moving = None
+        placement.host_name, placement.host = host_name, host
+        placement.failovers.append(at_ms)
+        self._metrics.failovers.inc()
+        log.warning("call %s: host %s died; the call goes on on %s from %d ms", meta.call_sid, dead, host_name, at_ms)
+        held, placement.held = placement.held, []
+        for item in held:
+            self._pump.enqueue(host_name, host, item)
 
     async def _finalize(self, placement: _Placement, end_reason: str) -> None:
         meta = placement.meta
         final: dict[str, Any] = {}
         host_failed = False
+        if placement.moving is not None:
+            with contextlib.suppress(Exception):
+                await placement.moving
         try:
+            if placement.lost is not None:
+                raise RuntimeError(placement.lost)
             await asyncio.wait_for(self._pump.flush(placement.host_name), RAY_TIMEOUT_S)
             finish: Any = placement.host.finish.remote(meta.call_sid, end_reason)
             final = await asyncio.wait_for(finish, RAY_TIMEOUT_S) or {}
@@ -234,9 +300,18 @@ class Ingest:
             log.exception("call %s: its host failed while finalizing; recording what is known", meta.call_sid)
             final = {"error": "call host unavailable at finalization"}
             host_failed = True
+        if placement.failovers and "error" not in final:
+            final["error"] = (
+                f"its call host died; the call went on on another host from stream time {placement.failovers[0]} ms: "
+                "the audio the dead host held is missing from these figures (turns already stored are kept)"
+            )
+        if placement.lost is not None:
+            final["error"] = placement.lost
         # The last turns come with ``finish``; the turns store before the call is marked ended.
         self._events.dispatch(final.pop("events", []))
         await self._events.drain(meta.call_sid)
+        self._events.forget(meta.call_sid)
+        self._live.pop(meta.call_sid, None)
         try:
             await self._directory.release.remote(meta.call_sid, host_failed=host_failed)
         except Exception:

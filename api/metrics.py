@@ -50,6 +50,14 @@ class Metrics:
         self.pushes = Counter("mise_actor_pushes_total", "Batched Ray calls carrying audio to call hosts", registry=r)
         self.frames_pushed = Counter("mise_frames_pushed_total", "Media frames carried by those pushes", registry=r)
         self.push_errors = Counter("mise_actor_push_errors_total", "Pushes to call hosts that failed", registry=r)
+        self.frames_dropped = Counter(
+            "mise_frames_dropped_total",
+            "Media frames accepted but not analysed: a host that did not keep up, or a dead host's call not moved",
+            registry=r,
+        )
+        self.failovers = Counter(
+            "mise_failovers_total", "Live calls moved to another host after theirs died", registry=r
+        )
         self.webhooks = Counter("mise_webhooks_total", "Status callbacks, by outcome", ["outcome"], registry=r)
         self.events = Counter(
             "mise_events_total", "Call events received from call hosts, by type", ["type"], registry=r

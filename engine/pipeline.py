@@ -316,6 +316,12 @@ class CallAnalyzer:
             self._decided(rings, [Silence(self._last_end_ms, end_ms)])
         return self.release()
 
+    def continue_from(self, seq: int, turn_id: int) -> None:
+        """Number this call's events from ``seq`` and its turns from ``turn_id``: the call went on from
+        another host (failover) whose numbers reached there."""
+        self._seq = max(self._seq, seq)
+        self._tracker.continue_from(turn_id)
+
     def note(self, kind: str, data: dict[str, Any]) -> None:
         """An event from outside the analysis (the call's start and end) in the call's event sequence."""
         self._emit(kind, data)

@@ -112,6 +112,10 @@ class TurnTracker:
                 events += self._on_end(track, span.start * FRAME_MS, span.end * FRAME_MS)
         return events
 
+    def continue_from(self, turn_id: int) -> None:
+        """Number the next turn ``turn_id`` (or higher): a call that went on from another host."""
+        self._next_id = max(self._next_id, turn_id)
+
     @property
     def idle(self) -> bool:
         """Nobody holds the floor, not even a turn still inside its hold (``skip`` is allowed)."""

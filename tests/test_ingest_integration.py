@@ -230,7 +230,9 @@ def test_api_keys_never_reach_the_logs(server: Server, synthetic_capture: Path) 
     assert API_KEY not in log
 
 
-def test_a_dead_host_fails_only_its_calls_and_new_calls_go_elsewhere(server: Server, synthetic_capture: Path) -> None:
+def test_a_dead_host_s_call_moves_to_another_and_new_calls_go_elsewhere(
+    server: Server, synthetic_capture: Path
+) -> None:
     source = load_jsonl(synthetic_capture)
     doomed = with_fresh_sids(source, api_key=API_KEY)
     call_sid = doomed[1]["start"]["callSid"]
@@ -249,6 +251,7 @@ def test_a_dead_host_fails_only_its_calls_and_new_calls_go_elsewhere(server: Ser
     asyncio.run(run())
     record = server.wait_call(call_sid, timeout=90)
     assert record["end_reason"] == "stop" and not record["live"]
+    assert "went on on another host" in record["error"]  # moved (tests/test_failover.py), and said so
     assert server.metrics().get("mise_actor_push_errors_total", 0) >= 1
     after = asyncio.run(play(server.ws, with_fresh_sids(source, api_key=API_KEY), speed=0))
     assert server.wait_call(after.call_sid)["tracks"]["inbound"]["frames"] == 2833
