@@ -41,6 +41,8 @@ log = logging.getLogger("mise.ingest")
 POLICY_VIOLATION = 1008
 SERVICE_RESTART = 1012  # uvicorn closes sockets with it when the server stops
 RAY_TIMEOUT_S = 30.0  # a host that takes longer than this to answer is treated as failed
+MOVE_ATTEMPTS = 8  # hosts tried in turn for a call whose host died, 0.5 s apart, doubling up to 8 s (~35 s):
+# a lost node takes Ray a few seconds to declare dead, and until then new hosts may be started on it
 LOGGED_PER_REASON = 3  # per stream: the first few refusals of each kind are logged, all are counted
 
 
@@ -259,12 +261,26 @@ class Ingest:
         meta = placement.meta
         at_ms = min((item[2] for item in placement.held), default=0)
         try:
-            await asyncio.wait_for(self._directory.release.remote(meta.call_sid, host_failed=True), RAY_TIMEOUT_S)
-            placed = await asyncio.wait_for(self._directory.assign.remote(meta.call_sid, meta.tenant), RAY_TIMEOUT_S)
-            if placed is None:
-                raise RuntimeError("the directory still lists the call as live")
-            host_name, host = placed
-            await asyncio.wait_for(host.open.remote(meta, self._events.next_numbers(meta.call_sid)), RAY_TIMEOUT_S)
+            # A node lost takes several hosts with it, and the directory may not know yet (it notices within a
+            # second): a host that fails to open the call is taken out too, and the next one tried.
+            for attempt in range(MOVE_ATTEMPTS):
+                await asyncio.wait_for(self._directory.release.remote(meta.call_sid, host_failed=True), RAY_TIMEOUT_S)
+                placed = await asyncio.wait_for(
+                    self._directory.assign.remote(meta.call_sid, meta.tenant), RAY_TIMEOUT_S
+                )
+                if placed is None:
+                    raise RuntimeError("the directory still lists the call as live")
+                host_name: str = placed[0]
+                host: ActorHandle[Any] = placed[1]
+                try:
+                    numbers = self._events.next_numbers(meta.call_sid)
+                    await asyncio.wait_for(host.open.remote(meta, numbers), RAY_TIMEOUT_S)
+                    break
+                except Exception:
+                    if attempt == MOVE_ATTEMPTS - 1:
+                        raise
+                    log.warning("call %s: host %s could not take it either; trying another", meta.call_sid, host_name)
+                    await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
         except Exception as exc:
             log.exception(
                 "call %s: could not be moved off dead host %s; its later audio is refused", meta.call_sid, dead
