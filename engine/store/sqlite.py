@@ -77,6 +77,8 @@ class SqliteStore:
             for name, kind in (("owner", "TEXT"), ("lease_until", "REAL")):  # files from before leases
                 if name not in columns:
                     self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
+            # Lease upkeep reads and writes the live calls every few seconds: never a scan of every call.
+            self._db.execute("CREATE INDEX IF NOT EXISTS calls_live ON calls (live, owner)")
 
     def close(self) -> None:
         with self._lock:
