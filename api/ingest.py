@@ -303,13 +303,18 @@ class Ingest:
         meta = placement.meta
         final: dict[str, Any] = {}
         host_failed = False
-        if placement.moving is not None:
-            with contextlib.suppress(Exception):
-                await placement.moving
         try:
-            if placement.lost is not None:
-                raise RuntimeError(placement.lost)
-            await asyncio.wait_for(self._pump.flush(placement.host_name), RAY_TIMEOUT_S)
+            # The last frames first. A flush can find the host dead and start the call's move: then the
+            # frames go to the new host, which is flushed in turn before it finishes the call.
+            for _ in range(MOVE_ATTEMPTS):
+                if placement.moving is not None:
+                    with contextlib.suppress(Exception):
+                        await placement.moving
+                if placement.lost is not None:
+                    raise RuntimeError(placement.lost)
+                await asyncio.wait_for(self._pump.flush(placement.host_name), RAY_TIMEOUT_S)
+                if placement.moving is None:
+                    break
             finish: Any = placement.host.finish.remote(meta.call_sid, end_reason)
             final = await asyncio.wait_for(finish, RAY_TIMEOUT_S) or {}
         except Exception:
