@@ -33,6 +33,7 @@ audio. Torch-free by design (see tests).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import pickle
@@ -340,9 +341,11 @@ class CallHost:
                     return
                 job.claimed = True
             self._measure(job)
-            if job.scores is not None and not job.scores.future().done():
-                self._await_scores(job)
-                return
+            if job.scores is not None:
+                answer = job.scores.future()
+                if not answer.done():
+                    self._await_scores(job, answer)
+                    return
         if job.done.is_set():  # its scores came after their deadline, or it was completed twice
             return
         self._complete(job)
@@ -355,13 +358,12 @@ class CallHost:
                 self._publish(call, call.analyzer.release())
                 self._send_to_hub()
 
-    def _await_scores(self, job: _Measure) -> None:
+    def _await_scores(self, job: _Measure, answer: concurrent.futures.Future[Any]) -> None:
         """The thread goes on with other turns while the scorer works: the answer puts the turn back in
         the queue (``_handle``); one that never comes is given up after ``score_timeout_s`` (``_idle_tick``)."""
-        assert job.scores is not None
         with self._lock:
             self._scoring[job.key] = job
-        job.scores.future().add_done_callback(lambda _: self._queue.put(job))
+        answer.add_done_callback(lambda _: self._queue.put(job))
 
     def _idle_tick(self) -> None:
         """No turn waiting: hand held-back events to the hub, catch up on pitch."""

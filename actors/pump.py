@@ -117,7 +117,7 @@ class AudioPump:
             return
         batch, lane.pending = lane.pending, []
         poll, lane.awaiting = lane.awaiting, []
-        # Pickled here, once: Ray's own serialiser takes ~5x longer over a list of small tuples.
+        # Pickled here, once: Ray's own serialiser is several times slower over a list of small tuples.
         packed = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[PushAck] = asyncio.wrap_future(lane.handle.push.remote(packed, poll).future())
         lane.inflight.append(future)

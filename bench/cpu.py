@@ -104,8 +104,6 @@ def breakdown(
     out["events+store"] = (roles.get("hub", 0.0) + api_own) * per if api_stages is not None else None
     out["ray"] = roles.get("ray", 0.0) * per
     out["total"] = (api + hosts + roles.get("scorer", 0.0) + roles.get("hub", 0.0) + roles.get("ray", 0.0)) * per
-    out["hosts"] = hosts * per
-    out["api"] = api * per
     return out
 
 

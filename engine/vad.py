@@ -279,11 +279,12 @@ _FULL_SCALE_POWER = FRAME * 1073741824.0  # FRAME * 32768 ** 2
 
 
 def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[float], bytes]:
-    """A block of whole frames -> (frames without their offset, shape ``(n, FRAME)``; each frame's level in
-    dBFS as ``frame_db``; the frames' bytes for webrtcvad), exactly as ``_centred`` and ``frame_db`` per frame."""
+    """A block of whole frames -> (the frames, each without its mean when that is 64 or more, i.e. above
+    -54 dBFS of offset: a DC offset from a bad line or a cheap ADC is neither level nor speech, shape
+    ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad)."""
     frames = block.reshape(-1, FRAME)
     sums = frames.sum(axis=1, dtype=np.int64)
-    means = np.trunc(sums / FRAME).astype(np.int64)  # int(sum / len), as _centred
+    means = np.trunc(sums / FRAME).astype(np.int64)  # the mean, truncated toward zero
     offset = np.abs(means) >= 64
     if offset.any():
         frames = frames.copy()
@@ -295,24 +296,15 @@ def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[
     return frames, levels, frames.tobytes()
 
 
-def _centred(frame: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
-    """The frame without its mean: a DC offset (a bad line, a cheap ADC) is neither level nor speech."""
-    mean = int(int(frame.sum()) / len(frame)) if len(frame) else 0  # sum(): a third of mean()'s cost
-    if abs(mean) < 64:  # under -54 dBFS of offset: leave the frame as it is (the common case)
-        return frame
-    return np.clip(frame.astype(np.int32) - mean, -32768, 32767).astype(np.int16)
-
-
 def spans_of(
     inbound: npt.NDArray[np.int16], outbound: npt.NDArray[np.int16], **options: float
 ) -> dict[str, list[Span]]:
     """Offline convenience: whole tracks (same length) in, speech spans per track out."""
     vad = CallVad(**options)  # type: ignore[arg-type]
+    n = min(len(inbound), len(outbound)) // FRAME * FRAME
     spans: dict[str, list[Span]] = {"inbound": [], "outbound": []}
-    for k in range(min(len(inbound), len(outbound)) // FRAME):
-        for name, (_, span) in vad.push(
-            inbound[k * FRAME : (k + 1) * FRAME], outbound[k * FRAME : (k + 1) * FRAME]
-        ).items():
+    for flags in vad.push_block({"inbound": inbound[:n], "outbound": outbound[:n]}):
+        for name, (_, span) in flags.items():
             if span:
                 spans[name].append(span)
     for name, span in vad.flush().items():

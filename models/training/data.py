@@ -7,6 +7,7 @@ A manifest is a CSV with at least ``path`` (relative to the data root), ``emotio
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ class Clip:
 
 def default_root() -> Path:
     return Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def corpus_arguments(ap: argparse.ArgumentParser) -> None:
+    """The ``--manifest`` and ``--root`` flags every training and evaluation command takes."""
+    ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
+    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
 
 
 def default_manifest() -> Path:

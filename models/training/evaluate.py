@@ -39,6 +39,7 @@ from models.training.data import (
     FOUR,
     Clip,
     classes_for,
+    corpus_arguments,
     default_manifest,
     load_clips,
     read_manifest,
@@ -369,8 +370,7 @@ def shared_corpus(args: argparse.Namespace) -> int:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m models.training.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
-    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
+    corpus_arguments(ap)
     ap.add_argument("--weights", type=Path, default=None, help="weights to evaluate (default: the shipped ones)")
     ap.add_argument(
         "--cross-weights", type=Path, default=None, help="weights trained without EmoDB (default: the shipped ones)"

@@ -31,6 +31,7 @@ from models.training.data import (
     FRUSTRATION,
     Clip,
     classes_for,
+    corpus_arguments,
     default_manifest,
     load_clips,
     read_manifest,
@@ -292,8 +293,7 @@ def train(
 
 def add_recipe_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options that define a training recipe (shared with ``models.training.crossval``); returns ``ap``."""
-    ap.add_argument("--manifest", type=Path, default=None, help="CSV of clips (default: the shared corpus)")
-    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
+    corpus_arguments(ap)
     ap.add_argument("--exclude-dataset", action="append", default=[], help="leave out a dataset (repeatable)")
     ap.add_argument("--frustration-labels", default=",".join(FRUSTRATION), help="labels that count as frustration")
     ap.add_argument("--cmn", action="store_true", help="remove each band's mean over the clip")

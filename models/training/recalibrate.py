@@ -39,7 +39,7 @@ from models.caller import SHRINK, class_centroids
 from models.emotion import NO_EMODB_WEIGHTS, WEIGHTS, EmotionModel, read_weights, weights_path
 from models.training.calibrate import fit_calibration
 from models.training.crossval import OutOfFold, per_caller
-from models.training.data import Clip, default_manifest, load_clips, read_manifest, resolve_root
+from models.training.data import Clip, corpus_arguments, default_manifest, load_clips, read_manifest, resolve_root
 from models.training.evaluate import HEADLINE, figures, score_logits, scored_per_caller
 from models.training.metrics import chance_ece
 
@@ -252,8 +252,7 @@ def study(args: argparse.Namespace) -> int:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m models.training.recalibrate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--manifest", type=Path, default=None, help="CSV of labelled clips (default: the shared corpus)")
-    ap.add_argument("--root", type=Path, default=None, help="folder the manifest paths are relative to")
+    corpus_arguments(ap)
     ap.add_argument("--weights", type=Path, default=None, help="weights to recalibrate (default: the shipped ones)")
     ap.add_argument("--speakers", default="", help="only these speakers' clips, as dataset:speaker,...")
     ap.add_argument("--out", type=Path, default=None, help="where to write the recalibrated weights")
