@@ -171,9 +171,10 @@ class CallHost:
         """CPU seconds this host's process has used (the directory places calls by it)."""
         return time.process_time()
 
-    def open(self, meta: CallMeta, resume: tuple[int, int] | None = None) -> None:
-        """Hold a new live call; ``resume`` = (next event sequence, next turn id) when the call goes on here
-        after its host died (failover): numbering continues, and no second ``call.started`` is sent."""
+    def open(self, meta: CallMeta, first: tuple[int, int] = (0, 0), *, moved: bool = False) -> None:
+        """Hold a new live call, numbering its events and turns from ``first`` = (event sequence, turn id):
+        a call's next stream numbers its turns on from the turns of its earlier streams. ``moved``: the call
+        goes on here after its host died (failover), so no second ``call.started`` is sent."""
         if meta.call_sid in self._calls:
             raise ValueError(f"call {meta.call_sid} is already open on this host")
         self._failed.pop(meta.call_sid, None)
@@ -194,10 +195,9 @@ class CallHost:
         }
         with self._lock:
             self._calls[meta.call_sid] = call
-            if resume is not None:
-                call.analyzer.continue_from(*resume)
-                return
-            call.analyzer.note(CALL_STARTED, started)
+            call.analyzer.continue_from(*first)
+            if not moved:
+                call.analyzer.note(CALL_STARTED, started)
             self._publish(call, call.analyzer.release())
             self._send_to_hub()
 
@@ -479,9 +479,7 @@ class CallHost:
                 decided = self._decided_at.pop((meta.call_sid, event.data["turn_id"]), None)
                 if decided is not None:
                     self._event_delay.append(now - decided)
-        published = [
-            (meta.tenant, {**event.to_json(meta.call_sid, at), "stream_sid": meta.stream_sid}) for event in events
-        ]
+        published = [(meta.tenant, event.to_json(meta.call_sid, meta.stream_sid, at)) for event in events]
         self._outbox.setdefault(meta.call_sid, []).extend(published)
         if self._hub is not None:
             self._to_hub += published

@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from actors import tuning
+from engine.events import seq_of
 
 log = logging.getLogger("mise.hub")
 
@@ -52,11 +53,11 @@ class EventHub:
         """Log ``batch`` ((tenant, event) pairs) and wake the pollers; returns the next offset."""
         for tenant, event in batch:
             call_sid = event.get("call_sid")
-            seq = _seq_of(event)
+            seq = seq_of(event)
             if call_sid is not None and seq is not None:
                 # A stream's events carry a sequence: a repeat (a retried publish) is dropped, never sent twice.
-                # Per tenant and stream: a call's next stream starts again at 0, and another tenant's call
-                # that happens to use the same SID is another call.
+                # Per tenant and stream: a call's next stream starts again at 0 (its ids differ by stream),
+                # and another tenant's call that happens to use the same SIDs is another call.
                 stream = (tenant, call_sid, str(event.get("stream_sid", "")))
                 if seq <= self._last_seq.get(stream, -1):
                     self.duplicates += 1
@@ -116,9 +117,3 @@ class EventHub:
             gap = len(kept) == self._per_call and after + 1 < kept[0][0]
             events = [item for item in kept if item[0] > after]
         return self.epoch, self._next, [item for item in events if item[1] == tenant], gap
-
-
-def _seq_of(event: dict[str, Any]) -> int | None:
-    """The per-call sequence in a call event's id (exactly ``{call_sid}:{seq:08d}``); None for other events."""
-    head, _, tail = str(event.get("id", "")).rpartition(":")
-    return int(tail) if head == event.get("call_sid") and len(tail) == 8 and tail.isdigit() else None

@@ -18,7 +18,7 @@ from typing import Any
 from actors.host import Published
 from api.metrics import Metrics
 from engine import costs
-from engine.events import TURN_ENDED
+from engine.events import TURN_ENDED, seq_of
 from engine.store.base import CallStore
 
 log = logging.getLogger("mise.events")
@@ -53,17 +53,16 @@ class EventRouter:
             task.add_done_callback(functools.partial(self._done, call_sid))
 
     def _count(self, event: dict[str, Any]) -> None:
-        sid = event.get("call_sid")
-        head, _, tail = str(event.get("id", "")).rpartition(":")
-        if sid is None or head != sid or not tail.isdigit():
+        sid, seq_now = event.get("call_sid"), seq_of(event)
+        if sid is None or seq_now is None:
             return
         seq, turn = self._numbers.get(sid, (0, 0))
         turn_id = event.get("turn_id") if event["type"] == TURN_ENDED else None
-        self._numbers[sid] = (max(seq, int(tail) + 1), max(turn, turn_id + 1) if isinstance(turn_id, int) else turn)
+        self._numbers[sid] = (max(seq, seq_now + 1), max(turn, turn_id + 1) if isinstance(turn_id, int) else turn)
 
     def next_numbers(self, call_sid: str) -> tuple[int, int]:
-        """(next event sequence, next turn id) after the call's events seen here: where a call that goes
-        on from another host continues its numbering."""
+        """(next event sequence, next turn id) after the call's events seen here (one stream at a time is
+        live): where a call that goes on from another host continues its numbering."""
         return self._numbers.get(call_sid, (0, 0))
 
     def forget(self, call_sid: str) -> None:

@@ -56,9 +56,10 @@ class IndexingStore:
             ]
         return ops
 
-    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
-        self._store.stream_started(meta, owner=owner, lease_until=lease_until)
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> int:
+        first_turn = self._store.stream_started(meta, owner=owner, lease_until=lease_until)
         self._append(self._call_ops(meta.tenant, meta.call_sid, with_turns=False))
+        return first_turn
 
     def renew_leases(self, owner: str, until: float) -> int:
         return self._store.renew_leases(owner, until)

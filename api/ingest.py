@@ -217,19 +217,29 @@ class Ingest:
             return None
         host_name, host = placed
         try:
-            await asyncio.wait_for(host.open.remote(meta), RAY_TIMEOUT_S)
-        except BaseException:
-            await self._directory.release.remote(start.call_sid, host_failed=True)
-            raise
-        try:
-            await run_in_threadpool(
+            # A call's later stream numbers its turns on from its earlier streams' (one id per turn and call).
+            first_turn = await run_in_threadpool(
                 functools.partial(
                     self._store.stream_started, meta, owner=self._leases.owner, lease_until=self._leases.until()
                 )
             )
         except BaseException:
-            await host.finish.remote(start.call_sid, "error")
             await self._directory.release.remote(start.call_sid)
+            raise
+        try:
+            await asyncio.wait_for(host.open.remote(meta, (0, first_turn)), RAY_TIMEOUT_S)
+        except BaseException:
+            await self._directory.release.remote(start.call_sid, host_failed=True)
+            await run_in_threadpool(
+                functools.partial(
+                    self._store.stream_ended,
+                    meta.tenant,
+                    meta.call_sid,
+                    ended_at=utc_now(),
+                    end_reason="error",
+                    final={"error": "no call host could take the call"},
+                )
+            )
             raise
         self._metrics.live_calls.inc()
         log.info("call %s: stream %s started on %s (tenant %s)", meta.call_sid, meta.stream_sid, host_name, tenant)
@@ -274,7 +284,7 @@ class Ingest:
                 host: ActorHandle[Any] = placed[1]
                 try:
                     numbers = self._events.next_numbers(meta.call_sid)
-                    await asyncio.wait_for(host.open.remote(meta, numbers), RAY_TIMEOUT_S)
+                    await asyncio.wait_for(host.open.remote(meta, numbers, moved=True), RAY_TIMEOUT_S)
                     break
                 except Exception:
                     if attempt == MOVE_ATTEMPTS - 1:

@@ -30,21 +30,33 @@ def iso_utc(epoch_s: float) -> str:
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     type: str
-    seq: int  # per call, from 0, in emission order
+    seq: int  # per stream of a call, from 0, in emission order
     at_ms: int  # stream time the event was decided at (ms since the stream started)
     data: dict[str, Any] = field(hash=False)
 
-    def event_id(self, call_sid: str) -> str:
-        """Stable and unique across calls; sorts by emission order within one call."""
-        return f"{call_sid}:{self.seq:08d}"
+    def event_id(self, call_sid: str, stream_sid: str) -> str:
+        """Unique within a tenant: a call's next stream numbers its events from 0 again; sorts by emission
+        order within one stream."""
+        return f"{call_sid}:{stream_sid}:{self.seq:08d}"
 
-    def to_json(self, call_sid: str, at: str) -> dict[str, Any]:
-        """The public form: ``type``, ``id``, ``call_sid``, ``at`` (ISO 8601 UTC), ``at_ms``, then the payload."""
+    def to_json(self, call_sid: str, stream_sid: str, at: str) -> dict[str, Any]:
+        """The public form: ``type``, ``id``, ``call_sid``, ``stream_sid``, ``at`` (ISO 8601 UTC), ``at_ms``,
+        then the payload."""
         return {
             "type": self.type,
-            "id": self.event_id(call_sid),
+            "id": self.event_id(call_sid, stream_sid),
             "call_sid": call_sid,
+            "stream_sid": stream_sid,
             "at": at,
             "at_ms": self.at_ms,
             **self.data,
         }
+
+
+def seq_of(event: dict[str, Any]) -> int | None:
+    """The sequence in a call event's id (exactly ``{call_sid}:{stream_sid}:{seq:08d}``); None for other
+    events (``call.status``: ``{call_sid}:status-...``)."""
+    head, _, tail = str(event.get("id", "")).rpartition(":")
+    if len(tail) != 8 or not tail.isdigit() or head != f"{event.get('call_sid')}:{event.get('stream_sid')}":
+        return None
+    return int(tail)

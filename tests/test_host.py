@@ -86,8 +86,8 @@ def test_turns_measured_off_the_push_leave_complete_and_in_decision_order() -> N
         envelope = ("type", "id", "call_sid", "at", "stream_sid")
         got = [(e["type"], e["id"], {k: v for k, v in e.items() if k not in envelope}) for e in events[sid]]
         # The host opens with call.started (seq 0) and closes with call.ended; the analysis is in between.
-        assert got[0][:2] == (CALL_STARTED, f"{sid}:00000000") and got[-1][0] == CALL_ENDED
-        shifted = [(e.type, CallEvent(e.type, e.seq + 1, e.at_ms, e.data).event_id(sid)) for e in expected]
+        assert got[0][:2] == (CALL_STARTED, f"{sid}:MZ:00000000") and got[-1][0] == CALL_ENDED
+        shifted = [(e.type, CallEvent(e.type, e.seq + 1, e.at_ms, e.data).event_id(sid, "MZ")) for e in expected]
         assert [g[:2] for g in got[1:-1]] == shifted
         assert [g[2] for g in got[1:-1]] == [{"at_ms": e.at_ms, **e.data} for e in expected]
         assert got[-1][2]["summary"]["turns"] == 10 and got[-1][2]["end_reason"] == ""

@@ -19,7 +19,18 @@ from actors.hub import EventHub
 from api.metrics import Metrics
 from api.simulate import load_jsonl, with_fresh_sids
 from api.sse import EventFeed, Subscriber
-from tests.support import API_KEY, OTHER_KEY, REPO, Server, SseEvent, SseReader, ended, metric_delta, send_paced
+from tests.support import (
+    API_KEY,
+    OTHER_KEY,
+    REPO,
+    Server,
+    SseEvent,
+    SseReader,
+    ended,
+    metric_delta,
+    send_paced,
+    wait_searchable,
+)
 from tests.test_webhooks import callback
 
 pytestmark = pytest.mark.integration
@@ -119,6 +130,40 @@ def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(
     assert bad.status_code == 404  # another tenant cannot open this call's stream
 
 
+def test_a_calls_second_stream_keeps_the_first_streams_events_turns_and_search_documents(
+    server: Server, synthetic_capture: Path
+) -> None:
+    """Twilio may stream one call twice (a second ``<Start><Stream>``): the second stream's events reach SSE
+    with ids of their own, and its turns number on from the first's, so no turn replaces another in the
+    call's turns or in the search index."""
+    first = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    call_sid = first[1]["start"]["callSid"]
+    second = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    stream_sid = second[1]["start"]["streamSid"]
+    for msg in second:  # the same call, another stream
+        if msg.get("event") == "start":
+            msg["start"] = dict(msg["start"], callSid=call_sid)
+        elif msg.get("event") == "stop":
+            msg["stop"] = dict(msg["stop"], callSid=call_sid)
+    reader = SseReader(
+        server.http + "/v1/events", until=lambda e: ended(call_sid)(e) and e.data["stream_sid"] == stream_sid
+    )
+    assert reader.connected.wait(10)
+    asyncio.run(stream(server, first))
+    server.wait_no_live_calls()
+    asyncio.run(stream(server, second))
+    events = [e for e in reader.wait() if e.data.get("call_sid") == call_sid]
+    by_stream = [[e for e in events if e.data["stream_sid"] == sid] for sid in (first[1]["streamSid"], stream_sid)]
+    for part in by_stream:
+        check_call_sequence(part, call_sid)
+    assert len({e.data["id"] for e in events}) == len(events), "an event id repeated across the streams"
+    turns = wait_searchable(server, call_sid)
+    assert [t["turn_id"] for t in turns] == list(range(20)), "the second stream's turns number on from the first's"
+    assert [t["stream_sid"] for t in turns] == [first[1]["streamSid"]] * 10 + [stream_sid] * 10
+    ended_ids = [e.data["turn_id"] for e in events if e.event == "turn.ended"]
+    assert ended_ids == list(range(20))
+
+
 def test_a_hub_killed_mid_call_is_made_again_and_the_call_s_later_events_still_arrive(
     ray_address: str, tmp_path: Path, synthetic_capture: Path
 ) -> None:
@@ -186,13 +231,16 @@ def test_a_subscriber_that_stops_reading_is_dropped_alone() -> None:
 def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
     async def run() -> None:
         hub = EventHub(per_call=100)
-        events = [("acme", {"type": "t", "call_sid": "CA1", "id": f"CA1:{i:08d}"}) for i in range(5)]
+        events = [
+            ("acme", {"type": "t", "call_sid": "CA1", "stream_sid": "MZ1", "id": f"CA1:MZ1:{i:08d}"}) for i in range(5)
+        ]
         await hub.publish(events[:3])
         await hub.publish(events[2:])  # a repeat of 2
         await hub.publish([("acme", {"type": "call.status", "call_sid": "CA1", "id": "CA1:status-seq-00000005"})])
         _, nxt, got, gap = await hub.replay("acme", "CA1", -1)
-        assert [e[2]["id"] for e in got][:5] == [f"CA1:{i:08d}" for i in range(5)] and not gap and nxt == 6
-        await hub.publish([("acme", {"type": "t", "call_sid": "CA1", "id": "CA1:00000005"})])  # not a repeat
+        assert [e[2]["id"] for e in got][:5] == [f"CA1:MZ1:{i:08d}" for i in range(5)] and not gap and nxt == 6
+        fifth = {"type": "t", "call_sid": "CA1", "stream_sid": "MZ1", "id": "CA1:MZ1:00000005"}
+        await hub.publish([("acme", fifth)])  # not a repeat
         assert hub.duplicates == 1 and (await hub.info())["next"] == 7
         assert (await hub.replay("globex", "CA1", -1))[2] == []
         _, _, after, _ = await hub.replay("acme", "CA1", 2)
@@ -212,7 +260,8 @@ def test_the_hubs_repeats_are_per_tenant_and_stream() -> None:
 
         def events(tenant: str, stream: str) -> list[tuple[str, dict[str, object]]]:
             return [
-                (tenant, {"type": "t", "call_sid": "CA1", "stream_sid": stream, "id": f"CA1:{i:08d}"}) for i in range(3)
+                (tenant, {"type": "t", "call_sid": "CA1", "stream_sid": stream, "id": f"CA1:{stream}:{i:08d}"})
+                for i in range(3)
             ]
 
         await hub.publish(events("acme", "MZ1"))

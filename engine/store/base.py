@@ -41,9 +41,10 @@ class CallFilters:
 
 
 class CallStore(Protocol):
-    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> int:
         """Record a call's stream start (creates the call if no callback came first), streamed by the API
-        process ``owner`` whose lease on it runs to ``lease_until`` (epoch s; ``api/leases.py``)."""
+        process ``owner`` whose lease on it runs to ``lease_until`` (epoch s; ``api/leases.py``). Returns the
+        turn id the stream numbers its turns from: after the turns of the call's earlier streams, if any."""
 
     def renew_leases(self, owner: str, until: float) -> int:
         """Extend the lease of every live call ``owner`` streams; how many there are."""

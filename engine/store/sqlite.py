@@ -90,7 +90,7 @@ class SqliteStore:
             (tenant, call_sid, at),
         )
 
-    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> None:
+    def stream_started(self, meta: CallMeta, *, owner: str | None = None, lease_until: float | None = None) -> int:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._ensure(meta.tenant, meta.call_sid, meta.started_at)
@@ -110,6 +110,11 @@ class SqliteStore:
                     meta.call_sid,
                 ),
             )
+            row = self._db.execute(
+                "SELECT COALESCE(MAX(turn_id) + 1, 0) FROM turns WHERE tenant = ? AND call_sid = ?",
+                (meta.tenant, meta.call_sid),
+            ).fetchone()
+            return int(row[0])
 
     def renew_leases(self, owner: str, until: float) -> int:
         """Extend the lease of every live call ``owner`` streams; how many there are."""
