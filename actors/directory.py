@@ -121,7 +121,10 @@ class CallDirectory:
             ray.kill(host.handle)
 
     async def hosts(self) -> list[dict[str, Any]]:
-        return [{"name": h.name, "handle": h.handle, "calls": len(h.calls)} for h in self._hosts.values()]
+        return [
+            {"name": h.name, "handle": h.handle, "calls": len(h.calls), "call_sids": sorted(h.calls)}
+            for h in self._hosts.values()
+        ]
 
     async def live_calls(self) -> int:
         return len(self._where)

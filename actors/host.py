@@ -516,6 +516,7 @@ class CallHost:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
             "calls": len(self._calls),
             "frames": self._frames,
             "pushes": self._pushes,

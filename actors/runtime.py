@@ -17,12 +17,17 @@ from typing import Any, cast
 
 import ray
 from ray.actor import ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.directory import DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
 from actors.scorer import SCORER_NAME, EmotionScorer
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
+# A shared actor asks for this sliver of a CPU: Ray places a zero-resource actor anywhere, soft node affinity
+# notwithstanding (measured on a two-node cluster: 3 of 6 landed on the other node; with 0.001 CPU, 6 of 6 on
+# the node asked for).
+AFFINITY_CPUS = 0.001
 _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -78,13 +83,22 @@ def _shared(cls: type, name: str, ray_namespace: str, *, restart: bool = False, 
     """The one actor called ``name`` in ``namespace``, created by the first process that asks. Detached:
     it outlives the API process that created it (a restart keeps calls, cursors and loaded weights).
     ``restart``: if its process dies, Ray starts it again under the same handle (its calls retried), so
-    whoever holds the handle goes on; for actors whose state can start over (the hub, the scorer)."""
-    options: dict[str, Any] = {"name": name, "namespace": ray_namespace, "get_if_exists": True, "lifetime": "detached"}
+    whoever holds the handle goes on; for actors whose state can start over (the hub, the scorer).
+    It runs on the node of the process that creates it, if that node lives (soft affinity): in a cluster
+    the shared actors stay beside the first API process rather than on a node that may come and go with
+    call hosts (a restarted one goes wherever Ray can place it)."""
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": ray_namespace,
+        "get_if_exists": True,
+        "lifetime": "detached",
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
+    }
     if restart:
         options |= {"max_restarts": -1, "max_task_retries": -1}
     return cast(
         ActorHandle[Any],
-        ray.remote(cls).options(**options, num_cpus=0, max_concurrency=1000).remote(**kwargs),
+        ray.remote(cls).options(**options, num_cpus=AFFINITY_CPUS, max_concurrency=1000).remote(**kwargs),
     )
 
 

@@ -163,6 +163,8 @@ class Server:
     def cleanup_actors(self) -> None:
         import ray
 
+        if not ray.is_initialized():  # its cluster is not this process's (tests/nodes.py): it goes as a whole
+            return
         with contextlib.suppress(ValueError):
             directory = ray.get_actor("mise-directory", namespace=self.namespace)
             ray.get(directory.shutdown.remote())
