@@ -12,6 +12,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,13 +22,14 @@ from starlette.websockets import WebSocket
 
 from actors import runtime, tuning
 from actors.pump import AudioPump
-from api.auth import KeyRing, TwilioSignature
+from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.calls import Calls
 from api.events import EventRouter
+from api.guard import Guard, Rate, RateLimits
 from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
 from api.leases import Leases
-from api.metrics import Metrics
+from api.metrics import METRICS_TYPE, Metrics
 from api.search import Search
 from api.settings import ConfigError, Settings
 from api.sse import EventFeed, EventStreams
@@ -54,6 +57,13 @@ def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.api_keys)
     signature = TwilioSignature(settings.twilio_auth_token, settings.public_url) if settings.twilio_auth_token else None
     metrics = Metrics()
+    limits = RateLimits(
+        {
+            "search": Rate.parse(settings.rate_search),
+            "webhooks": Rate.parse(settings.rate_webhooks),
+            "streams": Rate.parse(settings.rate_streams),
+        }
+    )
     parts: _Parts | None = None
 
     @contextlib.asynccontextmanager
@@ -85,12 +95,13 @@ def create_app(settings: Settings) -> Starlette:
                 "analysis": settings.analysis(),
                 "analyse": settings.analyse,
                 "measure_max_delay_s": settings.measure_max_delay_s,
-                "hub": hub,
                 "scorer": scorer,
             },
         )
         await directory.ready.remote()
-        events = EventRouter(store=store, metrics=metrics)
+        feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
+        await feed.start()
+        events = EventRouter(store=store, metrics=metrics, hub=lambda: feed.hub)
         pump = AudioPump(
             interval_s=settings.push_interval_ms / 1000,
             on_push=metrics.count_push,
@@ -98,8 +109,6 @@ def create_app(settings: Settings) -> Starlette:
             on_events=events.dispatch,
         )
         pump.start()
-        feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
-        await feed.start()
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)
         leases = Leases(store=store, directory=directory, metrics=metrics)
         await leases.start()  # calls a dead predecessor left live end before this process serves
@@ -113,10 +122,13 @@ def create_app(settings: Settings) -> Starlette:
                 store=store,
                 events=events,
                 leases=leases,
+                limits=limits,
                 start_timeout_s=settings.start_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
             ),
-            webhooks=Webhooks(keys=keys, signature=signature, metrics=metrics, store=store, hub=hub, leases=leases),
+            webhooks=Webhooks(
+                keys=keys, signature=signature, metrics=metrics, store=store, publish=events.publish, leases=leases
+            ),
             calls=Calls(keys=keys, store=store, directory=directory),
             directory=directory,
             pump=pump,
@@ -181,8 +193,15 @@ def create_app(settings: Settings) -> Starlette:
         live = await _parts().directory.live_calls.remote()
         return JSONResponse({"status": "ok", "live_calls_cluster": live})
 
+    metrics_keys = KeyRing({settings.metrics_key: "metrics"}) if settings.metrics_key else keys
+
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        # Operator data across every tenant: to the metrics key (or an API key), or only on its own listener.
+        if settings.metrics_port is not None:
+            return JSONResponse({"error": f"metrics are served on port {settings.metrics_port}"}, status_code=404)
+        if metrics_keys.tenant_for(key_from_request(request)) is None:
+            return JSONResponse({"error": "a valid key is required for /metrics"}, status_code=401)
+        return Response(metrics.render(), media_type=METRICS_TYPE)
 
     routes = [
         WebSocketRoute("/v1/stream/twilio", stream),
@@ -198,4 +217,17 @@ def create_app(settings: Settings) -> Starlette:
         # The dashboard: static files, no build step, nothing from a CDN.
         Mount("/", StaticFiles(directory=Path(__file__).parent / "static", html=True), name="dashboard"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(Guard, keys=keys, limits=limits, metrics=metrics, max_body=settings.max_body_bytes)]
+    if settings.cors_origins:  # off by default: no browser origin but the dashboard's own may call the API
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            ),
+        )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app.state.metrics = metrics  # api/cli.py serves them on their own port when MISE_METRICS_PORT is set
+    return app

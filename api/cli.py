@@ -157,6 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api import logs
     from api.app import create_app
+    from api.metrics import serve_alone
     from api.wsprotocol import LosslessWebSocketProtocol
 
     settings = Settings.from_env()
@@ -194,10 +195,18 @@ def _serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         watcher = asyncio.create_task(end_streams_on_stop())
         demo = asyncio.create_task(_play_demo(server, settings, args.demo_speed)) if args.demo else None
+        alone = None
+        if settings.metrics_port is not None:
+            alone = await serve_alone(app.state.metrics, settings.metrics_host, settings.metrics_port)
+            log.info(
+                "metrics on http://%s:%d/metrics (not on the API port)", settings.metrics_host, settings.metrics_port
+            )
         await server.serve()
         watcher.cancel()
         if demo is not None:
             demo.cancel()
+        if alone is not None:
+            alone.close()
 
     # uvloop (uvicorn[standard] brings it): the same asyncio API, a fraction of the CPU per socket read.
     # Thousands of 20 ms media messages a second make the event loop's own overhead a large part of

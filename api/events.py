@@ -1,10 +1,12 @@
 """EventRouter: where call events land in an API process once they leave their call host.
 
-Events come back with the replies to this process's audio pushes (and with ``finish``). The router
-stores every ``turn.ended`` as a turn of its call (for ``GET /v1/calls/{sid}/turns``) and counts
-events by type; subscribers (the SSE endpoints) attach here. Store writes run in a worker thread,
-never on the event loop; ``drain`` waits for the writes of one call so that its record is complete
-before the call is marked ended.
+Events come back with the replies to this process's audio pushes (and with ``finish``): the one way
+they leave a call host. The router stores every ``turn.ended`` as a turn of its call (for
+``GET /v1/calls/{sid}/turns``), counts events by type, and hands every event to the event hub
+(``actors/hub.py``), whence the SSE endpoints of every API process serve them: the batches of one turn
+of the event loop in one fire-and-forget Ray call, so a slow or missing hub never holds up audio. Store
+writes run in a worker thread, never on the event loop; ``drain`` waits for the writes of one call so
+that its record is complete before the call is marked ended.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
+
+from ray.actor import ActorHandle
 
 from actors.host import Published
 from api.metrics import Metrics
@@ -27,9 +32,11 @@ _ENVELOPE = ("type", "id")  # a stored turn is the event's payload; these belong
 
 
 class EventRouter:
-    def __init__(self, *, store: CallStore, metrics: Metrics) -> None:
+    def __init__(self, *, store: CallStore, metrics: Metrics, hub: Callable[[], ActorHandle[Any]] | None) -> None:
         self._store = store
         self._metrics = metrics
+        self._hub = hub  # the current hub (the feed finds a re-made one by name)
+        self._to_hub: list[Published] = []
         self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._numbers: dict[str, tuple[int, int]] = {}  # call -> (next event sequence, next turn id) seen
 
@@ -37,6 +44,23 @@ class EventRouter:
         """Take a batch of events (from one push reply); returns at once."""
         with costs.stage("events"):
             self._dispatch(events)
+            self.publish(events)
+
+    def publish(self, events: list[Published]) -> None:
+        """Hand events to the hub (SSE), with the others of this turn of the event loop."""
+        if self._hub is not None and events:
+            if not self._to_hub:
+                asyncio.get_running_loop().call_soon(self._send_to_hub)
+            self._to_hub += events
+
+    def _send_to_hub(self) -> None:
+        batch, self._to_hub = self._to_hub, []
+        assert self._hub is not None
+        try:
+            self._hub().publish.remote(batch)
+        except Exception:
+            self._metrics.event_errors.inc()
+            log.exception("could not hand %d events to the event hub", len(batch))
 
     def _dispatch(self, events: list[Published]) -> None:
         turns: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

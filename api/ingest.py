@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from ray.actor import ActorHandle
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -27,6 +29,7 @@ from actors.host import PushItem
 from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.events import EventRouter
+from api.guard import RateLimits, key_id, who
 from api.leases import Leases
 from api.metrics import Metrics
 from engine import codec
@@ -39,6 +42,7 @@ from engine.store.base import CallStore
 log = logging.getLogger("mise.ingest")
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 SERVICE_RESTART = 1012  # uvicorn closes sockets with it when the server stops
 RAY_TIMEOUT_S = 30.0  # a host that takes longer than this to answer is treated as failed
 MOVE_ATTEMPTS = 8  # hosts tried in turn for a call whose host died, 0.5 s apart, doubling up to 8 s (~35 s):
@@ -78,6 +82,7 @@ class Ingest:
         store: CallStore,
         events: EventRouter,
         leases: Leases,
+        limits: RateLimits,
         start_timeout_s: float,
         max_message_bytes: int,
     ) -> None:
@@ -89,6 +94,7 @@ class Ingest:
         self._store = store
         self._events = events
         self._leases = leases
+        self._limits = limits
         self._live: dict[str, _Placement] = {}  # this process's live calls
         self._dropped_seen = 0
         pump.on_host_failed = self._host_failed
@@ -107,6 +113,8 @@ class Ingest:
             tenant = self._keys.tenant_for(early_key)
             if tenant is None:
                 return await self._refuse(ws, "bad_key", accepted=False)
+            if (wait := self._limits.take("streams", who(ws, self._keys))) > 0:
+                return await self._refuse_rate(ws, wait, accepted=False)
         await ws.accept()
         session = StreamSession()
         refusals: Counter[str] = Counter()
@@ -122,6 +130,9 @@ class Ingest:
             if tenant is None:
                 reason = "bad_key" if start.custom_parameters.get("api_key") else "missing_key"
                 return await self._refuse(ws, reason)
+            key = str(start.custom_parameters.get("api_key"))
+            if (wait := self._limits.take("streams", key_id(key))) > 0:
+                return await self._refuse_rate(ws, wait)
         try:
             placement = await self._open(tenant, start)
         except Exception:
@@ -367,6 +378,19 @@ class Ingest:
         self._metrics.connections_rejected.labels(reason).inc()
         log.warning("refused a stream from %s: %s", ws.client.host if ws.client else "?", reason)
         await _close(ws, POLICY_VIOLATION, reason, accepted=accepted)
+
+    async def _refuse_rate(self, ws: WebSocket, wait_s: float, *, accepted: bool = True) -> None:
+        """Too many new streams for this key: HTTP 429 with ``Retry-After`` to the handshake, or close 1013
+        (try again later) once the key came with ``start``."""
+        self._metrics.connections_rejected.labels("rate_limited").inc()
+        log.warning("refused a stream from %s: rate_limited", ws.client.host if ws.client else "?")
+        if not accepted:
+            retry = str(max(1, math.ceil(wait_s)))
+            response = JSONResponse({"error": "too many new streams"}, status_code=429, headers={"Retry-After": retry})
+            with contextlib.suppress(RuntimeError):  # a server without the denial-response extension: 403
+                return await ws.send_denial_response(response)
+            return await _close(ws, POLICY_VIOLATION, "rate_limited", accepted=False)
+        await _close(ws, TRY_AGAIN_LATER, "rate_limited")
 
     def _log_refusals(self, call_sid: str | None, refusals: Counter[str]) -> None:
         if sum(refusals.values()) > LOGGED_PER_REASON:

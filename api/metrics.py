@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -9,6 +11,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from engine import costs
+
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _StageCosts(Collector):
@@ -36,6 +40,12 @@ class Metrics:
         )
         self.frames_rejected = Counter(
             "mise_frames_rejected_total", "Messages refused, by reason", ["reason"], registry=r
+        )
+        self.requests_refused = Counter(
+            "mise_requests_refused_total",
+            "HTTP requests refused before their route ran (size, rate), by reason",
+            ["reason"],
+            registry=r,
         )
         self.connections_rejected = Counter(
             "mise_connections_rejected_total",
@@ -113,3 +123,23 @@ class Metrics:
         for flush in self._flushes:
             flush()
         return generate_latest(self.registry)
+
+
+async def serve_alone(metrics: Metrics, host: str, port: int) -> asyncio.Server:
+    """``GET /metrics`` on a listener of its own (``MISE_METRICS_PORT``), without a key: for a scraper on a
+    private address, while the API's port refuses /metrics. Anything else gets 404."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, _, rest = head.partition(b" ")
+            found = method == b"GET" and rest.split(b" ", 1)[0].split(b"?", 1)[0] == b"/metrics"
+            body, status, kind = (metrics.render(), b"200 OK", METRICS_TYPE) if found else (b"", b"404 Not Found", "")
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind.encode() + b"\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            )  # fmt: skip
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, host, port, limit=16384)

@@ -50,6 +50,14 @@ class Settings:
     max_message_bytes: int = 128 * 1024
     opensearch_url: str | None = None  # the search index: OpenSearch when set, else SQLite FTS5 under data_dir
     opensearch_prefix: str = "mise"  # names of its indices, templates and aliases
+    max_body_bytes: int = 64 * 1024  # any HTTP request's body
+    rate_search: str = "20:40"  # per key: requests a second, and the burst saved up ("0": no limit)
+    rate_webhooks: str = "50:200"
+    rate_streams: str = "20:100"  # new streams a second per key
+    metrics_key: str | None = None  # /metrics answers this key only; unset: any API key
+    metrics_port: int | None = None  # set: /metrics is served on this port only (no key), bound to metrics_host
+    metrics_host: str = "127.0.0.1"
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none by default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +98,14 @@ class Settings:
             max_message_bytes=_int(env, "MISE_MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024, 16 << 20),
             opensearch_url=_url(env, "MISE_OPENSEARCH_URL"),
             opensearch_prefix=_prefix(env, "MISE_OPENSEARCH_PREFIX", cls.opensearch_prefix),
+            max_body_bytes=_int(env, "MISE_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
+            rate_search=_rate(env, "MISE_RATE_SEARCH", cls.rate_search),
+            rate_webhooks=_rate(env, "MISE_RATE_WEBHOOKS", cls.rate_webhooks),
+            rate_streams=_rate(env, "MISE_RATE_STREAMS", cls.rate_streams),
+            metrics_key=env.get("MISE_METRICS_KEY") or None,
+            metrics_port=_int(env, "MISE_METRICS_PORT", 0, 0, 65535) or None,
+            metrics_host=env.get("MISE_METRICS_HOST") or cls.metrics_host,
+            cors_origins=tuple(o.strip().rstrip("/") for o in env.get("MISE_CORS_ORIGINS", "").split(",") if o.strip()),
         )
 
     def analysis(self) -> AnalysisOptions:
@@ -170,4 +186,19 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
         return default
     if not raw.replace("-", "").replace("_", "").isalnum() or not raw.islower() or raw[0] in "-_":
         raise ConfigError(f"{name}={raw!r}: use lower-case letters, digits, - and _ (an index name prefix)")
+    return raw
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """``RATE`` or ``RATE:BURST`` (per second, non-negative numbers; ``0`` turns the limit off)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    rate, _, burst = raw.partition(":")
+    try:
+        ok = float(rate) >= 0 and (not burst or float(burst) >= 1)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name}={raw!r}: give requests per second, optionally ':burst' (e.g. 20 or 20:40)")
     return raw

@@ -9,12 +9,12 @@ during or after the stream; the call's status follows the highest SequenceNumber
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ray.actor import ActorHandle
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,7 +40,7 @@ class Webhooks:
         signature: TwilioSignature | None,
         metrics: Metrics,
         store: CallStore,
-        hub: ActorHandle[Any] | None = None,
+        publish: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         leases: Leases | None = None,
     ) -> None:
         self._keys = keys
@@ -48,7 +48,7 @@ class Webhooks:
         self._metrics = metrics
         self._store = store
         self._leases = leases
-        self._hub = hub
+        self._publish = publish  # to the event hub, for SSE (api/events.py)
 
     async def __call__(self, request: Request) -> Response:
         body = b""
@@ -71,7 +71,7 @@ class Webhooks:
             return self._outcome("bad_request", 400, str(exc))
         fresh = await run_in_threadpool(self._store.status_callback, tenant, callback)
         self._metrics.webhooks.labels("stored" if fresh else "duplicate").inc()
-        if fresh and self._hub is not None:
+        if fresh and self._publish is not None:
             self._announce(tenant, callback)
         if fresh and callback.status in TERMINAL and self._leases is not None:
             # The call is over: if it still reads live but the process streaming it is gone, end it now.
@@ -89,10 +89,8 @@ class Webhooks:
             "status_at": callback.at,
             "sequence": callback.sequence,
         }
-        try:
-            self._hub.publish.remote([(tenant, event)])  # type: ignore[union-attr]
-        except Exception:
-            log.exception("could not announce the status of call %s", callback.call_sid)
+        assert self._publish is not None
+        self._publish([(tenant, event)])
 
     def _outcome(self, outcome: str, status: int, detail: str) -> Response:
         self._metrics.webhooks.labels(outcome).inc()

@@ -1,6 +1,9 @@
 """Load generator for bench/ingest.py: N concurrent calls speaking Twilio Media Streams in real time.
 
 Runs in its own process (so its CPU is not the server's) and prints one JSON line of results.
+``--sse K`` adds K SSE clients per call (``GET /v1/calls/{sid}/events``), each recording when every
+turn.ended reached it; ``--for S`` keeps each of the N call slots busy with call after call for S seconds
+(calls come and go, as in production).
 Every 20 ms tick it sends one frame per track per call, with Twilio's message shape; a frame's
 ``timestamp`` is its scheduled time, so lateness is measurable: ``lag`` = send time - schedule.
 
@@ -91,10 +94,18 @@ async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def one_call(
-    url: str, key: str, seconds: float, start_at: float, frames: dict[str, list[str]], offset: int, lags: list[float]
+    url: str,
+    key: str,
+    seconds: float,
+    start_at: float,
+    frames: dict[str, list[str]],
+    offset: int,
+    lags: list[float],
+    *,
+    call_sid: str | None = None,
 ) -> dict[str, object]:
     """One call in real time: 2 tracks x 50 frames/s of the conversation in ``frames``, from frame ``offset``."""
-    call_sid, stream_sid = "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
+    call_sid, stream_sid = call_sid or "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     reader, writer = await handshake(url)
     controller = asyncio.create_task(control(reader, writer))
@@ -137,22 +148,72 @@ async def one_call(
     return {"call_sid": call_sid, "sent": sent, "start_epoch": epoch0}
 
 
+async def subscribe(url: str, key: str, call_sid: str, until: float) -> dict[str, object]:
+    """One SSE client of one call (``GET /v1/calls/{sid}/events``, asked again while the call is not yet
+    known): reads to ``call.ended``. Returns its turn.ended count and (receipt wall time, end_ms) of each."""
+    parts = urlsplit(url)
+    path = f"/v1/calls/{call_sid}/events?api_key={key}"
+    turns: list[tuple[float, int]] = []
+    while time.time() < until:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())  # 1.0: not chunked
+        status = await reader.readline()
+        if b" 404 " in status:  # not live yet
+            writer.close()
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), max(0.1, until - time.time()))
+                if not line:
+                    break
+                if line.startswith(b'data: {"type":"turn.ended"'):
+                    i = line.index(b'"end_ms":') + 9
+                    turns.append((time.time(), int(line[i : line.index(b",", i)])))
+                elif line.startswith(b'data: {"type":"call.ended"'):
+                    break
+        finally:
+            writer.close()
+        break
+    return {"turns": len(turns), "seen": turns}
+
+
+async def slot(
+    args: argparse.Namespace, i: int, start_at: float, frames: dict[str, list[str]], lags: list[float]
+) -> list[dict[str, object] | BaseException]:
+    """Call slot ``i``: one call of ``length(i)``, or with ``--for`` calls back to back until then."""
+    n, out = len(frames["inbound"]), []
+    length = args.seconds + ((args.calls - 1 - i) * args.interval if args.end_together else 0.0)
+    until = start_at + (args.for_s or 0.0)
+    k = 0
+    while True:
+        offset = ((i + k * args.calls) * 7919) % n  # calls join the conversation at different points
+        call_sid = "CA" + secrets.token_hex(16)
+        subs = [
+            asyncio.create_task(subscribe(args.url, args.key, call_sid, time.time() + length + 60))
+            for _ in range(args.sse)
+        ]
+        try:
+            call = await one_call(args.url, args.key, length, start_at, frames, offset, lags, call_sid=call_sid)
+            call["sse"] = [await s for s in subs]
+            out.append(call)
+        except Exception as exc:  # counted, and the slot goes on
+            out.append(exc)
+            for s in subs:
+                s.cancel()
+        k += 1
+        start_at = time.perf_counter()
+        if args.for_s is None or start_at + length > until:
+            return out
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     frames = payloads(Path(args.speech) if args.speech else None)
     lags: list[float] = []
     t0 = time.perf_counter() + 0.5
-
-    def length(i: int) -> float:  # with --end-together every call ends at the same moment
-        return args.seconds + ((args.calls - 1 - i) * args.interval if args.end_together else 0.0)
-
-    # Calls join the conversation at different points (a fixed stride through it), as real calls would
-    # not all take their turns in step; each call's two tracks stay in step.
-    n = len(frames["inbound"])
-    tasks = [
-        one_call(args.url, args.key, length(i), t0 + i * args.interval, frames, (i * 7919) % n, lags)
-        for i in range(args.calls)
-    ]
-    calls = await asyncio.gather(*tasks, return_exceptions=True)
+    # Each call's two tracks stay in step; calls start ``interval`` apart.
+    slots = await asyncio.gather(*(slot(args, i, t0 + i * args.interval, frames, lags) for i in range(args.calls)))
+    calls = [c for s in slots for c in s]
     ok = [c for c in calls if isinstance(c, dict)]
     errors = [repr(c) for c in calls if not isinstance(c, dict)]
     lag = np.array(lags) if lags else np.zeros(1)
@@ -174,6 +235,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.02, help="seconds between call starts")
     p.add_argument("--end-together", action="store_true", help="stretch earlier calls so all end together")
     p.add_argument("--speech", help="directory with inbound.wav and outbound.wav (mu-law): the call to play")
+    p.add_argument("--sse", type=int, default=0, help="SSE clients per call, each reading the call's events")
+    p.add_argument("--for", dest="for_s", type=float, help="keep each call slot busy, call after call, this long")
     args = p.parse_args()
     print(json.dumps(asyncio.run(main_async(args))))
     sys.stdout.flush()

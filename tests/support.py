@@ -183,7 +183,8 @@ class Server:
     def metrics(self) -> dict[str, float]:
         """Prometheus samples as {'name{labels}': value}."""
         out: dict[str, float] = {}
-        for line in httpx.get(self.http + "/metrics", timeout=10).text.splitlines():
+        text = httpx.get(self.http + "/metrics", params={"api_key": API_KEY}, timeout=10).text
+        for line in text.splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
