@@ -72,16 +72,17 @@ def run(srv: Server, calls: int, call_s: float, for_s: float | None) -> dict[str
     args += ["--seconds", str(call_s), "--interval", "0.1", "--speech", str(SPEECH), "--sse", "2"]
     args += ["--for", str(for_s)] if for_s else []
     t0 = time.time()
-    gen = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     samples: list[tuple[float, float]] = []
-    while gen.poll() is None:
-        time.sleep(SAMPLE_S)
-        if gen.poll() is None:
-            samples.append((time.time() - t0, rss_mb()))
-            if for_s:
-                print(f"  {samples[-1][0] / 60:5.1f} min: {samples[-1][1]:7.0f} MB", flush=True)
-    out, _ = gen.communicate()
-    result = json.loads(out.strip().splitlines()[-1])
+    with tempfile.TemporaryFile(mode="w+") as out:  # not a pipe: the result (every turn's receipt) can be large
+        gen = subprocess.Popen(args, stdout=out, text=True)
+        while gen.poll() is None:
+            time.sleep(SAMPLE_S)
+            if gen.poll() is None:
+                samples.append((time.time() - t0, rss_mb()))
+                if for_s:
+                    print(f"  {samples[-1][0] / 60:5.1f} min: {samples[-1][1]:7.0f} MB", flush=True)
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
     srv.wait_no_live_calls(timeout=120)
     return check(srv, result, before, t0, samples)
 
@@ -169,9 +170,10 @@ def main() -> None:
     )
     env = {"MISE_EMOTION": "1", "MISE_ANALYSIS": "1", "MISE_RING_SECONDS": "60"}
     results: dict[int, dict[str, Any]] = {}
-    with runtime.private_cluster("mise-load") as address, Server.start(
-        address, Path(tempfile.mkdtemp(prefix="mise-load-")), **env
-    ) as srv:
+    with (
+        runtime.private_cluster("mise-load") as address,
+        Server.start(address, Path(tempfile.mkdtemp(prefix="mise-load-")), **env) as srv,
+    ):
         print(f"{'level':>6} {'calls':>6} {'err':>4} {'lostfr':>6} {'turns':>6} {'lostt':>5} {'unmeas':>6} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'genlag':>7}", flush=True)  # fmt: skip
         for level in levels:

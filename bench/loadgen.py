@@ -157,7 +157,7 @@ async def subscribe(url: str, key: str, call_sid: str, until: float) -> dict[str
     while time.time() < until:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())  # 1.0: not chunked
-        status = await reader.readline()
+        status = await asyncio.wait_for(reader.readline(), 30)
         if b" 404 " in status:  # not live yet
             writer.close()
             await asyncio.sleep(0.2)
