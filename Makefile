@@ -18,7 +18,7 @@ OPENSEARCH_HOME := $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION)
 OPENSEARCH_STAMP := $(OPENSEARCH_HOME)/.mise-ready
 MVN_COPY := mvn -q -B dependency:copy -DoutputDirectory=$(OPENSEARCH_CACHE)
 
-.PHONY: run test lint typecheck unit bench clean venv opensearch opensearch-prereqs
+.PHONY: run test lint typecheck unit bench soak clean venv opensearch opensearch-prereqs netns-prereqs
 
 venv: $(STAMP)
 
@@ -74,11 +74,22 @@ $(OPENSEARCH_STAMP): | opensearch-prereqs
 	chmod a+x $(dir $(OPENSEARCH_CACHE))
 	touch $@
 
-test: lint typecheck $(CHROMIUM) opensearch
+# The two-node cluster test puts its second Ray node in a network namespace: iproute2's `ip`.
+netns-prereqs:
+	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+
+test: lint typecheck $(CHROMIUM) opensearch netns-prereqs
 	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python -m pytest
 
 bench: $(STAMP) opensearch
 	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python bench/ingest.py
+
+# Not in `make test`: 30 minutes of real-time calls at half the largest level bench/load.py passed on this
+# machine (docs/load.md), calls coming and going, nothing lost, memory and latency over time.
+SOAK_CALLS ?= 15
+soak: $(STAMP)
+	$(BIN)/python bench/load.py --calls $(SOAK_CALLS) --minutes 30
 
 clean:
 	rm -rf $(VENV) .mise-data .pytest_cache .mypy_cache .ruff_cache

@@ -68,6 +68,7 @@ class _Placement:
     held: list[PushItem] = field(default_factory=list)  # frames that came meanwhile, sent once it is moved
     failovers: list[int] = field(default_factory=list)  # stream times (ms) at which it moved
     lost: str | None = None  # it could not be moved: why (its later frames are refused, counted)
+    first_turn: int = 0  # this stream numbers its turns from here (after the call's earlier streams')
 
 
 class Ingest:
@@ -254,7 +255,7 @@ class Ingest:
             raise
         self._metrics.live_calls.inc()
         log.info("call %s: stream %s started on %s (tenant %s)", meta.call_sid, meta.stream_sid, host_name, tenant)
-        placement = self._live[meta.call_sid] = _Placement(meta, host_name, host)
+        placement = self._live[meta.call_sid] = _Placement(meta, host_name, host, first_turn=first_turn)
         return placement
 
     # --- failover: a call host died; its calls go on elsewhere ----------------------------------------------------
@@ -294,7 +295,8 @@ class Ingest:
                 host_name: str = placed[0]
                 host: ActorHandle[Any] = placed[1]
                 try:
-                    numbers = self._events.next_numbers(meta.call_sid)
+                    seq, turn = self._events.next_numbers(meta.call_sid)
+                    numbers = (seq, max(turn, placement.first_turn))
                     await asyncio.wait_for(host.open.remote(meta, numbers, moved=True), RAY_TIMEOUT_S)
                     break
                 except Exception:
