@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from api.simulate import read_ulaw_track
+from engine import transcript
+from engine.asr import Clip, Recogniser, transcribe, upsample
 from engine.events import INTERRUPTION, SILENCE, TURN_ENDED
 from engine.g711 import decode_ulaw
 from engine.pipeline import AnalysisOptions, analyze
@@ -39,6 +41,24 @@ def analyze_tracks(
     out["summary"] = summary.to_json()
     out["duration_ms"] = max(len(caller), len(agent) if agent is not None else 0) // 8
     return out
+
+
+def transcribe_turns(
+    result: dict[str, Any], caller: Int16, agent: Int16 | None, recognise: Recogniser, *, redact: bool = True
+) -> None:
+    """Add each turn's words (``engine.transcript.fields``), as the live path does: every turn's audio packed
+    into recogniser windows (``engine.asr.transcribe``)."""
+    tracks = {"inbound": caller, "outbound": agent}
+    clips = []
+    for turn in result["turns"]:
+        pcm = tracks.get(turn["track"])
+        if pcm is not None:
+            clips.append(Clip(turn["turn_id"], upsample(pcm[turn["start_ms"] * 8 : turn["end_ms"] * 8])))
+    words = transcribe(recognise, clips)
+    for turn in result["turns"]:
+        turn.update(
+            transcript.fields(words.get(turn["turn_id"], []), start_ms=turn["start_ms"], source="asr", redact=redact)
+        )
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -69,6 +89,9 @@ def render_table(result: dict[str, Any]) -> str:
             f"{num(f['pitch_mean_hz'], '.0f'):>8} {num(f['pitch_z'], '+.1f'):>7} {num(f['energy_db'], '.1f'):>6} "
             f"{num(f['energy_z'], '+.1f'):>5} {num(f['speaking_rate'], '.1f'):>5}  {' '.join(flags)}"
         )
+    for t in result["turns"]:
+        if t.get("text"):
+            lines.append(f"{t['turn_id']:>3} {t['speaker']:<7} {t['text']}")
     for i in result["interruptions"]:
         lines.append(f"interruption: the {i['by']} at {_clock(i['at_ms'])}, {i['overlap_ms']} ms over")
     for s in result["silences"]:

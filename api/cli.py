@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--json", action="store_true", help='print {"turns": [...], "summary": {...}} as JSON')
     ana.add_argument("--hold-ms", type=int, default=AnalysisOptions.hold_ms, help="pause bridged inside a turn")
     ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
+    ana.add_argument("--transcribe", action="store_true", help="add each turn's words (built-in Whisper tiny.en)")
+    ana.add_argument("--no-redact", action="store_true", help="with --transcribe: keep card numbers and IDs as said")
 
     search_cli.add_parser(sub)
     reindex.add_parser(sub)
@@ -124,6 +126,13 @@ def _analyze(args: argparse.Namespace) -> int:
         return 2
     options = AnalysisOptions(hold_ms=args.hold_ms, silence_ms=args.silence_ms)
     result = analyze_tracks(caller, agent, call_sid=Path(args.inbound).stem, options=options)
+    if args.transcribe:
+        from api.analyze import transcribe_turns
+        from models.whisper import Whisper
+
+        transcribe_turns(
+            result, caller, agent, Whisper(threads=os.cpu_count() or 1).transcribe, redact=not args.no_redact
+        )
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -1,0 +1,112 @@
+"""Words: word error rate per track on real and synthetic calls, and recogniser throughput.
+
+    .venv/bin/python bench/asr.py        # ~2 minutes on 2 cores
+
+WER: ``mise analyze --transcribe --json`` (the live engine's turns, then the built-in recogniser, the same
+code the live path runs) on ../shared/data/calls/ami_es2004_a (real meeting speech at 8 kHz; targets <= 0.30)
+and synthetic_dialogue (espeak-ng; <= 0.10). Per track, the reference is the track's turns.csv text in time
+order and the hypothesis is the track's turns' text in time order, both lower-cased without punctuation;
+WER = (substitutions + deletions + insertions) / reference words. Redaction is off for scoring.
+
+Throughput: the turns of both calls, recognised in this process, as seconds of turn audio per CPU-second of
+the process: one turn per 30 s window (what a naive recogniser pays: Whisper pads every input to 30 s),
+then turns packed into shared windows (``engine.asr.pack``), one window per model call and 4 per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from api.analyze import analyze_tracks, load_tracks  # noqa: E402
+from engine.asr import Clip, normalise, transcribe, upsample, word_error_rate  # noqa: E402
+from models.whisper import Whisper  # noqa: E402
+
+DATA = Path(os.environ.get("MISE_TEST_DATA", REPO.parent / "shared" / "data")) / "calls"
+CORPORA = {"ami_es2004_a": 0.30, "synthetic_dialogue": 0.10}
+
+
+def reference(folder: Path) -> dict[str, list[str]]:
+    with (folder / "turns.csv").open(newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: float(r["start_s"]))
+    out: dict[str, list[str]] = {"inbound": [], "outbound": []}
+    for row in rows:
+        out[row["track"]] += normalise(row["text"])
+    return out
+
+
+def wer(folder: Path) -> dict[str, tuple[int, int]]:
+    cmd = [sys.executable, "-m", "api.cli", "analyze", "--inbound", str(folder / "inbound.wav")]
+    cmd += ["--outbound", str(folder / "outbound.wav"), "--transcribe", "--no-redact", "--json"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+    turns = sorted(json.loads(done.stdout)["turns"], key=lambda t: t["start_ms"])
+    ref = reference(folder)
+    out = {}
+    for track in ("inbound", "outbound"):
+        hyp = [w for t in turns if t["track"] == track for w in normalise(t.get("text") or "")]
+        out[track] = word_error_rate(ref[track], hyp)
+    return out
+
+
+def clips() -> list[Clip]:
+    out = []
+    for name in CORPORA:
+        caller, agent = load_tracks(DATA / name / "inbound.wav", DATA / name / "outbound.wav")
+        tracks = {"inbound": caller, "outbound": agent}
+        for t in analyze_tracks(caller, agent, call_sid=name)["turns"]:
+            pcm = tracks[t["track"]]
+            assert pcm is not None
+            out.append(Clip((name, t["turn_id"]), upsample(pcm[t["start_ms"] * 8 : t["end_ms"] * 8])))
+    return out
+
+
+def throughput(model: Whisper, turns: list[Clip]) -> dict[str, Any]:
+    audio_s = sum(c.seconds for c in turns)
+
+    def timed(run: Any) -> float:
+        t0 = time.process_time()
+        run()
+        return audio_s / (time.process_time() - t0)
+
+    one = timed(lambda: [model.transcribe([c.audio]) for c in turns])
+    packed = timed(lambda: transcribe(model.transcribe, turns, batch=1))
+    batched = timed(lambda: transcribe(model.transcribe, turns, batch=4))
+    return {"turns": len(turns), "audio_s": audio_s, "one_per_window": one, "packed": packed, "packed_batch4": batched}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1, help="recogniser threads for the throughput part")
+    args = p.parse_args()
+    missing = [name for name in CORPORA if not (DATA / name / "turns.csv").is_file()]
+    if missing:
+        sys.exit(f"bench/asr.py: corpora missing under {DATA}: {', '.join(missing)} (set MISE_TEST_DATA)")
+    print(f"bench/asr.py on {os.cpu_count()} cores: Whisper tiny.en, CTranslate2 int8, greedy decoding")
+    print(f"{'call':<20} {'track':<9} {'ref words':>9} {'edits':>6} {'WER':>6} {'target':>7}")
+    for name, target in CORPORA.items():
+        for track, (edits, words) in wer(DATA / name).items():
+            rate = edits / max(1, words)
+            verdict = "ok" if rate <= target else "OVER"
+            print(f"{name:<20} {track:<9} {words:>9} {edits:>6} {rate:>6.3f} {target:>7.2f}  {verdict}")
+    turns = clips()
+    result = throughput(Whisper(threads=args.threads), turns)
+    print(
+        f"throughput, {result['turns']} turns, {result['audio_s']:.0f} s of turn audio, {args.threads} thread(s): "
+        f"seconds of audio per CPU-second: one turn per window {result['one_per_window']:.2f}, packed "
+        f"{result['packed']:.2f} ({result['packed'] / result['one_per_window']:.1f}x), packed and 4 windows per "
+        f"call {result['packed_batch4']:.2f} ({result['packed_batch4'] / result['one_per_window']:.1f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
