@@ -118,7 +118,9 @@ def two_nodes() -> Iterator[TwoNodes]:
     net = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
     head_ip, worker_ip = f"{net}.1", f"{net}.2"
     temp = Path(tempfile.mkdtemp(prefix="mrn"))  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, **QUIET_ENV, **HEALTH_ENV}
+    # A process that runs an embedded Ray (actors/runtime.py) sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which
+    # makes `ray start --address` refuse to join a cluster at all (seen in the full suite): these are two nodes.
+    env = {**os.environ, **QUIET_ENV, **HEALTH_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
     head: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:
