@@ -119,8 +119,9 @@ def two_nodes() -> Iterator[TwoNodes]:
     head_ip, worker_ip = f"{net}.1", f"{net}.2"
     temp = Path(tempfile.mkdtemp(prefix="mrn"))  # short: Ray's socket paths must fit 107 bytes
     # A process that runs an embedded Ray (actors/runtime.py) sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which
-    # makes `ray start --address` refuse to join a cluster at all (seen in the full suite): these are two nodes.
-    env = {**os.environ, **QUIET_ENV, **HEALTH_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    # makes `ray start --address` refuse to join a cluster at all (seen in the full suite): the nodes start
+    # without it, as Ray's own default on Linux.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} | QUIET_ENV | HEALTH_ENV
     head: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:
