@@ -160,20 +160,26 @@ def _valid_ssn(digits: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-def apply(tokens: list[Token], found: list[Redaction]) -> list[Token]:
-    """``tokens`` with each redacted stretch replaced by one token, its tag (spanning the stretch's times)."""
-    out: list[Token] = []
+def stretches(tokens: list[Token], found: list[Redaction]) -> list[tuple[Token, int, int]]:
+    """The tokens after redaction, each with the range of original tokens it stands for (inclusive): a kept
+    token stands for itself, a tag for its redacted stretch (and spans the stretch's times)."""
+    out: list[tuple[Token, int, int]] = []
     by_first = {r.first: r for r in found}
     i = 0
     while i < len(tokens):
         r = by_first.get(i)
         if r is None:
-            out.append(tokens[i])
+            out.append((tokens[i], i, i))
             i += 1
         else:
-            out.append(Token(TAGS[r.kind], r.start_ms, r.end_ms))
+            out.append((Token(TAGS[r.kind], r.start_ms, r.end_ms), r.first, r.last))
             i = r.last + 1
     return out
+
+
+def apply(tokens: list[Token], found: list[Redaction]) -> list[Token]:
+    """``tokens`` with each redacted stretch replaced by one token, its tag."""
+    return [token for token, _, _ in stretches(tokens, found)]
 
 
 def redact_text(text: str) -> tuple[str, list[Redaction]]:

@@ -15,31 +15,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.asr import Word
-from engine.redact import Token, apply, find
+from engine.redact import Token, find, stretches
 
 
 def fields(words: Sequence[Word], *, start_ms: int, source: str, redact: bool = True) -> dict[str, Any]:
-    tokens = [Token(w.text, start_ms + w.start_ms, start_ms + w.end_ms) for w in words if w.text]
-    confidence = {i: w.confidence for i, w in enumerate(w for w in words if w.text)}
+    spoken = [w for w in words if w.text]
+    tokens = [Token(w.text, start_ms + w.start_ms, start_ms + w.end_ms) for w in spoken]
     found = find(tokens) if redact else []
-    kept = apply(tokens, found)
-    # a kept token is either an original word (its confidence) or a tag (the mean over its stretch)
-    confidences, i = [], 0
-    by_first = {r.first: r for r in found}
-    while i < len(tokens):
-        r = by_first.get(i)
-        if r is None:
-            confidences.append(confidence[i])
-            i += 1
-        else:
-            span = [confidence[j] for j in range(r.first, r.last + 1)]
-            confidences.append(sum(span) / len(span))
-            i = r.last + 1
+    kept = stretches(tokens, found)  # a tag's confidence: the mean over the words it replaced
+    confidences = [sum(w.confidence for w in spoken[a : b + 1]) / (b - a + 1) for _, a, b in kept]
     return {
-        "text": " ".join(t.text for t in kept),
+        "text": " ".join(t.text for t, _, _ in kept),
         "words": [
             {"word": t.text, "start_ms": t.start_ms, "end_ms": t.end_ms, "confidence": round(c, 3)}
-            for t, c in zip(kept, confidences, strict=True)
+            for (t, _, _), c in zip(kept, confidences, strict=True)
         ],
         "redactions": [{"kind": r.kind, "start_ms": r.start_ms, "end_ms": r.end_ms} for r in found],
         "transcript_source": source,

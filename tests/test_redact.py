@@ -71,3 +71,16 @@ def test_any_luhn_valid_16_digit_card_is_redacted_written_or_spoken(body: list[i
 def test_text_without_numbers_is_untouched(words: list[str]) -> None:
     text = " ".join(words)
     assert redact_text(text) == (text, [])
+
+
+def test_a_turns_fields_are_redacted_with_times_and_confidences() -> None:
+    from engine.asr import Word
+    from engine.transcript import fields
+
+    said = ["my", "card", "is", "4111", "1111", "1111", "1111"]
+    words = [Word(w, 100 * i, 100 * i + 80, 0.5 if w.isdigit() else 0.9) for i, w in enumerate(said)]
+    got = fields(words, start_ms=1000, source="asr")
+    assert got["text"] == "my card is [card number]"
+    assert got["words"][-1] == {"word": "[card number]", "start_ms": 1300, "end_ms": 1680, "confidence": 0.5}
+    assert got["words"][0] == {"word": "my", "start_ms": 1000, "end_ms": 1080, "confidence": 0.9}
+    assert got["redactions"] == [{"kind": CARD, "start_ms": 1300, "end_ms": 1680}]
