@@ -57,6 +57,9 @@ FINISH_CONCURRENCY = 4  # calls of one host that can be finishing at once, besid
 PushItem = tuple[str, str, int, bytes, float]
 # An event as it leaves the host: (tenant, event JSON); the tenant is for routing, never shown.
 Published = tuple[str, dict[str, Any]]
+# A turn's audio for the transcriber (when the analysis keeps clips), beside its turn.ended:
+# (call_sid, turn_id, stream ms of its first sample, int16 8 kHz PCM bytes)
+Spoken = tuple[str, int, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class PushAck:
     failed: int  # frames for calls that raised
     events: list[Published] = field(default_factory=list)  # the pushed/polled calls' events since last time
     awaiting: list[str] = field(default_factory=list)  # of those calls, the ones with turns being measured
+    clips: list[Spoken] = field(default_factory=list)  # the audio of those events' turns, for the transcriber
 
 
 class CallHost:
@@ -87,6 +91,7 @@ class CallHost:
         # holds it only to release and publish, never while measuring.
         self._lock = threading.Lock()
         self._outbox: dict[str, list[Published]] = {}  # per call, published and not yet handed out
+        self._clips: dict[str, list[Spoken]] = {}  # per call, beside the outbox
         self._events = 0
         self._event_delay: deque[float] = deque(maxlen=latency_window)  # turn.ended: decision -> published (s)
         self._calls: dict[str, LiveCall] = {}
@@ -188,11 +193,13 @@ class CallHost:
         self._pushes += 1
         events: list[Published] = []
         awaiting: list[str] = []
+        clips: list[Spoken] = []
         for call_sid in dict.fromkeys([*touched, *poll]):
             events += self._outbox.pop(call_sid, [])
+            clips += self._clips.pop(call_sid, [])
             if self._measurer.waiting(call_sid):
                 awaiting.append(call_sid)
-        return PushAck(applied, orphaned, failed, events, awaiting)
+        return PushAck(applied, orphaned, failed, events, awaiting, clips)
 
     @ray.method(concurrency_group="finish")
     def finish(self, call_sid: str, end_reason: str = "") -> dict[str, Any] | None:
@@ -224,7 +231,7 @@ class CallHost:
             if call.analyzer.unreleased == 0:  # the last event of the call
                 call.analyzer.note(CALL_ENDED, {"end_reason": end_reason, **figures})
                 self._publish(call, call.analyzer.release())
-            final = {**figures, "events": self._outbox.pop(call_sid, [])}
+            final = {**figures, "events": self._outbox.pop(call_sid, []), "clips": self._clips.pop(call_sid, [])}
         if analysis_error:
             final["error"] = f"analysis failed: {analysis_error}"
         return final
@@ -249,6 +256,10 @@ class CallHost:
                 decided = self._measurer.decided_at(meta.call_sid, event.data["turn_id"])
                 if decided is not None:
                     self._event_delay.append(now - decided)
+                if event.clip is not None:
+                    first_ms, pcm = event.clip
+                    clip = (meta.call_sid, int(event.data["turn_id"]), first_ms, pcm.tobytes())
+                    self._clips.setdefault(meta.call_sid, []).append(clip)
         published = [(meta.tenant, event.to_json(meta.call_sid, meta.stream_sid, at)) for event in events]
         self._outbox.setdefault(meta.call_sid, []).extend(published)
         self._events += len(events)
@@ -307,6 +318,7 @@ class CallHost:
         log.exception("call %s failed on this host; its other calls go on", call_sid, exc_info=exc)
         self._calls.pop(call_sid, None)
         self._outbox.pop(call_sid, None)  # a failed call's finish reports its error, not half its events
+        self._clips.pop(call_sid, None)
         self._measurer.forget(call_sid)
         self._failed[call_sid] = f"{type(exc).__name__}: {exc}"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.actor import ActorHandle
 
-from actors.host import Published, PushAck, PushItem
+from actors.host import Published, PushAck, PushItem, Spoken
 
 log = logging.getLogger("mise.pump")
 
@@ -55,7 +55,7 @@ class AudioPump:
         max_pending: int = 500_000,  # ~10 s of 250 calls x 2 tracks; ~100 MB at worst
         on_push: Callable[[int], None] = lambda frames: None,
         on_error: Callable[[], None] = lambda: None,
-        on_events: Callable[[list[Published]], None] = lambda events: None,
+        on_events: Callable[[list[Published], list[Spoken]], None] = lambda events, clips: None,
         on_host_failed: Callable[[str, list[PushItem]], None] | None = None,
     ) -> None:
         self._interval = interval_s
@@ -148,6 +148,6 @@ class AudioPump:
         lane.awaiting = sorted(set(lane.awaiting) | set(ack.awaiting))
         if ack.events:
             try:
-                self._on_events(ack.events)
+                self._on_events(ack.events, ack.clips)
             except Exception:
                 log.exception("handling %d events from a call host failed", len(ack.events))

@@ -19,6 +19,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.asr import ASR_NAME, AsrWorker
 from actors.directory import DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
 from actors.scorer import SCORER_NAME, EmotionScorer
@@ -79,7 +80,16 @@ def _init(address: str | None, *, namespace: str, num_cpus: int | None, temp_dir
         )
 
 
-def _shared(cls: type, name: str, ray_namespace: str, *, restart: bool = False, **kwargs: Any) -> ActorHandle[Any]:
+def _shared(
+    cls: type,
+    name: str,
+    ray_namespace: str,
+    *,
+    restart: bool = False,
+    retry_tasks: bool = True,
+    concurrency: int = 1000,
+    **kwargs: Any,
+) -> ActorHandle[Any]:
     """The one actor called ``name`` in ``namespace``, created by the first process that asks. Detached:
     it outlives the API process that created it (a restart keeps calls, cursors and loaded weights).
     ``restart``: if its process dies, Ray starts it again under the same handle (its calls retried), so
@@ -95,10 +105,10 @@ def _shared(cls: type, name: str, ray_namespace: str, *, restart: bool = False, 
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
     }
     if restart:
-        options |= {"max_restarts": -1, "max_task_retries": -1}
+        options |= {"max_restarts": -1, "max_task_retries": -1 if retry_tasks else 0}
     return cast(
         ActorHandle[Any],
-        ray.remote(cls).options(**options, num_cpus=AFFINITY_CPUS, max_concurrency=1000).remote(**kwargs),
+        ray.remote(cls).options(**options, num_cpus=AFFINITY_CPUS, max_concurrency=concurrency).remote(**kwargs),
     )
 
 
@@ -127,6 +137,18 @@ def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
     """The cluster's emotion scorer, the only process with torch (``weights``: a file from ``mise train``,
     else the packaged ones)."""
     return _shared(EmotionScorer, SCORER_NAME, namespace, restart=True, weights=weights)
+
+
+def asr_workers(
+    *, namespace: str, count: int, url: str | None = None, model: str | None = None
+) -> list[ActorHandle[Any]]:
+    """The cluster's ASR workers (``actors/asr.py``), one batch at a time each; restarted if their process
+    dies (the batch in hand is not retried: its turns are skipped, counted)."""
+    workers = []
+    for i in range(count):
+        name, options = f"{ASR_NAME}-{i}", {"url": url, "model": model}
+        workers.append(_shared(AsrWorker, name, namespace, restart=True, retry_tasks=False, concurrency=1, **options))
+    return workers
 
 
 def gcs_address() -> str:

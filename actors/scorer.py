@@ -19,7 +19,6 @@ import numpy as np
 import numpy.typing as npt
 
 from actors import tuning
-from models.audio import as_float
 
 log = logging.getLogger("mise.scorer")
 
@@ -94,10 +93,7 @@ class EmotionScorer:
 
     def _score(self, audio: list[Any]) -> list[dict[str, Any]]:
         """Each turn scored alone, with the raw logits a host needs to score it again for its speaker."""
-        logits, counts = self._model.logits([as_float(x) for x in audio])
-        return [
-            self._model.result(z, n) | {"logits": [float(v) for v in z]} for z, n in zip(logits, counts, strict=True)
-        ]
+        return self._model.score_with_logits(audio)
 
     async def _run(self) -> None:
         assert self._queue is not None

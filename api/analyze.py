@@ -7,7 +7,7 @@ Each track is read as Twilio would deliver it (any format soundfile reads, mixed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,10 @@ from engine.asr import Clip, Recogniser, transcribe, upsample
 from engine.events import INTERRUPTION, SILENCE, TURN_ENDED
 from engine.g711 import decode_ulaw
 from engine.pipeline import AnalysisOptions, analyze
+from models.caller import CallerScorer
+
+if TYPE_CHECKING:
+    from models.emotion import EmotionModel  # torch: imported only when emotion scoring is asked for
 
 Int16 = npt.NDArray[np.int16]
 
@@ -29,10 +33,28 @@ def load_tracks(inbound: str | Path, outbound: str | Path | None = None) -> tupl
 
 
 def analyze_tracks(
-    caller: Int16, agent: Int16 | None, *, call_sid: str, options: AnalysisOptions | None = None
+    caller: Int16,
+    agent: Int16 | None,
+    *,
+    call_sid: str,
+    options: AnalysisOptions | None = None,
+    emotion: EmotionModel | None = None,
 ) -> dict[str, Any]:
-    """``{"turns": [...], "interruptions": [...], "silences": [...], "summary": {...}, "duration_ms"}``."""
-    events, summary = analyze(caller, agent, options)
+    """``{"turns": [...], "interruptions": [...], "silences": [...], "summary": {...}, "duration_ms"}``; with
+    ``emotion``, each turn scored as live (frustration, emotion; per speaker when the options and weights
+    say so)."""
+    speaker_scorer = None
+    if emotion is not None and (options or AnalysisOptions()).speaker_baseline:
+        spec = emotion.caller_spec()
+        speaker_scorer = (lambda: CallerScorer(spec)) if spec is not None else None
+    model = emotion
+
+    def scores(audio: list[Int16]) -> list[dict[str, Any] | None]:
+        assert model is not None
+        return list(model.score_with_logits(list(audio)))
+
+    score = scores if model is not None else None
+    events, summary = analyze(caller, agent, options, score=score, speaker_scorer=speaker_scorer)
     pick = {TURN_ENDED: "turns", INTERRUPTION: "interruptions", SILENCE: "silences"}
     out: dict[str, Any] = {name: [] for name in pick.values()}
     for event in events:
@@ -69,7 +91,7 @@ def render_table(result: dict[str, Any]) -> str:
 
     lines = [
         f"{'#':>3} {'speaker':<7} {'start':>8} {'end':>8} {'dur s':>6} {'gap ms':>7} {'reply ms':>8} "
-        f"{'pitch Hz':>8} {'pitch z':>7} {'dB':>6} {'dB z':>5} {'syl/s':>5}  flags"
+        f"{'pitch Hz':>8} {'pitch z':>7} {'dB':>6} {'dB z':>5} {'syl/s':>5} {'frust':>5} {'emotion':<8}  flags"
     ]
     for t in result["turns"]:
         f = t["features"]
@@ -87,7 +109,8 @@ def render_table(result: dict[str, Any]) -> str:
             f"{t['duration_ms'] / 1000:>6.1f} {num(t['gap_before_ms'], 'd'):>7} "
             f"{num(t['response_latency_ms'], 'd'):>8} "
             f"{num(f['pitch_mean_hz'], '.0f'):>8} {num(f['pitch_z'], '+.1f'):>7} {num(f['energy_db'], '.1f'):>6} "
-            f"{num(f['energy_z'], '+.1f'):>5} {num(f['speaking_rate'], '.1f'):>5}  {' '.join(flags)}"
+            f"{num(f['energy_z'], '+.1f'):>5} {num(f['speaking_rate'], '.1f'):>5} {num(t['frustration'], '.2f'):>5} "
+            f"{(t['emotion'] or {}).get('label', '-'):<8}  {' '.join(flags)}"
         )
     for t in result["turns"]:
         if t.get("text"):

@@ -25,6 +25,7 @@ from actors.pump import AudioPump
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.calls import Calls
 from api.events import EventRouter
+from api.external import ExternalTranscripts
 from api.guard import Guard, Rate, RateLimits
 from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
@@ -33,7 +34,9 @@ from api.metrics import METRICS_TYPE, Metrics
 from api.search import Search
 from api.settings import ConfigError, Settings
 from api.sse import EventFeed, EventStreams
+from api.transcripts import Transcriber
 from api.webhooks import Webhooks
+from api.words import TurnWords
 from engine.store.sqlite import SqliteStore
 
 log = logging.getLogger("mise.app")
@@ -49,6 +52,7 @@ class _Parts:
     feed: EventFeed
     streams: EventStreams
     search: Search
+    transcripts: ExternalTranscripts
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -102,6 +106,27 @@ def create_app(settings: Settings) -> Starlette:
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
         events = EventRouter(store=store, metrics=metrics, hub=lambda: feed.hub)
+        words = TurnWords(store=store, events=events, metrics=metrics, precedence=settings.transcript_precedence)
+        posted = ExternalTranscripts(keys=keys, store=store, words=words, redact=settings.redact)
+        events.turns_stored = posted.turns_stored
+        transcriber = None
+        if settings.asr and settings.analyse:
+            workers = runtime.asr_workers(
+                namespace=settings.ray_namespace,
+                count=settings.asr_workers,
+                url=settings.asr_url,
+                model=settings.asr_model,
+            )
+            transcriber = Transcriber(
+                workers=workers,
+                words=words,
+                metrics=metrics,
+                max_queue_s=settings.asr_queue_s,
+                max_lag_s=settings.asr_max_lag_s,
+                redact=settings.redact,
+            )
+            transcriber.start()
+            events.on_clip = transcriber.add
         pump = AudioPump(
             interval_s=settings.push_interval_ms / 1000,
             on_push=metrics.count_push,
@@ -142,6 +167,7 @@ def create_app(settings: Settings) -> Starlette:
                 queue_size=settings.sse_queue,
             ),
             search=Search(keys=keys, index=index, metrics=metrics),
+            transcripts=posted,
         )
         log.info(
             "mise ready: %s Ray, %d calls per host actor, data in %s, search index: %s",
@@ -157,6 +183,8 @@ def create_app(settings: Settings) -> Starlette:
             await leases.stop()
             await feed.stop()
             await pump.stop()
+            if transcriber is not None:
+                await transcriber.stop()
             if embedded:
                 await directory.shutdown.remote()
                 ray.shutdown()
@@ -182,6 +210,9 @@ def create_app(settings: Settings) -> Starlette:
 
     async def get_turns(request: Request) -> Response:
         return await _parts().calls.turns(request)
+
+    async def post_transcripts(request: Request) -> Response:
+        return await _parts().transcripts(request)
 
     async def search(request: Request) -> Response:
         return await _parts().search(request)
@@ -210,6 +241,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/calls/{call_sid}", get_call),
         Route("/v1/calls/{call_sid}/turns", get_turns),
         Route("/v1/calls/{call_sid}/events", events),
+        Route("/v1/calls/{call_sid}/transcripts", post_transcripts, methods=["POST"]),
         Route("/v1/search", search, methods=["GET", "POST"]),
         Route("/v1/events", events),
         Route("/healthz", healthz),

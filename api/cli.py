@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--silence-ms", type=int, default=AnalysisOptions.silence_ms, help="dead air that is a silence")
     ana.add_argument("--transcribe", action="store_true", help="add each turn's words (built-in Whisper tiny.en)")
     ana.add_argument("--no-redact", action="store_true", help="with --transcribe: keep card numbers and IDs as said")
+    ana.add_argument("--no-emotion", action="store_true", help="leave out the emotion model's scores (no torch)")
+    ana.add_argument("--emotion-weights", help="weights from `mise train` (default: the packaged ones)")
 
     search_cli.add_parser(sub)
     reindex.add_parser(sub)
@@ -125,7 +127,12 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"mise analyze: cannot read the audio: {exc}", file=sys.stderr)
         return 2
     options = AnalysisOptions(hold_ms=args.hold_ms, silence_ms=args.silence_ms)
-    result = analyze_tracks(caller, agent, call_sid=Path(args.inbound).stem, options=options)
+    emotion = None
+    if not args.no_emotion:
+        from models import load_emotion_model
+
+        emotion = load_emotion_model(args.emotion_weights, threads=os.cpu_count() or 1)
+    result = analyze_tracks(caller, agent, call_sid=Path(args.inbound).stem, options=options, emotion=emotion)
     if args.transcribe:
         from api.analyze import transcribe_turns
         from models.whisper import Whisper

@@ -15,12 +15,12 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ray.actor import ActorHandle
 
-from actors.host import Published
+from actors.host import Published, Spoken
 from api.metrics import Metrics
 from engine import costs
 from engine.events import TURN_ENDED, seq_of
@@ -39,12 +39,22 @@ class EventRouter:
         self._to_hub: list[Published] = []
         self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._numbers: dict[str, tuple[int, int]] = {}  # call -> (next event sequence, next turn id) seen
+        # Where turns' audio goes (the transcriber): (tenant, call_sid, turn_id, first ms, PCM bytes)
+        self.on_clip: Callable[[str, str, int, int, bytes], None] | None = None
+        # Called once a call's new turns are stored (posted transcripts waiting for them: api/external.py)
+        self.turns_stored: Callable[[str, str, list[dict[str, Any]]], Awaitable[None]] | None = None
 
-    def dispatch(self, events: list[Published]) -> None:
-        """Take a batch of events (from one push reply); returns at once."""
+    def dispatch(self, events: list[Published], clips: list[Spoken] | None = None) -> None:
+        """Take a batch of events (from one push reply) and the audio of its turns; returns at once."""
         with costs.stage("events"):
             self._dispatch(events)
             self.publish(events)
+            if clips and self.on_clip is not None:
+                tenants = {event["call_sid"]: tenant for tenant, event in events if "call_sid" in event}
+                for call_sid, turn_id, first_ms, pcm in clips:
+                    tenant = tenants.get(call_sid)
+                    if tenant is not None:  # always: a turn's audio comes with its turn.ended
+                        self.on_clip(tenant, call_sid, turn_id, first_ms, pcm)
 
     def publish(self, events: list[Published]) -> None:
         """Hand events to the hub (SSE), with the others of this turn of the event loop."""
@@ -104,6 +114,12 @@ class EventRouter:
         except Exception:
             self._metrics.event_errors.inc()
             log.exception("could not store %d turns of call %s", len(docs), docs[0]["call_sid"])
+            return
+        if self.turns_stored is not None:
+            try:
+                await self.turns_stored(tenant, docs[0]["call_sid"], docs)
+            except Exception:
+                log.exception("could not give posted words to %d turns of call %s", len(docs), docs[0]["call_sid"])
 
     def _store_turns(self, tenant: str, docs: list[dict[str, Any]]) -> None:
         with costs.stage("storage"):  # the call store and the index spool (api/indexing.py)

@@ -4,7 +4,7 @@
 ``api/ingest.py``, and takes its new-stream limit from the same ``RateLimits`` once it knows the key):
 - a query string over ``MAX_QUERY_BYTES`` -> 414; a body over ``max_body`` -> 413, whether it declares its
   length (refused before it is read) or comes chunked (refused once that many bytes arrived);
-- search and webhook requests take a token from their key's bucket, else 429 with ``Retry-After``
+- search, webhook and posted-transcript requests take a token from their key's bucket, else 429 with ``Retry-After``
   (seconds). A request without a valid key takes from its client address's bucket instead (a bounded
   table), so guessing keys is rate limited too.
 Every refusal is a JSON ``{"error": ...}``, counted in ``mise_requests_refused_total{reason}``.
@@ -28,7 +28,8 @@ from api.metrics import Metrics
 
 MAX_QUERY_BYTES: Final = 8192
 MAX_CLIENTS: Final = 10_000  # buckets of unauthenticated clients kept (least recently used go first)
-LIMITED: Final = {"/v1/search": "search", "/v1/webhook/twilio": "webhooks"}  # path -> rate class
+# path -> rate class; posted transcripts (/v1/calls/{call_sid}/transcripts) count as webhooks
+LIMITED: Final = {"/v1/search": "search", "/v1/webhook/twilio": "webhooks"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class Guard:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
             return await self._refuse(send, 413, "body_too_large", f"the body is over {self._max_body} bytes")
-        kind = LIMITED.get(scope["path"].rstrip("/"))
+        path = scope["path"].rstrip("/")
+        kind = LIMITED.get(path) or ("webhooks" if path.endswith("/transcripts") else None)
         if kind is not None:
             wait = self._limits.take(kind, who(HTTPConnection(scope), self._keys))
             if wait > 0:

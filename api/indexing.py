@@ -104,6 +104,15 @@ class IndexingStore:
     def turns(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
         return self._store.turns(tenant, call_sid)
 
+    def turns_by_id(self, tenant: str, call_sid: str, turn_ids: list[int]) -> dict[int, dict[str, Any]]:
+        return self._store.turns_by_id(tenant, call_sid, turn_ids)
+
+    def add_segments(self, tenant: str, call_sid: str, segments: list[dict[str, Any]]) -> int:
+        return self._store.add_segments(tenant, call_sid, segments)
+
+    def segments(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
+        return self._store.segments(tenant, call_sid)
+
     def call_keys(self) -> list[tuple[str, str]]:
         return self._store.call_keys()
 

@@ -352,7 +352,7 @@ class Ingest:
         if placement.lost is not None:
             final["error"] = placement.lost
         # The last turns come with ``finish``; the turns store before the call is marked ended.
-        self._events.dispatch(final.pop("events", []))
+        self._events.dispatch(final.pop("events", []), final.pop("clips", []))
         await self._events.drain(meta.call_sid)
         self._events.forget(meta.call_sid)
         self._live.pop(meta.call_sid, None)

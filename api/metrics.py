@@ -101,6 +101,26 @@ class Metrics:
         self.index_lag = Gauge(
             "mise_index_lag_seconds", "Age of the oldest spooled operation not yet indexed", registry=r
         )
+        self.transcripts = Counter(
+            "mise_transcripts_total",
+            "Turns given words or a reason for none, by outcome (done, skipped; kept_other_source: words from"
+            " the source that does not win were left out; turn_unknown: no such stored turn)",
+            ["outcome"],
+            registry=r,
+        )
+        self.asr_queued = Gauge("mise_asr_queued_turns", "Finished turns waiting for the transcriber", registry=r)
+        self.asr_queued_s = Gauge(
+            "mise_asr_queued_seconds", "Seconds of turn audio waiting for the transcriber", registry=r
+        )
+        self.asr_audio_s = Counter(
+            "mise_asr_audio_seconds_total", "Seconds of turn audio sent to the ASR workers", registry=r
+        )
+        self.asr_lag = Histogram(
+            "mise_asr_lag_seconds",
+            "From a turn's turn.ended reaching this process to its words stored and sent (built-in ASR)",
+            buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0),
+            registry=r,
+        )
         self.searches = Counter("mise_searches_total", "Search requests, by outcome", ["outcome"], registry=r)
         self.call_setup = Histogram(
             "mise_call_setup_seconds",

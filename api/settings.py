@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 
 # Chosen by bench/ingest.py (see README "Density"): 50 calls share one Ray host process.
 DEFAULT_CALLS_PER_ACTOR = 50
+CLIP_MAX_S = 60.0  # the transcriber gets at most this much of a turn (its end)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ class Settings:
     metrics_port: int | None = None  # set: /metrics is served on this port only (no key), bound to metrics_host
     metrics_host: str = "127.0.0.1"
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none by default
+    asr: bool = True  # words for every turn by the built-in transcriber (or the service at asr_url)
+    asr_url: str | None = None  # an OpenAI-style transcription endpoint instead of the built-in Whisper
+    asr_model: str | None = None  # the model name sent to asr_url
+    asr_workers: int = max(1, (os.cpu_count() or 2) // 2)  # ASR worker processes in the cluster
+    asr_max_lag_s: float = 30.0  # a turn that waited longer for a worker is skipped (overload)
+    asr_queue_s: float = 600.0  # seconds of turn audio queued per API process at most; more is skipped
+    redact: bool = True  # card numbers, security codes and national IDs out of text before it is kept
+    transcript_precedence: str = "external"  # whose words win on a turn: posted ("external") or built in ("asr")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +115,16 @@ class Settings:
             metrics_port=_int(env, "MISE_METRICS_PORT", 0, 0, 65535) or None,
             metrics_host=env.get("MISE_METRICS_HOST") or cls.metrics_host,
             cors_origins=tuple(o.strip().rstrip("/") for o in env.get("MISE_CORS_ORIGINS", "").split(",") if o.strip()),
+            asr=_bool(env, "MISE_ASR", cls.asr),
+            asr_url=_url(env, "MISE_ASR_URL"),
+            asr_model=env.get("MISE_ASR_MODEL") or None,
+            asr_workers=_int(env, "MISE_ASR_WORKERS", cls.asr_workers, 1, 1000),
+            asr_max_lag_s=_float(env, "MISE_ASR_MAX_LAG_S", cls.asr_max_lag_s, 0.1, 86_400.0),
+            asr_queue_s=_float(env, "MISE_ASR_QUEUE_S", cls.asr_queue_s, 1.0, 86_400.0),
+            redact=_bool(env, "MISE_REDACT", cls.redact),
+            transcript_precedence=_choice(
+                env, "MISE_TRANSCRIPT_PRECEDENCE", cls.transcript_precedence, ("external", "asr")
+            ),
         )
 
     def analysis(self) -> AnalysisOptions:
@@ -115,6 +134,7 @@ class Settings:
             alert_on=self.alert_on,
             alert_off=min(self.alert_off, self.alert_on),
             speaker_baseline=self.emotion_per_speaker,
+            clip_max_s=min(self.ring_seconds, CLIP_MAX_S) if self.asr else 0.0,
         )
 
 
@@ -177,6 +197,15 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
         return None
     if not raw.startswith(("http://", "https://")):
         raise ConfigError(f"{name}={raw!r} must start with http:// or https://")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
     return raw
 
 

@@ -283,6 +283,7 @@ def bench_density(
         "MISE_RING_SECONDS": "60",
         # The product as shipped: every turn scored by the emotion model too; or nothing analysed at all.
         "MISE_EMOTION": "0" if ingest_only else "1",
+        "MISE_ASR": "0",  # the live analysis' cost, as at the baseline commit (words: bench/load.py --asr)
         "MISE_ANALYSIS": "0" if ingest_only else "1",
     }
     what = "INGEST ONLY (MISE_ANALYSIS=0)" if ingest_only else "full analysis, emotion on"

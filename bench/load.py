@@ -49,6 +49,7 @@ SPEECH = REPO / "api" / "demo"
 HOLD_MS = 500
 TARGET_MS = HOLD_MS + 300
 SAMPLE_S = 15.0
+WORDS_TARGET_S = 5.0  # --asr: a turn's words at p95 within this of the end of its speech, none skipped
 
 
 def rss_mb() -> float:
@@ -66,11 +67,12 @@ def rss_mb() -> float:
     return total / 2**20
 
 
-def run(srv: Server, calls: int, call_s: float, for_s: float | None) -> dict[str, Any]:
+def run(srv: Server, calls: int, call_s: float, for_s: float | None, words: bool = False) -> dict[str, Any]:
     before = srv.metrics()
     args = [sys.executable, str(BENCH / "loadgen.py"), "--url", srv.ws, "--key", API_KEY, "--calls", str(calls)]
     args += ["--seconds", str(call_s), "--interval", "0.1", "--speech", str(SPEECH), "--sse", "2"]
     args += ["--for", str(for_s)] if for_s else []
+    args += ["--words"] if words else []
     t0 = time.time()
     samples: list[tuple[float, float]] = []
     with tempfile.TemporaryFile(mode="w+") as out:  # not a pipe: the result (every turn's receipt) can be large
@@ -84,7 +86,7 @@ def run(srv: Server, calls: int, call_s: float, for_s: float | None) -> dict[str
         out.seek(0)
         result = json.loads(out.read().strip().splitlines()[-1])
     srv.wait_no_live_calls(timeout=120)
-    return check(srv, result, before, t0, samples)
+    return check(srv, result, before, t0, samples, words)
 
 
 def searchable(srv: Server, call_sid: str) -> int:
@@ -94,21 +96,34 @@ def searchable(srv: Server, call_sid: str) -> int:
 
 
 def check(
-    srv: Server, result: dict[str, Any], before: dict[str, float], t0: float, samples: list[tuple[float, float]]
+    srv: Server,
+    result: dict[str, Any],
+    before: dict[str, float],
+    t0: float,
+    samples: list[tuple[float, float]],
+    words: bool = False,
 ) -> dict[str, Any]:
     lost_frames = lost_turns = turns = 0
     latencies: list[tuple[float, float]] = []  # (s since start, ms)
+    word_lags: list[float] = []  # s from the end of a turn's speech to its turn.transcribed (done) at a client
+    states: dict[str, int] = {}  # the stored turns' transcript states at the end
     deadline = time.monotonic() + 120  # the index catches up
     for call in result["calls"]:
         record = srv.wait_call(call["call_sid"], timeout=60)
         lost_frames += call["sent"] - sum(t["frames"] for t in record["tracks"].values())
-        stored = len(srv.get(f"/v1/calls/{call['call_sid']}/turns").json()["turns"])
+        stored_turns = srv.get(f"/v1/calls/{call['call_sid']}/turns").json()["turns"]
+        stored = len(stored_turns)
+        for t in stored_turns:
+            states[str(t.get("transcript"))] = states.get(str(t.get("transcript")), 0) + 1
         while (found := searchable(srv, call["call_sid"])) < stored and time.monotonic() < deadline:
             time.sleep(0.5)
         turns += stored
         lost_turns += stored - min(found, *(s["turns"] for s in call["sse"]))
         for sub in call["sse"]:
             latencies += [(at - t0, (at - call["start_epoch"] - end_ms / 1000) * 1000) for at, end_ms in sub["seen"]]
+        for at, end_ms, state in call["sse"][0]["words"] if words and call["sse"] else []:
+            if state == "done":
+                word_lags.append(at - call["start_epoch"] - end_ms / 1000)
     after = srv.metrics()
     unmeasured = sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith("mise_turns_unmeasured_total"))
     lat = np.array([ms for _, ms in latencies]) if latencies else np.zeros(1)
@@ -134,6 +149,9 @@ def check(
         "rss_first_mb": kept[0][1] if kept else None,
         "rss_last_mb": kept[-1][1] if kept else None,
         "rss_slope_mb_per_min": slope,
+        "transcripts": states,
+        "words_p50_s": float(np.percentile(word_lags, 50)) if word_lags else None,
+        "words_p95_s": float(np.percentile(word_lags, 95)) if word_lags else None,
     }
     out["passed"] = (
         out["errors"] == 0
@@ -142,14 +160,22 @@ def check(
         and out["unmeasured"] == 0
         and out["p95_ms"] <= TARGET_MS
         and out["gen_lag_p95_ms"] <= 20
+        and (
+            not words
+            or (set(states) == {"done"} and out["words_p95_s"] is not None and out["words_p95_s"] <= WORDS_TARGET_S)
+        )
     )
     return out
 
 
 def line(level: int, r: dict[str, Any]) -> str:
+    words = ""
+    if r["words_p95_s"] is not None:
+        skipped = r["transcripts"].get("skipped", 0) + r["transcripts"].get("pending", 0)
+        words = f" {r['words_p50_s']:>7.1f} {r['words_p95_s']:>7.1f} {skipped:>6}"
     return (
         f"{level:>6} {r['calls']:>6} {r['errors']:>4} {r['lost_frames']:>6} {r['turns']:>6} {r['lost_turns']:>5} "
-        f"{r['unmeasured']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['gen_lag_p95_ms']:>7.1f}  "
+        f"{r['unmeasured']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['gen_lag_p95_ms']:>7.1f}{words}  "
         + ("pass" if r["passed"] else "FAIL")
     )
 
@@ -161,6 +187,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, help="with --calls: keep the slots busy this long (drift, soak)")
     p.add_argument("--call-seconds", type=float, default=60.0, help="length of each call")
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--asr", action="store_true", help="words too: the built-in transcriber on, its lag measured")
     args = p.parse_args()
     levels = [args.calls] if args.calls else [int(x) for x in args.levels.split(",")]
     print(
@@ -168,17 +195,18 @@ def main() -> None:
         "per call, full analysis, emotion on, embedded index; generator and server share the cores",
         flush=True,
     )
-    env = {"MISE_EMOTION": "1", "MISE_ANALYSIS": "1", "MISE_RING_SECONDS": "60"}
+    env = {"MISE_EMOTION": "1", "MISE_ANALYSIS": "1", "MISE_RING_SECONDS": "60", "MISE_ASR": "1" if args.asr else "0"}
     results: dict[int, dict[str, Any]] = {}
     with (
         runtime.private_cluster("mise-load") as address,
         Server.start(address, Path(tempfile.mkdtemp(prefix="mise-load-")), **env) as srv,
     ):
         print(f"{'level':>6} {'calls':>6} {'err':>4} {'lostfr':>6} {'turns':>6} {'lostt':>5} {'unmeas':>6} "
-              f"{'p50 ms':>7} {'p95 ms':>7} {'genlag':>7}", flush=True)  # fmt: skip
+              f"{'p50 ms':>7} {'p95 ms':>7} {'genlag':>7}"
+              + (f" {'wordsp50':>7} {'wordsp95':>7} {'skipped':>6}" if args.asr else ""), flush=True)  # fmt: skip
         for level in levels:
             for_s = args.minutes * 60 if args.minutes else None
-            results[level] = r = run(srv, level, args.call_seconds, for_s)
+            results[level] = r = run(srv, level, args.call_seconds, for_s, args.asr)
             print(line(level, r), flush=True)
             if for_s:
                 minutes = " ".join(f"{m}:{v:.0f}" for m, v in r["p95_per_minute"].items())

@@ -148,12 +148,15 @@ async def one_call(
     return {"call_sid": call_sid, "sent": sent, "start_epoch": epoch0}
 
 
-async def subscribe(url: str, key: str, call_sid: str, until: float) -> dict[str, object]:
+async def subscribe(url: str, key: str, call_sid: str, until: float, words: bool = False) -> dict[str, object]:
     """One SSE client of one call (``GET /v1/calls/{sid}/events``, asked again while the call is not yet
-    known): reads to ``call.ended``. Returns its turn.ended count and (receipt wall time, end_ms) of each."""
+    known): reads to ``call.ended`` (``words``: then on until every turn has its turn.transcribed, or
+    ``until``). Returns its turn.ended count and (receipt wall time, end_ms) of each; with ``words`` also
+    (receipt wall time, end_ms, transcript state) of each turn.transcribed."""
     parts = urlsplit(url)
     path = f"/v1/calls/{call_sid}/events?api_key={key}"
     turns: list[tuple[float, int]] = []
+    transcribed: dict[int, tuple[float, int, str]] = {}
     while time.time() < until:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())  # 1.0: not chunked
@@ -162,6 +165,7 @@ async def subscribe(url: str, key: str, call_sid: str, until: float) -> dict[str
             writer.close()
             await asyncio.sleep(0.2)
             continue
+        ended = False
         try:
             while True:
                 line = await asyncio.wait_for(reader.readline(), max(0.1, until - time.time()))
@@ -170,12 +174,19 @@ async def subscribe(url: str, key: str, call_sid: str, until: float) -> dict[str
                 if line.startswith(b'data: {"type":"turn.ended"'):
                     i = line.index(b'"end_ms":') + 9
                     turns.append((time.time(), int(line[i : line.index(b",", i)])))
+                elif line.startswith(b'data: {"type":"turn.transcribed"'):
+                    e = json.loads(line[6:])
+                    transcribed[e["turn_id"]] = (time.time(), e["end_ms"], e["transcript"])
                 elif line.startswith(b'data: {"type":"call.ended"'):
+                    ended = True
+                if ended and (not words or len(transcribed) >= len(turns)):
                     break
+        except TimeoutError:
+            pass
         finally:
             writer.close()
         break
-    return {"turns": len(turns), "seen": turns}
+    return {"turns": len(turns), "seen": turns, "words": list(transcribed.values())}
 
 
 async def slot(
@@ -190,7 +201,7 @@ async def slot(
         offset = ((i + k * args.calls) * 7919) % n  # calls join the conversation at different points
         call_sid = "CA" + secrets.token_hex(16)
         subs = [
-            asyncio.create_task(subscribe(args.url, args.key, call_sid, time.time() + length + 60))
+            asyncio.create_task(subscribe(args.url, args.key, call_sid, time.time() + length + 60, args.words))
             for _ in range(args.sse)
         ]
         try:
@@ -236,6 +247,7 @@ def main() -> None:
     p.add_argument("--end-together", action="store_true", help="stretch earlier calls so all end together")
     p.add_argument("--speech", help="directory with inbound.wav and outbound.wav (mu-law): the call to play")
     p.add_argument("--sse", type=int, default=0, help="SSE clients per call, each reading the call's events")
+    p.add_argument("--words", action="store_true", help="SSE clients read on after call.ended for turn.transcribed")
     p.add_argument("--for", dest="for_s", type=float, help="keep each call slot busy, call after call, this long")
     args = p.parse_args()
     print(json.dumps(asyncio.run(main_async(args))))

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 CALL_STARTED: Final = "call.started"
 CALL_STATUS: Final = "call.status"
 TURN_STARTED: Final = "turn.started"
 TURN_ENDED: Final = "turn.ended"
+TURN_TRANSCRIBED: Final = "turn.transcribed"
 INTERRUPTION: Final = "interruption"
 SILENCE: Final = "silence"
 CALL_ENDED: Final = "call.ended"
@@ -33,6 +37,9 @@ class CallEvent:
     seq: int  # per stream of a call, from 0, in emission order
     at_ms: int  # stream time the event was decided at (ms since the stream started)
     data: dict[str, Any] = field(hash=False)
+    # A turn.ended's audio for the transcriber, when the analysis keeps clips: (stream ms of its first sample,
+    # int16 8 kHz samples). Never in the JSON.
+    clip: tuple[int, npt.NDArray[np.int16]] | None = field(default=None, hash=False, compare=False, repr=False)
 
     def event_id(self, call_sid: str, stream_sid: str) -> str:
         """Unique within a tenant: a call's next stream numbers its events from 0 again; sorts by emission

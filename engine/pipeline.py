@@ -68,6 +68,7 @@ class AnalysisOptions:
     alert_off: float = 0.4  # the episode closes at a caller turn below this (hysteresis)
     ema_alpha: float = 0.3  # weight of the newest caller turn in the call's running frustration (tension arc)
     speaker_baseline: bool = True  # emotion scores relative to each speaker's voice, learned from their turns
+    clip_max_s: float = 0.0  # > 0: a turn's event carries up to this much of its audio for the transcriber
 
     def tracker(self) -> TurnTracker:
         return TurnTracker(
@@ -159,6 +160,7 @@ class PendingTurn:
         "_stream",
         "at_ms",
         "audio",
+        "clip",
         "track",
     )
 
@@ -172,9 +174,11 @@ class PendingTurn:
         needs_scores: bool = False,
         stream: PitchStream | None = None,
         at: int = 0,
+        clip: tuple[int, npt.NDArray[np.int16]] | None = None,
     ) -> None:
         self.at_ms, self.track = at_ms, str(document["track"])
         self.audio = samples  # what is measured and scored (the turn's end, at most feature_max_s)
+        self.clip = clip  # the whole turn (at most clip_max_s), for the transcriber; leaves with the event
         self._document = document
         self._samples: npt.NDArray[np.int16] | None = samples
         self._baseline = baseline
@@ -250,7 +254,8 @@ class PendingTurn:
     def event(self, seq: int) -> CallEvent:
         if not self.done:
             raise RuntimeError(f"turn {self._document['turn_id']} is not measured yet")
-        return CallEvent(TURN_ENDED, seq, self.at_ms, self._document)
+        clip, self.clip = self.clip, None
+        return CallEvent(TURN_ENDED, seq, self.at_ms, self._document, clip)
 
     @property
     def frustration(self) -> float | None:
@@ -488,6 +493,11 @@ class CallAnalyzer:
         start = max(turn.start_ms * SAMPLES_PER_MS, end - window, ring.oldest)
         samples = _read(ring, start, end) if end > start else np.zeros(0, np.int16)
         document = self._turn_document(turn, samples.size // SAMPLES_PER_MS)
+        clip = None
+        if self.options.clip_max_s > 0:
+            first = max(turn.start_ms * SAMPLES_PER_MS, end - int(self.options.clip_max_s * 8000))
+            clip = (first // SAMPLES_PER_MS, _read(ring, first, end) if end > first else np.zeros(0, np.int16))
+            document["transcript"] = "pending"  # words follow in turn.transcribed (or it says why not)
         pending = PendingTurn(
             self._next * FRAME_MS,
             document,
@@ -496,6 +506,7 @@ class CallAnalyzer:
             needs_scores=self._scores,
             stream=None if self._inline else self._streams[turn.track],
             at=start,
+            clip=clip,
         )
         if self._inline:
             pending.measure()
@@ -546,17 +557,35 @@ def analyze(
     options: AnalysisOptions | None = None,
     *,
     chunk_ms: int = 1000,
+    score: Callable[[list[npt.NDArray[np.int16]]], list[dict[str, Any] | None]] | None = None,
+    speaker_scorer: Callable[[], TurnScorer] | None = None,
 ) -> tuple[list[CallEvent], CallSummary]:
-    """Offline: whole tracks (int16, 8 kHz, one clock) through the live path, ``chunk_ms`` at a time."""
+    """Offline: whole tracks (int16, 8 kHz, one clock) through the live path, ``chunk_ms`` at a time. With
+    ``score`` (the emotion model's ``score_with_logits``), turns are scored as a live host scores them:
+    each turn's audio as it is decided, then measured, and scored again per speaker (``speaker_scorer``)
+    as it leaves."""
     tracks = {"inbound": inbound, "outbound": outbound if outbound is not None else np.zeros(0, np.int16)}
     capacity = max(60 * 8000, 2 * chunk_ms * SAMPLES_PER_MS)
     rings = {track: RingBuffer(capacity) for track in TRACKS}
-    analyzer = CallAnalyzer(options)
+    analyzer = CallAnalyzer(
+        options, measure_inline=score is None, scores=score is not None, speaker_scorer=speaker_scorer
+    )
+
+    def measured(ready: list[CallEvent]) -> list[CallEvent]:
+        if score is None:
+            return ready
+        pending = analyzer.take_pending()
+        if pending:
+            for turn, result in zip(pending, score([p.audio for p in pending]), strict=True):
+                turn.set_scores(result)
+                turn.measure()
+        return ready + analyzer.release()
+
     events: list[CallEvent] = []
     step = chunk_ms * SAMPLES_PER_MS
     for start in range(0, max(len(x) for x in tracks.values()), step):
         for track, x in tracks.items():
             if start < len(x):
                 rings[track].write(start, x[start : start + step])
-        events += analyzer.advance(rings)
-    return events + analyzer.finish(rings), analyzer.summary
+        events += measured(analyzer.advance(rings))
+    return events + measured(analyzer.finish(rings)), analyzer.summary

@@ -84,6 +84,12 @@ class EmotionModel:
         logits, counts = self.logits([as_float(x) for x in items])
         return [self.result(z, n) for z, n in zip(logits, counts, strict=True)]
 
+    def score_with_logits(self, items: list[npt.ArrayLike]) -> list[dict[str, Any]]:
+        """``score``, each result with the raw ``logits`` a speaker's scorer needs to score the turn again
+        (``engine.pipeline.PendingTurn.rescore``): what the live scorer answers, and ``mise analyze`` uses."""
+        logits, counts = self.logits([as_float(x) for x in items])
+        return [self.result(z, n) | {"logits": [float(v) for v in z]} for z, n in zip(logits, counts, strict=True)]
+
     def recalibrated(self, calibration: Mapping[str, Any]) -> EmotionModel:
         """This model's network (shared, not copied) under another calibration: a weights file's
         ``temperature``, ``platt`` and ``caller`` keys (a key left out keeps this model's)."""

@@ -128,6 +128,9 @@ class Server:
             "MISE_RING_SECONDS": "120",
             # The emotion model's actor (torch) costs ~0.5 GB and seconds to start: on where a test needs it.
             "MISE_EMOTION": "0",
+            # Whisper's worker likewise (~200 MB, and a core's worth of work while calls stream): on where a
+            # test is about words.
+            "MISE_ASR": "0",
             **env,
         }
         log_path = data_dir / f"server-{port}.log"

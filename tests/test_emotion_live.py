@@ -73,3 +73,20 @@ def test_turns_are_scored_live_and_one_episode_gives_one_alert(ray_address: str,
     assert summary["frustration_alerts"] == 1 and summary["max_frustration"] == max(f)
     assert 0.0 < summary["frustration_ema"] < max(f)
     assert orjson.dumps(turns[1]["emotion"]["scores"])  # the class probabilities are there
+    # `mise analyze` gives the same turns offline (api/analyze.py, the CLI's path), emotion and frustration
+    # included: scored per speaker in the same order, equal to float noise.
+    from api.analyze import analyze_tracks
+    from engine.g711 import decode_ulaw
+    from models import load_emotion_model
+
+    offline = analyze_tracks(
+        decode_ulaw(caller), decode_ulaw(b"\xff" * len(caller)), call_sid=call_sid, emotion=load_emotion_model()
+    )["turns"]
+    same = ("turn_id", "speaker", "start_ms", "end_ms", "duration_ms", "response_latency_ms")
+    assert [{k: t[k] for k in same} for t in offline] == [{k: t[k] for k in same} for t in stored]
+    for a, b in zip(offline, stored, strict=True):
+        assert a["frustration"] == pytest.approx(b["frustration"], abs=1e-6)
+        assert a["emotion"]["label"] == b["emotion"]["label"]
+        assert a["emotion"]["baseline_turns"] == b["emotion"]["baseline_turns"]
+        assert a["emotion"]["scores"] == pytest.approx(b["emotion"]["scores"], abs=1e-6)
+        assert a["features"] == pytest.approx(b["features"], abs=1e-9)

@@ -74,6 +74,10 @@ ROWS: list[tuple[str, str, str, str, int, Any]] = [
     ("GET", "/v1/calls/{call_sid}/events", "/v1/calls/{sid}/events", API_KEY, 200, None),
     ("GET", "/v1/calls/{call_sid}/events", "/v1/calls/{sid}/events", OTHER_KEY, 404, None),
     ("GET", "/v1/calls/{call_sid}/events", "/v1/calls/{sid}/events", NO_KEY, 401, None),
+    # Posted transcripts: acme's call found (then its empty body refused); another tenant's is not there.
+    ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", API_KEY, 400, None),
+    ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", OTHER_KEY, 404, lacks),
+    ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", NO_KEY, 401, None),
     ("GET", "/v1/events", "/v1/events", API_KEY, 200, None),
     ("GET", "/v1/events", "/v1/events", BAD_KEY, 401, None),
     ("GET", "/v1/search", "/v1/search?call_sid={sid}", API_KEY, 200, mentions),

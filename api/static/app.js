@@ -289,6 +289,14 @@ function onCallEvent(type, e) {
     call.turns.set(e.turn_id, { ...e, added: Date.now() });
     call.endMs = Math.max(call.endMs, e.end_ms);
     if (call.reveal && e.turn_id === call.selected) showTurn(call.turns.get(e.turn_id)); // opened at this turn
+  } else if (type === "turn.transcribed") {
+    const t = call.turns.get(e.turn_id);
+    if (t) {
+      for (const k of WORD_KEYS) t[k] = e[k];
+      const drawn = view.turns.get(e.turn_id);
+      if (drawn) drawn.b.title = e.text || "";
+      if (call.selected === e.turn_id) showTurn(t);
+    }
   } else if (type === "interruption") {
     call.interruptions.push(e);
   } else if (type === "silence") {
@@ -302,6 +310,16 @@ function onCallEvent(type, e) {
   redraw();
 }
 
+const WORD_KEYS = ["text", "words", "redactions", "transcript", "transcript_source", "transcript_skipped"];
+
+// A turn's words as the detail panel shows them: the text, or what is happening to it.
+function said(t) {
+  if (t.transcript === "pending") return "(transcribing…)";
+  if (t.transcript === "skipped") return `(no words: ${t.transcript_skipped || "skipped"})`;
+  if (!t.text) return t.transcript === "done" ? "(no speech recognised)" : "—";
+  return t.text + (t.transcript_source === "external" ? "  [posted]" : "");
+}
+
 function describe(type, e) {
   switch (type) {
     case "turn.ended": return `${e.speaker} turn ${e.turn_id} ended (${fmtS(e.duration_ms)}${e.backchannel ? ", backchannel" : ""})`;
@@ -312,6 +330,8 @@ function describe(type, e) {
     case "call.ended": return `call ended (${e.end_reason || "?"})`;
     case "call.started": return "call started";
     case "call.status": return `status: ${e.status}`;
+    case "turn.transcribed": return e.transcript === "done"
+      ? `${e.speaker} turn ${e.turn_id}: “${(e.text || "").slice(0, 80)}”` : `${e.speaker} turn ${e.turn_id}: no words (${e.transcript_skipped})`;
     default: return type;
   }
 }
@@ -340,6 +360,7 @@ function turnButton(call, t, x) {
   b.setAttribute("aria-pressed", String(call.selected === t.turn_id));
   b.setAttribute("aria-label", `${t.speaker} turn ${t.turn_id}, ${fmtS(t.start_ms)} to ${fmtS(t.end_ms)}` +
     (t.backchannel ? ", backchannel" : "") + (t.interrupted_other ? ", interrupted the other party" : ""));
+  if (t.text) b.title = t.text;
   b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); });
   return b;
 }
@@ -452,7 +473,7 @@ function drawCall() {
 function showTurn(t) {
   const f = t.features || {};
   const rows = [
-    ["speaker", t.speaker], ["from", fmtS(t.start_ms)], ["to", fmtS(t.end_ms)], ["text", t.text || "—"],
+    ["speaker", t.speaker], ["from", fmtS(t.start_ms)], ["to", fmtS(t.end_ms)], ["said", said(t)],
     ["frustration", t.frustration === null || t.frustration === undefined ? "—" : Math.round(100 * t.frustration) + "%"],
     ["emotion", t.emotion ? t.emotion.label : "—"],
     ["response latency", t.response_latency_ms === null ? "—" : fmtS(t.response_latency_ms)],

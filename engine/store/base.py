@@ -75,6 +75,16 @@ class CallStore(Protocol):
     def turns(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
         """A call's turns in stream order (stream, then start)."""
 
+    def turns_by_id(self, tenant: str, call_sid: str, turn_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Those of a call's turns that are stored, by id (a call's turn ids are unique across its streams)."""
+
+    def add_segments(self, tenant: str, call_sid: str, segments: list[dict[str, Any]]) -> int:
+        """Keep a call's posted transcript segments (``engine.external.redacted``), by id: one already kept
+        is left as it is (a retry). Returns how many were new."""
+
+    def segments(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
+        """A call's kept transcript segments."""
+
     def recent(
         self,
         tenant: str,

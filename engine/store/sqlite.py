@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS turns (
     doc TEXT NOT NULL,
     PRIMARY KEY (tenant, call_sid, stream_sid, turn_id)
 );
+CREATE TABLE IF NOT EXISTS segments (
+    tenant TEXT NOT NULL,
+    call_sid TEXT NOT NULL,
+    seg_id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant, call_sid, seg_id)
+);
 """
 
 
@@ -209,6 +216,31 @@ class SqliteStore:
                 " WHERE tenant = ? AND call_sid = ? GROUP BY stream_sid) s ON s.stream_sid = t.stream_sid"
                 " WHERE t.tenant = ? AND t.call_sid = ? ORDER BY s.first, t.start_ms, t.turn_id",
                 (tenant, call_sid, tenant, call_sid),
+            ).fetchall()
+        return [orjson.loads(r["doc"]) for r in rows]
+
+    def turns_by_id(self, tenant: str, call_sid: str, turn_ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not turn_ids:
+            return {}
+        marks = ",".join("?" * len(turn_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT turn_id, doc FROM turns WHERE tenant = ? AND call_sid = ? AND turn_id IN ({marks})",
+                (tenant, call_sid, *turn_ids),
+            ).fetchall()
+        return {int(r["turn_id"]): orjson.loads(r["doc"]) for r in rows}
+
+    def add_segments(self, tenant: str, call_sid: str, segments: list[dict[str, Any]]) -> int:
+        rows = [(tenant, call_sid, str(s["id"]), orjson.dumps(s)) for s in segments]
+        with self._lock, self._db:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO segments VALUES (?, ?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+    def segments(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT doc FROM segments WHERE tenant = ? AND call_sid = ?", (tenant, call_sid)
             ).fetchall()
         return [orjson.loads(r["doc"]) for r in rows]
 
