@@ -18,7 +18,7 @@ OPENSEARCH_HOME := $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION)
 OPENSEARCH_STAMP := $(OPENSEARCH_HOME)/.mise-ready
 MVN_COPY := mvn -q -B dependency:copy -DoutputDirectory=$(OPENSEARCH_CACHE)
 
-.PHONY: run test lint typecheck unit bench soak clean venv opensearch opensearch-prereqs netns-prereqs
+.PHONY: run test lint typecheck unit bench soak clean venv opensearch opensearch-prereqs test-prereqs
 
 venv: $(STAMP)
 
@@ -74,12 +74,13 @@ $(OPENSEARCH_STAMP): | opensearch-prereqs
 	chmod a+x $(dir $(OPENSEARCH_CACHE))
 	touch $@
 
-# The two-node cluster test puts its second Ray node in a network namespace: iproute2's `ip`.
-netns-prereqs:
-	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+# Test tools from Debian, not shipped: the two-node cluster test puts its second Ray node in a network namespace
+# (iproute2's `ip`); the redaction test has a caller read out a card number (espeak-ng, GPL: a test tool only).
+test-prereqs:
+	@{ command -v ip && command -v espeak-ng; } >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 espeak-ng >/dev/null; }
 
-test: lint typecheck $(CHROMIUM) opensearch netns-prereqs
+test: lint typecheck $(CHROMIUM) opensearch test-prereqs
 	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python -m pytest
 
 bench: $(STAMP) opensearch

@@ -43,7 +43,7 @@ from ray.actor import ActorHandle
 
 from actors import tuning
 from actors.measurer import Measurer
-from engine import costs
+from engine import costs, prosody
 from engine.call import CallMeta, LiveCall
 from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
 from engine.g711 import decode_ulaw
@@ -111,6 +111,8 @@ class CallHost:
             score_timeout_s=score_timeout_s,
         )
         tuning.settle_heap()
+        # What measuring needs but starting does not (scipy.signal, ~1.5 s): imported meanwhile, off this thread.
+        threading.Thread(target=prosody.warm, name="mise-warm", daemon=True).start()
 
     def ready(self) -> int:
         return os.getpid()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,12 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal parts
+        started = time.monotonic()
+        steps: list[str] = []
+
+        def step(name: str) -> None:
+            steps.append(f"{name} {time.monotonic() - started:.1f} s")
+
         index = open_index(
             data_dir=settings.data_dir, opensearch_url=settings.opensearch_url, prefix=settings.opensearch_prefix
         )
@@ -82,6 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         store = IndexingStore(calls_store, indexer.spool, metrics)
         embedded = settings.ray_address is None
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
+        step("ray")
         hub = runtime.hub(namespace=settings.ray_namespace)
         scorer = (
             runtime.scorer(namespace=settings.ray_namespace, weights=settings.emotion_weights)
@@ -90,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         if scorer is not None:
             await scorer.ready.remote()  # the weights are loaded before the first call can end a turn
+            step("scorer")
         directory = runtime.directory(
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
@@ -103,8 +112,10 @@ def create_app(settings: Settings) -> Starlette:
             },
         )
         await directory.ready.remote()
+        step("call hosts")
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
+        step("event hub")
         events = EventRouter(store=store, metrics=metrics, hub=lambda: feed.hub)
         words = TurnWords(store=store, events=events, metrics=metrics, precedence=settings.transcript_precedence)
         posted = ExternalTranscripts(keys=keys, store=store, words=words, redact=settings.redact)
@@ -137,6 +148,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)
         leases = Leases(store=store, directory=directory, metrics=metrics)
         await leases.start()  # calls a dead predecessor left live end before this process serves
+        step("leases")
         parts = _Parts(
             ingest=Ingest(
                 keys=keys,
@@ -170,11 +182,12 @@ def create_app(settings: Settings) -> Starlette:
             transcripts=posted,
         )
         log.info(
-            "mise ready: %s Ray, %d calls per host actor, data in %s, search index: %s",
+            "mise ready: %s Ray, %d calls per host actor, data in %s, search index: %s (%s)",
             "embedded" if embedded else f"cluster at {settings.ray_address}",
             settings.calls_per_actor,
             settings.data_dir,
             index.name,
+            ", ".join(steps),
         )
         tuning.settle_heap()  # everything built so far lives as long as the process
         try:

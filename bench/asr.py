@@ -47,7 +47,7 @@ def reference(folder: Path) -> dict[str, list[str]]:
 
 def wer(folder: Path) -> dict[str, tuple[int, int]]:
     cmd = [sys.executable, "-m", "api.cli", "analyze", "--inbound", str(folder / "inbound.wav")]
-    cmd += ["--outbound", str(folder / "outbound.wav"), "--transcribe", "--no-redact", "--json"]
+    cmd += ["--outbound", str(folder / "outbound.wav"), "--transcribe", "--no-redact", "--no-emotion", "--json"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     turns = sorted(json.loads(done.stdout)["turns"], key=lambda t: t["start_ms"])
     ref = reference(folder)

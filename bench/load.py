@@ -188,6 +188,7 @@ def main() -> None:
     p.add_argument("--call-seconds", type=float, default=60.0, help="length of each call")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--asr", action="store_true", help="words too: the built-in transcriber on, its lag measured")
+    p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (e.g. MISE_ASR_QUEUE_S=1)")
     args = p.parse_args()
     levels = [args.calls] if args.calls else [int(x) for x in args.levels.split(",")]
     print(
@@ -196,6 +197,9 @@ def main() -> None:
         flush=True,
     )
     env = {"MISE_EMOTION": "1", "MISE_ANALYSIS": "1", "MISE_RING_SECONDS": "60", "MISE_ASR": "1" if args.asr else "0"}
+    env |= dict(item.split("=", 1) for item in args.env)
+    if args.env:
+        print("server environment: " + " ".join(args.env), flush=True)
     results: dict[int, dict[str, Any]] = {}
     with (
         runtime.private_cluster("mise-load") as address,

@@ -16,7 +16,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 
 SR: Final = 16_000  # what Whisper reads
 WINDOW_S: Final = 30.0
@@ -53,6 +52,8 @@ class Window:
 
 def upsample(pcm8k: npt.NDArray[np.int16]) -> FloatArray:
     """Telephone audio (int16, 8 kHz) as Whisper reads it: float32 at 16 kHz."""
+    from scipy import signal  # here: the API process imports this module for ``Word`` only (1.5 s of import)
+
     x = pcm8k.astype(np.float32) / 32768.0
     out: FloatArray = signal.resample_poly(x, 2, 1).astype(np.float32)
     return out

@@ -11,12 +11,13 @@ level, speaking rate (syllable nuclei, counted here), voicing, and voice quality
 from __future__ import annotations
 
 import functools
+import importlib
 import math
+import types
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 
 from engine import costs
 from engine.pitch import (
@@ -54,11 +55,22 @@ FEATURE_KEYS: Final = (
 )
 
 
+def _signal() -> types.ModuleType:
+    """scipy.signal, imported on first use: its import costs ~1.5 s, which a call host (or the directory that
+    starts hosts) should not wait for at start. ``warm`` imports it ahead, off the caller's thread."""
+    return importlib.import_module("scipy.signal")
+
+
+def warm() -> None:
+    """Import what the first turn's features need (run in a background thread at a host's start)."""
+    _nucleus_band(8000)
+
+
 @functools.lru_cache(maxsize=4)
 def _nucleus_band(sr: int) -> FloatArray:
     """The vowel-band filter of ``_speaking_rate`` (second-order sections), designed once per rate."""
     band = [_NUCLEUS_BAND_HZ[0], min(_NUCLEUS_BAND_HZ[1], 0.45 * sr)]
-    sos: FloatArray = signal.butter(2, band, "bandpass", fs=sr, output="sos")
+    sos: FloatArray = _signal().butter(2, band, "bandpass", fs=sr, output="sos")
     return sos
 
 
@@ -66,6 +78,7 @@ def _speaking_rate(sig: FloatArray, sr: int, track: PitchTrack) -> float:
     """Syllable nuclei per second of ``sig``: prominent, voiced peaks of the vowel-band intensity."""
     if len(track.times) < 3:
         return 0.0
+    signal = _signal()
     power = np.concatenate([[0.0], np.cumsum(signal.sosfilt(_nucleus_band(sr), sig) ** 2)])
     # Intensity over 50 ms centred on each pitch frame, then a 3-frame moving average.
     centres = np.round(track.times * sr).astype(np.intp)

@@ -160,6 +160,8 @@ def test_analyze_prints_the_turns_of_the_scripted_call_as_json(tmp_path: Path) -
     out = mise("analyze", "--inbound", str(call / "inbound.wav"), "--outbound", str(call / "outbound.wav"), "--json")
     assert out.returncode == 0, out.stderr
     result = orjson.loads(out.stdout)
+    # The emotion model on, as by default: every turn scored (tests/test_emotion_live.py: as the live path).
+    assert all(0 <= t["frustration"] <= 1 and t["emotion"]["label"] for t in result["turns"])
     with open(call / "turns.csv", newline="") as f:
         reference = list(csv.DictReader(f))
     assert [(t["track"], round(t["start_ms"] / 1000, 1)) for t in result["turns"]] == [

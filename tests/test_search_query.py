@@ -68,6 +68,16 @@ def test_text_matching_and_highlights_follow_index_tokens() -> None:
     assert (
         T.highlight(q, "Cancel my account; refunds") == "<em>Cancel</em> <em>my</em> <em>account</em>; <em>refunds</em>"
     )
+    words = [  # a turn's words: its text is them joined by spaces (engine/transcript.py)
+        {"word": w, "start_ms": 1000 + 400 * i, "end_ms": 1300 + 400 * i, "confidence": 0.9}
+        for i, w in enumerate(["Cancel", "my", "account;", "refunds", "too."])
+    ]
+    assert T.spoken(q, words) == [
+        {"word": w, "start_ms": 1000 + 400 * i, "end_ms": 1300 + 400 * i}
+        for i, w in enumerate(["Cancel", "my", "account;", "refunds"])
+    ]
+    assert T.spoken(T.parse_text("too"), words) == [{"word": "too.", "start_ms": 2600, "end_ms": 2900}]
+    assert T.spoken(q, None) == [] and T.spoken(T.parse_text("nothing"), words) == []
     near = T.parse_text("cancel NEAR/2 account")
     assert not T.matches(near, "account I want to cancel")  # 3 words between
     assert T.matches(near, "account to cancel")  # either order

@@ -84,7 +84,7 @@ def test_silence_and_noise_give_no_words(model: Whisper) -> None:
 
 def test_mise_analyze_transcribe_prints_the_words(synthetic: Path) -> None:
     cmd = [sys.executable, "-m", "api.cli", "analyze", "--inbound", str(synthetic / "inbound.wav")]
-    cmd += ["--outbound", str(synthetic / "outbound.wav"), "--transcribe", "--json"]
+    cmd += ["--outbound", str(synthetic / "outbound.wav"), "--transcribe", "--no-emotion", "--json"]
     out = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True, timeout=300).stdout)
     first = sorted(out["turns"], key=lambda t: t["start_ms"])[0]
     assert {"thank", "calling"} <= set(normalise(first["text"])) and first["redactions"] == []

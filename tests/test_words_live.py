@@ -29,6 +29,7 @@ import websockets
 from scipy import signal
 
 from api.simulate import call_sid_of, messages_from_tracks, read_ulaw_track
+from engine.asr import normalise
 from engine.g711 import encode_ulaw
 from tests.support import API_KEY, OTHER_KEY, REPO, Server, SseEvent, SseReader, send_paced, wait_searchable
 
@@ -76,6 +77,19 @@ def stream(server: Server, messages: list[dict[str, Any]], speed: float) -> None
             await asyncio.wait_for(ws.wait_closed(), 30)
 
     asyncio.run(run())
+
+
+def call_with_words(
+    server: Server, messages: list[dict[str, Any]], speed: float
+) -> tuple[str, list[SseEvent], list[dict[str, Any]]]:
+    """Stream a call and follow it on /v1/events until each turn has its words: (call SID, its events, its
+    stored turns once all are searchable)."""
+    call_sid = call_sid_of(messages)
+    reader = SseReader(server.http + "/v1/events", until=all_words(call_sid))
+    assert reader.connected.wait(10)
+    stream(server, messages, speed)
+    events = reader.wait(120)
+    return call_sid, events, wait_searchable(server, call_sid)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +142,14 @@ def test_turns_are_findable_by_their_words_within_10_s_and_events_match_the_sche
     said = {turn_id: e.data["text"].lower() for turn_id, e in words.items()}
     agent = " ".join(t for i, t in said.items() if words[i].data["speaker"] == "agent")
     caller = " ".join(t for i, t in said.items() if words[i].data["speaker"] == "caller")
-    assert "engineer" in agent and "help" in agent and "test" in agent, agent
-    assert "internet" in caller and "tomorrow morning" in caller, caller
+    # Whisper tiny on espeak-ng's voices (bench/asr.py: WER 0.35-0.47 on such speech) gets most, not all.
+    heard = {"agent": set(normalise(agent)), "caller": set(normalise(caller))}
+    expected = {
+        "agent": {"calling", "help", "postcode", "errors", "test", "engineer", "tomorrow", "morning"},
+        "caller": {"internet", "dropping", "evening", "week", "third", "every", "morning", "thanks"},
+    }
+    found = {speaker: words_said & heard[speaker] for speaker, words_said in expected.items()}
+    assert min(map(len, found.values())) >= 3 and sum(map(len, found.values())) >= 10, (found, heard)
     for turn_id, e in words.items():
         assert e.data["transcript"] == "done" and e.data["transcript_source"] == "asr"
         turn = ended[turn_id].data
@@ -139,8 +159,16 @@ def test_turns_are_findable_by_their_words_within_10_s_and_events_match_the_sche
     assert late and all(s is not None and s <= SEARCH_WITHIN_S for s in late.values()), (late, probe)
     # The stored turns and their search documents carry the words, one document per turn.
     assert {t["turn_id"]: t["text"] for t in turns} == {i: e.data["text"] for i, e in words.items()}
-    hits = search(srv, {"text": "engineer", "where": {"call_sid": call_sid}, "highlight": True})["hits"]
-    assert len(hits) == 1 and "<em>engineer</em>" in hits[0]["highlight"].lower()
+    turn_id, word = next(iter(probe.items()))
+    hits = search(srv, {"text": word, "where": {"call_sid": call_sid}, "highlight": True})["hits"]
+    hit = next(h for h in hits if h["turn_id"] == turn_id)
+    assert f"<em>{word.lower()}</em>" in hit["highlight"].lower()
+    # The hit says where in the turn the word was said: one of the turn's own words, with its times.
+    triple = lambda w: (w["word"], w["start_ms"], w["end_ms"])  # noqa: E731
+    assert hit["spoken"] and {triple(w) for w in hit["spoken"]} <= {triple(w) for w in hit["turn"]["words"]}
+    start, end = hit["turn"]["start_ms"], hit["turn"]["end_ms"]
+    assert all(start <= w["start_ms"] <= w["end_ms"] <= end + 20 for w in hit["spoken"])
+    assert {w["word"].lower().strip(".,!?") for w in hit["spoken"]} == {word.lower()}
     everything = search(srv, {"where": {"call_sid": call_sid}, "limit": 100})
     assert everything["total"] == len(turns)
     metrics = srv.metrics()
@@ -179,13 +207,7 @@ def words_of(x: Any) -> list[str]:
 
 def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(words_server: Server, tmp_path: Path) -> None:
     srv = words_server
-    messages = card_call(tmp_path)
-    call_sid = call_sid_of(messages)
-    reader = SseReader(srv.http + "/v1/events", until=all_words(call_sid))
-    assert reader.connected.wait(10)
-    stream(srv, messages, 2.0)
-    events = reader.wait(120)
-    turns = wait_searchable(srv, call_sid)
+    call_sid, events, turns = call_with_words(srv, card_call(tmp_path), 2.0)
     documents = search(srv, {"where": {"call_sid": call_sid}, "limit": 100})["hits"]
 
     transcribed = [e.data for e in events if e.event == "turn.transcribed"]
@@ -281,3 +303,25 @@ def test_posted_transcripts_win_over_asr_match_turns_that_end_later_and_are_reda
     files = [p.read_bytes().decode("latin-1") for p in srv.data_dir.rglob("*") if p.is_file()]
     assert not any(CARD in x for x in kept + files), "card digits leaked"
     assert not any("4539 1488" in x for x in kept + files), "card digits leaked"
+
+
+def test_a_starved_transcriber_skips_turns_counted_and_loses_nothing_else(ray_address: str, tmp_path: Path) -> None:
+    # At most 1 s of turn audio may wait: most of the demo call's turns (1-5 s each) are turned away.
+    env = {"MISE_ASR": "1", "MISE_ASR_QUEUE_S": "1", "MISE_ASR_MAX_LAG_S": "0.5"}
+    with Server.start(ray_address, tmp_path, **env) as srv:
+        before = srv.metrics()
+        _, events, turns = call_with_words(srv, demo_messages(), 4.0)
+        after = srv.metrics()
+    ended = [e.data for e in events if e.event == "turn.ended"]
+    words = {e.data["turn_id"]: e.data for e in events if e.event == "turn.transcribed"}
+    assert len(turns) == len(ended) == 10  # every turn stored, searchable and sent, measured
+    assert all(t["features"]["pitch_mean_hz"] is not None and t["features_skipped"] is None for t in turns)
+    states = {t["turn_id"]: (t["transcript"], t.get("transcript_skipped")) for t in turns}
+    assert set(states.values()) <= {("done", None), ("skipped", "overload")}, states
+    skipped = [i for i, (state, _) in states.items() if state == "skipped"]
+    assert len(skipped) >= 5, states
+    assert all(words[i]["transcript"] == "skipped" and words[i]["text"] is None for i in skipped)
+    counted = after.get('mise_transcripts_total{outcome="skipped"}', 0) - before.get(
+        'mise_transcripts_total{outcome="skipped"}', 0
+    )
+    assert counted == len(skipped)

@@ -647,6 +647,9 @@ function hitBlock(h) {
     said.className = "said";
     if (typeof h.highlight === "string" && h.highlight) said.append(...highlightNodes(h.highlight));
     else said.textContent = t.text;
+    if (Array.isArray(h.spoken) && h.spoken.length && typeof h.spoken[0].start_ms === "number") {
+      said.append(text("span", ` (said at ${fmtS(h.spoken[0].start_ms)})`, "said-at"));
+    }
     box.append(said);
   }
   if (Array.isArray(h.explain) && h.explain.length) {

@@ -129,6 +129,7 @@ def hit(row: Row, f: Filter, q: Query, step: Step | None = None) -> dict[str, An
     }
     if f.text is not None and q.highlight:
         out["highlight"] = T.highlight(f.text, doc.get("text"))
+        out["spoken"] = T.spoken(f.text, doc["source"].get("words"))  # the matched words, with their times
     if q.explain:
         out["explain"] = explain(doc, f, step)
     return out

@@ -16,10 +16,11 @@ phrase. Highlights are computed here from the same tokens, so both backends high
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 MAX_TERMS = 32
 MAX_TEXT_CHARS = 1000
@@ -288,3 +289,22 @@ def highlight(query: TextQuery, text: str | None, *, pre: str = "<em>", post: st
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def spoken(query: TextQuery, words: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The turn's words (``{"word", "start_ms", "end_ms", ...}``, its text is them joined by spaces) that a
+    positive atom of ``query`` matched, with their times: where in the call the hit was said."""
+    if not words:
+        return []
+    text = " ".join(str(w.get("word", "")) for w in words)
+    spans = token_spans(text)
+    starts, at = [], 0
+    for w in words:
+        starts.append(at)
+        at += len(str(w.get("word", ""))) + 1
+    out: dict[int, dict[str, Any]] = {}
+    for k in _marked(query, spans):
+        i = bisect.bisect_right(starts, spans[k][0]) - 1
+        w = words[i]
+        out.setdefault(i, {"word": w.get("word"), "start_ms": w.get("start_ms"), "end_ms": w.get("end_ms")})
+    return [out[i] for i in sorted(out)]
