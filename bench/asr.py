@@ -1,6 +1,7 @@
 """Words: word error rate per track on real and synthetic calls, and recogniser throughput.
 
-    .venv/bin/python bench/asr.py        # ~2 minutes on 2 cores
+    .venv/bin/python bench/asr.py                  # ~2 minutes on 2 cores
+    .venv/bin/python bench/asr.py --live 5,10,15   # then live calls with words (bench/load.py --asr)
 
 WER: ``mise analyze --transcribe --json`` (the live engine's turns, then the built-in recogniser, the same
 code the live path runs) on ../shared/data/calls/ami_es2004_a (real meeting speech at 8 kHz; targets <= 0.30)
@@ -87,6 +88,12 @@ def throughput(model: Whisper, turns: list[Clip]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="recogniser threads for the throughput part")
+    p.add_argument(
+        "--live",
+        metavar="LEVELS",
+        help="then the live part: bench/load.py --asr --levels LEVELS (real-time calls with analysis and the "
+        "emotion model; the largest level whose words come within 5 s at p95, none skipped)",
+    )
     args = p.parse_args()
     missing = [name for name in CORPORA if not (DATA / name / "turns.csv").is_file()]
     if missing:
@@ -104,8 +111,12 @@ def main() -> None:
         f"throughput, {result['turns']} turns, {result['audio_s']:.0f} s of turn audio, {args.threads} thread(s): "
         f"seconds of audio per CPU-second: one turn per window {result['one_per_window']:.2f}, packed "
         f"{result['packed']:.2f} ({result['packed'] / result['one_per_window']:.1f}x), packed and 4 windows per "
-        f"call {result['packed_batch4']:.2f} ({result['packed_batch4'] / result['one_per_window']:.1f}x)"
+        f"call {result['packed_batch4']:.2f} ({result['packed_batch4'] / result['one_per_window']:.1f}x)",
+        flush=True,
     )
+    if args.live:
+        print("live: bench/load.py --asr --levels " + args.live, flush=True)
+        subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--asr", "--levels", args.live], check=True)
 
 
 if __name__ == "__main__":
