@@ -111,10 +111,13 @@ class CallHost:
             score_timeout_s=score_timeout_s,
         )
         tuning.settle_heap()
-        # What measuring needs but starting does not (scipy.signal, ~1.5 s): imported meanwhile, off this thread.
-        threading.Thread(target=prosody.warm, name="mise-warm", daemon=True).start()
+        # What measuring needs (scipy.signal, ~1.5 s of import), imported meanwhile: the actor is created (and
+        # the directory that created it goes on) at once, and ``ready`` answers once it is done, before any call.
+        self._warm = threading.Thread(target=prosody.warm, name="mise-warm", daemon=True)
+        self._warm.start()
 
     def ready(self) -> int:
+        self._warm.join()
         return os.getpid()
 
     def cpu_s(self) -> float:

@@ -144,6 +144,17 @@ def test_serve_demo_as_make_run_does(tmp_path: Path) -> None:
             "demo": "true",
             "customer": "Contoso Internet",
         }
+        # Words by default: every turn of the demo call gets them from the built-in transcriber.
+        turns: list[dict[str, object]] = []
+        while time.monotonic() < deadline + 60:
+            turns = httpx.get(
+                f"http://127.0.0.1:{port}/v1/calls/{demo['call_sid']}/turns", params={"api_key": key}
+            ).json()["turns"]
+            if turns and all(t.get("transcript") != "pending" for t in turns):
+                break
+            time.sleep(0.5)
+        assert [t.get("transcript") for t in turns] == ["done"] * 10, turns
+        assert sum(1 for t in turns if t["text"]) >= 8 and all(t["transcript_source"] == "asr" for t in turns)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
