@@ -16,7 +16,8 @@ carries (or polls) that call (``PushAck.events``), or for ``finish``. The API pr
 stores them and hands them to the event hub for SSE (``api/events.py``), so the stored copy and the
 live one are never lost apart. ``PushAck.awaiting`` names the calls with turns still being measured;
 the pump polls for them even when no audio is pending, so a turn measured after the last audio still
-leaves promptly.
+leaves promptly. When the transcriber is on, each turn.ended's audio rides beside it (``PushAck.clips``,
+never inside the event) to the API process's queue of turns waiting for words (``api/transcripts.py``).
 
 Isolation: every per-call operation runs under its own ``try``; a call that raises is marked failed
 and logged, and the host and its other calls go on (the measuring thread fails a call the same way).

@@ -8,15 +8,16 @@ in one Ray call; their words are redacted, stored on the turns, indexed and sent
 
 Bounded, and nothing silent: a turn that would take the queue past ``max_queue_s`` of audio, or that has
 waited longer than ``max_lag_s``, is skipped (``transcript: "skipped"``, ``transcript_skipped:
-"overload"``), as is a batch whose worker failed (``"error"``). Every skip is stored on its turn, sent as
+"overload"``), as is a batch whose worker failed (``"error"``) and what is still queued at a clean stop
+(``"shutdown"``). Every skip is stored on its turn, sent as
 an event and counted (``mise_transcripts_total``); ``mise_asr_queued_turns``, ``mise_asr_queued_seconds``
-and ``mise_asr_lag_seconds`` show the queue. Turns queued in a process that dies stay ``pending``.
+and ``mise_asr_lag_seconds`` show the queue. Turns queued in a process that dies (not a clean stop) stay
+``pending``: their audio was there only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import defaultdict, deque
@@ -81,20 +82,22 @@ class Transcriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        self._round = itertools.count()
+        self._skipped = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop().create_task(self._run(), name="mise-transcriber")
 
     async def stop(self, *, drain_s: float = 5.0) -> None:
-        """Let the batches in hand finish (for up to ``drain_s``); what is still queued stays ``pending``."""
+        """Let the batches in hand finish (for up to ``drain_s``); turns still queued are skipped
+        (``"shutdown"``), so none is left pending by a clean stop."""
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
+        if self._queue:
+            left, self._queue = list(self._queue), deque()
+            self._skip(left, "shutdown")
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_s)
-        if self._queue:
-            log.warning("transcriber stopped with %d turns still queued: they stay pending", len(self._queue))
 
     def add(self, tenant: str, call_sid: str, turn_id: int, first_ms: int, pcm: bytes) -> None:
         """Queue a finished turn's audio (on the event loop; returns at once)."""
@@ -106,9 +109,6 @@ class Transcriber:
         self._queued_s += job.seconds
         self._gauge()
         self._wake.set()
-
-    def idle(self) -> bool:
-        return not self._queue and len(self._idle) == len(self._workers)
 
     def _gauge(self) -> None:
         self._metrics.asr_queued.set(len(self._queue))
@@ -171,7 +171,9 @@ class Transcriber:
 
     def _skip(self, jobs: list[_Job], reason: str) -> None:
         skip = {"transcript": "skipped", "transcript_skipped": reason}
-        log.warning("%d turns skipped by the transcriber (%s)", len(jobs), reason)
+        before, self._skipped = self._skipped, self._skipped + len(jobs)
+        if before == 0 or before // 100 != self._skipped // 100:  # the first, then one line per hundred
+            log.warning("transcriber: %d turns skipped (%s); %d so far", len(jobs), reason, self._skipped)
         task = asyncio.get_running_loop().create_task(self._store(jobs, lambda job: dict(skip), source=None))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

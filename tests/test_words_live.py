@@ -205,7 +205,9 @@ def words_of(x: Any) -> list[str]:
     return []
 
 
-def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(words_server: Server, tmp_path: Path) -> None:
+def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(
+    words_server: Server, tmp_path: Path, browser: Any
+) -> None:
     srv = words_server
     call_sid, events, turns = call_with_words(srv, card_call(tmp_path), 2.0)
     documents = search(srv, {"where": {"call_sid": call_sid}, "limit": 100})["hits"]
@@ -224,6 +226,16 @@ def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(words_s
     assert said and not any(CARD[i : i + 4] in digits for i in range(len(CARD) - 3)), said
     logs = "\n".join(p.read_text(errors="replace") for p in srv.data_dir.glob("*.log")).lower()
     assert CARD not in logs and "4539" not in logs and "four five three nine" not in logs
+    # The dashboard's replay shows the turn's words, redacted (real headless Chromium).
+    page = browser.new_page()
+    try:
+        page.goto(f"{srv.http}/?api_key={API_KEY}#/call/{call_sid}?turn={turn['turn_id']}")
+        page.wait_for_selector("#detail dl", timeout=20_000)
+        detail = page.inner_text("#detail")
+        assert "[card number]" in detail and turn["text"].split()[0] in detail, detail
+        assert page.get_attribute(f"#timeline .turn[data-turn-id='{turn['turn_id']}']", "title") == turn["text"]
+    finally:
+        page.close()
 
 
 def post_transcript(
