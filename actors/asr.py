@@ -32,7 +32,15 @@ WordTuple = tuple[str, int, int, float]
 
 
 class AsrWorker:
-    def __init__(self, *, url: str | None = None, model: str | None = None, batch: int = 4, threads: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        batch: int = 4,
+        threads: int = 1,
+    ) -> None:
         try:
             os.nice(NICE)
         except OSError:  # not allowed here: the worker still works, at the calls' priority
@@ -41,7 +49,7 @@ class AsrWorker:
         if url:
             from models.remote_stt import RemoteStt
 
-            self._remote: Any = RemoteStt(url, model=model)
+            self._remote: Any = RemoteStt(url, model=model, api_key=api_key)
             self._whisper: Any = None
         else:
             from models.whisper import Whisper
@@ -58,8 +66,13 @@ class AsrWorker:
         """Each clip's words: ``clips`` are (key, int16 8 kHz PCM bytes)."""
         started = time.process_time()
         pcm = {key: np.frombuffer(data, dtype=np.int16) for key, data in clips}
-        if self._remote is not None:
-            out = {key: self._remote.words(samples) for key, samples in pcm.items()}
+        if self._remote is not None:  # turn by turn: one the service fails is left out (skipped, counted)
+            out = {}
+            for key, samples in pcm.items():
+                try:
+                    out[key] = self._remote.words(samples)
+                except Exception as exc:
+                    log.warning("asr worker: a turn of %.1f s failed: %s", len(samples) / 8000, exc)
         else:
             found = transcribe(
                 self._whisper.transcribe, [Clip(key, upsample(x)) for key, x in pcm.items()], batch=self._batch

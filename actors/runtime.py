@@ -140,13 +140,13 @@ def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
 
 
 def asr_workers(
-    *, namespace: str, count: int, url: str | None = None, model: str | None = None
+    *, namespace: str, count: int, url: str | None = None, model: str | None = None, api_key: str | None = None
 ) -> list[ActorHandle[Any]]:
     """The cluster's ASR workers (``actors/asr.py``), one batch at a time each; restarted if their process
     dies (the batch in hand is not retried: its turns are skipped, counted)."""
     workers = []
     for i in range(count):
-        name, options = f"{ASR_NAME}-{i}", {"url": url, "model": model}
+        name, options = f"{ASR_NAME}-{i}", {"url": url, "model": model, "api_key": api_key}
         workers.append(_shared(AsrWorker, name, namespace, restart=True, retry_tasks=False, concurrency=1, **options))
     return workers
 

@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
                 count=settings.asr_workers,
                 url=settings.asr_url,
                 model=settings.asr_model,
+                api_key=settings.asr_api_key,
             )
             transcriber = Transcriber(
                 workers=workers,

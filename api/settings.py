@@ -62,6 +62,7 @@ class Settings:
     asr: bool = True  # words for every turn by the built-in transcriber (or the service at asr_url)
     asr_url: str | None = None  # an OpenAI-style transcription endpoint instead of the built-in Whisper
     asr_model: str | None = None  # the model name sent to asr_url
+    asr_api_key: str | None = None  # the bearer key sent to asr_url; never logged
     asr_workers: int = max(1, (os.cpu_count() or 2) // 2)  # ASR worker processes in the cluster
     asr_max_lag_s: float = 30.0  # a turn that waited longer for a worker is skipped (overload)
     asr_queue_s: float = 600.0  # seconds of turn audio queued per API process at most; more is skipped
@@ -118,6 +119,7 @@ class Settings:
             asr=_bool(env, "MISE_ASR", cls.asr),
             asr_url=_url(env, "MISE_ASR_URL"),
             asr_model=env.get("MISE_ASR_MODEL") or None,
+            asr_api_key=env.get("MISE_ASR_API_KEY") or None,
             asr_workers=_int(env, "MISE_ASR_WORKERS", cls.asr_workers, 1, 1000),
             asr_max_lag_s=_float(env, "MISE_ASR_MAX_LAG_S", cls.asr_max_lag_s, 0.1, 86_400.0),
             asr_queue_s=_float(env, "MISE_ASR_QUEUE_S", cls.asr_queue_s, 1.0, 86_400.0),

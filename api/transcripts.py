@@ -148,21 +148,20 @@ class Transcriber:
         return jobs
 
     async def _recognise(self, worker: int, jobs: list[_Job]) -> None:
+        found: dict[str, list[tuple[str, int, int, float]]] = {}
         try:
             ref: Any = self._workers[worker].recognise.remote([(job.key, job.pcm) for job in jobs])
-            found: dict[str, list[tuple[str, int, int, float]]] = await asyncio.wait_for(ref, WORKER_TIMEOUT_S)
+            found = await asyncio.wait_for(ref, WORKER_TIMEOUT_S)
         except Exception as exc:
             log.error("asr worker %d failed on %d turns (they are skipped): %s", worker, len(jobs), exc)
-            self._skip(jobs, "error")
-            found = {}
         finally:
             self._idle.append(worker)
             self._wake.set()
         self._metrics.asr_audio_s.inc(sum(job.seconds for job in jobs))
-        done = [job for job in jobs if job.key in found]
-        failed = [job for job in jobs if job.key not in found]
-        if failed and found:
+        failed = [job for job in jobs if job.key not in found]  # the batch failed, or these turns in it
+        if failed:
             self._skip(failed, "error")
+        done = [job for job in jobs if job.key in found]
         await self._store(done, lambda job: self._fields(job, found[job.key]), source="asr")
 
     def _fields(self, job: _Job, words: list[tuple[str, int, int, float]]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 
 ``POST {url}`` (e.g. ``http://stt:8000/v1/audio/transcriptions``), multipart: ``file`` (the turn as a WAV,
 16-bit 8 kHz mono), ``model``, ``response_format=verbose_json``, ``timestamp_granularities[]=word``;
-``Authorization: Bearer $MISE_ASR_API_KEY`` when set. Words come from the reply's ``words`` (``word``,
+``Authorization: Bearer <key>`` given a key (``MISE_ASR_API_KEY``). Words come from the reply's ``words`` (``word``,
 ``start``, ``end``, and ``probability`` if given); a reply with only ``segments``, or only ``text``, has its
 words spread evenly over each segment (or the turn), confidence unknown (0).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import urllib.request
 import wave
@@ -82,7 +81,7 @@ class RemoteStt:
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None) -> None:
         self._url = url
         self._model = model or "whisper-1"
-        self._key = api_key if api_key is not None else os.environ.get("MISE_ASR_API_KEY")
+        self._key = api_key
 
     def words(self, pcm: npt.NDArray[np.int16]) -> list[WordTuple]:
         body, content_type = multipart(
