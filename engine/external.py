@@ -1,10 +1,12 @@
 """Posted transcripts: segments of a platform's own text (a voice agent's words, its STT), matched to turns.
 
-Pure, no I/O. A segment is ``{"track" or "speaker", "start_ms", "end_ms", "text", "words"?, "id"?}`` on the
-stream clock (ms since the call's first stream started, as Mise's turns are). ``parse`` validates a request's
-segments (``ValueError`` naming the first problem); ``redacted`` turns one into what may be kept: its words
-(given, or spread evenly over its span when the platform has no word times) with card numbers and the like
-replaced by tags (``engine.redact``) and the replaced spans. Nothing of the raw text is kept.
+Pure, no I/O. A segment is ``{"track" or "speaker", "start_ms", "end_ms", "text", "words"?, "id"?,
+"stream_sid"?}`` on the clock of the call's turns (ms since its stream started). A call streamed more than
+once (a second ``<Start><Stream>``) has a clock per stream: name the stream, or a segment may match either
+stream's turns. ``parse`` validates a request's segments (``ValueError`` naming the first problem);
+``redacted`` turns one into what may be kept: its words (given, or spread evenly over its span when the
+platform has no word times) with card numbers and the like replaced by tags (``engine.redact``) and the
+replaced spans. Nothing of the raw text is kept.
 
 ``match``: each segment belongs to the turn of its track that it overlaps most (the earlier on a tie; a
 segment that overlaps no turn yet waits for one); ``turn_fields`` gives a turn its segments' words in time
@@ -57,12 +59,16 @@ def _segment(s: Any, i: int) -> dict[str, Any]:
         if not isinstance(s["words"], list) or len(s["words"]) > MAX_TEXT:
             raise ValueError(f"{where}.words: expected a list")
         words = [_word(w, f"{where}.words[{j}]") for j, w in enumerate(s["words"])]
+    stream_sid = s.get("stream_sid")
+    if stream_sid is not None and (not isinstance(stream_sid, str) or not 0 < len(stream_sid) <= 64):
+        raise ValueError(f"{where}.stream_sid: expected a stream SID")
     seg_id = s.get("id")
     if seg_id is None:
-        seg_id = hashlib.sha1(repr((track, start, end, text, words)).encode()).hexdigest()[:20]
+        seg_id = hashlib.sha1(repr((track, start, end, text, words, stream_sid)).encode()).hexdigest()[:20]
     elif not isinstance(seg_id, str | int) or len(str(seg_id)) > 200:
         raise ValueError(f"{where}.id: expected a string of at most 200 characters")
-    return {"id": str(seg_id), "track": track, "start_ms": start, "end_ms": end, "text": text, "words": words}
+    out = {"id": str(seg_id), "track": track, "start_ms": start, "end_ms": end, "text": text, "words": words}
+    return out | ({"stream_sid": stream_sid} if stream_sid else {})
 
 
 def _ms(value: Any, where: str) -> int:
@@ -93,25 +99,24 @@ def _spoken(segment: dict[str, Any]) -> list[Word]:
 def redacted(segment: dict[str, Any], *, redact: bool = True) -> dict[str, Any]:
     """What is kept of a parsed segment: its words (redacted) and the spans redacted; no raw text."""
     kept = fields(_spoken(segment), start_ms=0, source="external", redact=redact)
-    return {
-        "id": segment["id"],
-        "track": segment["track"],
-        "start_ms": segment["start_ms"],
-        "end_ms": segment["end_ms"],
-        "words": kept["words"],
-        "redactions": kept["redactions"],
-    }
+    keys = ["id", "track", "start_ms", "end_ms"] + (["stream_sid"] if "stream_sid" in segment else [])
+    out = {k: segment[k] for k in keys}
+    return out | {"words": kept["words"], "redactions": kept["redactions"]}
 
 
 def match(turns: Iterable[dict[str, Any]], segments: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    """Turn id -> its segments (by track and the most overlap; touching counts as none)."""
+    """Turn id -> its segments (by track, stream if the segment names one, and the most overlap; touching
+    counts as none)."""
     by_track: dict[str, list[dict[str, Any]]] = {}
     for turn in sorted(turns, key=lambda t: t["start_ms"]):
         by_track.setdefault(turn["track"], []).append(turn)
     out: dict[int, list[dict[str, Any]]] = {}
     for seg in segments:
         best, best_overlap = None, 0
+        stream = seg.get("stream_sid")
         for turn in by_track.get(seg["track"], []):  # in start order: the earlier wins a tie
+            if stream is not None and turn.get("stream_sid") != stream:
+                continue
             overlap = min(seg["end_ms"], turn["end_ms"]) - max(seg["start_ms"], turn["start_ms"])
             if overlap > best_overlap:
                 best, best_overlap = turn, overlap

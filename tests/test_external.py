@@ -88,3 +88,15 @@ def test_given_word_times_are_kept() -> None:
         {"word": "yes", "start_ms": 100, "end_ms": 300, "confidence": 0.9},
         {"word": "please", "start_ms": 350, "end_ms": 700, "confidence": 0.0},
     ]
+
+
+def test_a_segment_naming_its_stream_matches_that_streams_turns_only() -> None:
+    turns = [turn(0, "inbound", 1000, 3000) | {"stream_sid": "MZ1"}]
+    turns += [turn(4, "inbound", 1000, 2500) | {"stream_sid": "MZ2"}]  # the call's second stream: its own clock
+    first = seg("inbound", 1000, 2500, "hello", stream_sid="MZ1")
+    second = seg("inbound", 1000, 2500, "hello", stream_sid="MZ2")
+    assert first["id"] != second["id"]
+    assert external.match(turns, [external.redacted(first), external.redacted(second)]) == {
+        0: [external.redacted(first)],
+        4: [external.redacted(second)],
+    }
