@@ -5,7 +5,9 @@ Pure, no I/O. Contact centres must not store card numbers, and a transcript hold
 So the words are read as a sequence of tokens, each worth some digits ("4111" -> 4111, "four" -> 4, "oh" -> 0
 inside a run of digits, "double five" -> 55, "triple" likewise), and runs of digit tokens are checked:
 
-- **card number**: 13 to 19 digits passing the Luhn check (the longest such stretch of a run);
+- **card number**: 13 to 19 digits passing the Luhn check (the longest such stretch of a run); and, as a
+  recogniser may mishear a digit or two of one, any run of 13 or more digits, and any run of 5 or more
+  digits within a few words after a prompt for a card ("card number", "credit card", "the long number");
 - **security code**: 3 or 4 digits within a few words after a prompt for one ("security code", "CVV", "the
   three digits on the back") or after a card number;
 - **national ID**: a US social security number (9 digits in valid ranges) written 123-45-6789 or spoken within
@@ -32,6 +34,7 @@ _DIGIT_WORDS: Final = {
     "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }  # fmt: skip
 _REPEATS: Final = {"double": 2, "triple": 3}
+_CARD_PROMPT: Final = re.compile(r"\b(card|credit|debit|visa|mastercard|amex|long number)\b")
 _CODE_PROMPT: Final = re.compile(r"\b(security code|cvv|cvc|cv2|verification (code|number)|digits on the back)\b")
 _ID_PROMPT: Final = re.compile(r"\b(social security|ssn|social insurance)\b")
 _SSN_WRITTEN: Final = re.compile(r"^\d{3}-\d{2}-\d{4}$")
@@ -135,6 +138,13 @@ def find(tokens: list[Token]) -> list[Redaction]:
                     break
         if best is not None:
             add(CARD, *best)
+    for first, last in runs:  # what is most likely a card number, misheard: redacted all the same
+        if first in taken or last in taken:
+            continue
+        count = sum(len(v or "") for v in values[first : last + 1])
+        before = " ".join(lowered[max(0, first - CODE_WINDOW) : first])
+        if count >= 13 or (count >= 5 and _CARD_PROMPT.search(before)):
+            add(CARD, first, last)
     for first, last in runs:
         if first in taken or last in taken:
             continue
