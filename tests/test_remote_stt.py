@@ -74,6 +74,7 @@ def service() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1/audio/transcriptions"
     server.shutdown()
+    server.server_close()
 
 
 def test_a_turn_posted_to_an_openai_style_service_comes_back_as_timed_words(service: str) -> None:

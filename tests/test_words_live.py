@@ -70,13 +70,32 @@ def search(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
+def in_a_thread(fn: Any) -> None:
+    """Run ``fn`` (an ``asyncio.run``) in a thread of its own: Playwright's sync API (the browser fixture)
+    keeps an event loop running in this one."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(180)
+    assert not thread.is_alive(), "still streaming after 180 s"
+    if failure:
+        raise failure[0]
+
+
 def stream(server: Server, messages: list[dict[str, Any]], speed: float) -> None:
     async def run() -> None:
         async with websockets.connect(server.ws) as ws:
             await send_paced(ws, messages, speed)
             await asyncio.wait_for(ws.wait_closed(), 30)
 
-    asyncio.run(run())
+    in_a_thread(lambda: asyncio.run(run()))
 
 
 def call_with_words(
@@ -272,7 +291,7 @@ def test_posted_transcripts_win_over_asr_match_turns_that_end_later_and_are_reda
             await send_paced(ws, messages[100:], 2.0)
             await asyncio.wait_for(ws.wait_closed(), 30)
 
-    asyncio.run(run())
+    in_a_thread(lambda: asyncio.run(run()))
     events = reader.wait(120)
     turns = wait_searchable(srv, call_sid)
     assert replies[0].status_code == 200, replies[0].text
