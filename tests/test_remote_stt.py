@@ -117,7 +117,7 @@ def test_a_server_configured_with_a_service_url_gets_its_words_there(
     before = len(seen)
     env = {"MISE_ASR": "1", "MISE_ASR_URL": service, "MISE_ASR_API_KEY": "sk-live"}
     with Server.start(ray_address, tmp_path, **env) as srv:
-        _, events, turns = call_with_words(srv, card_call(tmp_path), 4.0)
+        _, events, turns = call_with_words(srv, card_call(tmp_path), 8.0)
     assert len(seen) - before == len(turns) >= 1 and seen[-1]["auth"] == "Bearer sk-live"  # one request a turn
     assert [t["transcript"] for t in turns] == ["done"] * len(turns)
     assert any("[card number]" in (t["text"] or "") for t in turns), turns  # redacted as the built-in words are

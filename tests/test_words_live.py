@@ -141,7 +141,7 @@ def test_turns_are_findable_by_their_words_within_10_s_and_events_match_the_sche
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    stream(srv, messages, 2.0)
+    stream(srv, messages, 3.0)
     events = reader.wait(120)
     time.sleep(SEARCH_WITHIN_S / 2)
     done.set()
@@ -229,7 +229,7 @@ def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(
     words_server: Server, tmp_path: Path, browser: Any
 ) -> None:
     srv = words_server
-    call_sid, events, turns = call_with_words(srv, card_call(tmp_path), 2.0)
+    call_sid, events, turns = call_with_words(srv, card_call(tmp_path), 4.0)
     documents = search(srv, {"where": {"call_sid": call_sid}, "limit": 100})["hits"]
 
     transcribed = [e.data for e in events if e.event == "turn.transcribed"]
@@ -285,10 +285,10 @@ def test_posted_transcripts_win_over_asr_match_turns_that_end_later_and_are_reda
 
     async def run() -> None:
         async with websockets.connect(srv.ws) as ws:
-            await send_paced(ws, messages[:100], 2.0)
+            await send_paced(ws, messages[:100], 4.0)
             await asyncio.to_thread(srv.wait_call, call_sid, live=True)
             replies.append(await asyncio.to_thread(post_transcript, srv, call_sid, segments))
-            await send_paced(ws, messages[100:], 2.0)
+            await send_paced(ws, messages[100:], 4.0)
             await asyncio.wait_for(ws.wait_closed(), 30)
 
     in_a_thread(lambda: asyncio.run(run()))
