@@ -9,6 +9,9 @@ and synthetic_dialogue (espeak-ng; <= 0.10). Per track, the reference is the tra
 order and the hypothesis is the track's turns' text in time order, both lower-cased without punctuation;
 WER = (substitutions + deletions + insertions) / reference words. Redaction is off for scoring.
 
+Then the same per track with each turn alone in a window, as the live path has them when few turns wait: the
+window encoded only as long as the turn needs (the default) and the whole 30 s.
+
 Throughput: the turns of both calls, recognised in this process, as seconds of turn audio per CPU-second of
 the process: one turn per 30 s window (what a naive recogniser pays: Whisper pads every input to 30 s),
 then turns packed into shared windows (``engine.asr.pack``), one window per model call and 4 per call.
@@ -71,6 +74,26 @@ def clips() -> list[Clip]:
     return out
 
 
+def wer_alone(model: Whisper) -> dict[tuple[str, str], float]:
+    """WER per call and track with each turn alone in its window, as live at low load (no turns to share it)."""
+    out = {}
+    for name in CORPORA:
+        caller, agent = load_tracks(DATA / name / "inbound.wav", DATA / name / "outbound.wav")
+        tracks = {"inbound": caller, "outbound": agent}
+        turns = sorted(analyze_tracks(caller, agent, call_sid=name)["turns"], key=lambda t: t["start_ms"])
+        said: dict[str, list[str]] = {"inbound": [], "outbound": []}
+        for t in turns:
+            pcm = tracks[t["track"]]
+            assert pcm is not None
+            clip = Clip(0, upsample(pcm[t["start_ms"] * 8 : t["end_ms"] * 8]))
+            said[t["track"]] += [w for word in transcribe(model.transcribe, [clip])[0] for w in normalise(word.text)]
+        ref = reference(DATA / name)
+        for track, hyp in said.items():
+            edits, words = word_error_rate(ref[track], hyp)
+            out[name, track] = edits / max(1, words)
+    return out
+
+
 def throughput(model: Whisper, turns: list[Clip]) -> dict[str, Any]:
     audio_s = sum(c.seconds for c in turns)
 
@@ -105,6 +128,10 @@ def main() -> None:
             rate = edits / max(1, words)
             verdict = "ok" if rate <= target else "OVER"
             print(f"{name:<20} {track:<9} {words:>9} {edits:>6} {rate:>6.3f} {target:>7.2f}  {verdict}")
+    fitted, full = wer_alone(Whisper()), wer_alone(Whisper(fit=False))
+    print("one turn per window (live at low load): WER with the window fitted to the turn / the whole 30 s:")
+    for name, track in fitted:
+        print(f"  {name:<20} {track:<9} {fitted[name, track]:.3f} / {full[name, track]:.3f}")
     turns = clips()
     result = throughput(Whisper(threads=args.threads), turns)
     print(
