@@ -495,7 +495,7 @@ class CallAnalyzer:
         document = self._turn_document(turn, samples.size // SAMPLES_PER_MS)
         clip = None
         if self.options.clip_max_s > 0:
-            first = max(turn.start_ms * SAMPLES_PER_MS, end - int(self.options.clip_max_s * 8000))
+            first = max(turn.start_ms * SAMPLES_PER_MS, end - int(self.options.clip_max_s * 1000) * SAMPLES_PER_MS)
             clip = (first // SAMPLES_PER_MS, _read(ring, first, end) if end > first else np.zeros(0, np.int16))
             document["transcript"] = "pending"  # words follow in turn.transcribed (or it says why not)
         pending = PendingTurn(
