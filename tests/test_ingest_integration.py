@@ -35,7 +35,8 @@ async def replay_holding_stop(server: Server, messages: list[dict[str, Any]], sp
         host = server.host_of(call_sid)
         snapshot: dict[str, Any] = {}
         for _ in range(200):  # audio lands within a push interval or two
-            snapshot = await host.snapshot.remote(call_sid)
+            # None until the API process has opened the call on its host (the directory places it first)
+            snapshot = await host.snapshot.remote(call_sid) or {"tracks": {}}
             if sum(t["frames"] + t["duplicate_frames"] for t in snapshot["tracks"].values()) >= media_count:
                 break
             await asyncio.sleep(0.05)
