@@ -282,6 +282,7 @@ def test_the_documented_examples_follow_the_schema() -> None:
     schema = orjson.loads((REPO / "docs" / "events.schema.json").read_bytes())
     validator = jsonschema.Draft202012Validator(schema)
     examples = [orjson.loads(line) for line in (REPO / "docs" / "events.examples.jsonl").read_text().splitlines()]
-    assert {e["type"] for e in examples} >= {"call.started", "turn.ended", "interruption", "silence", "call.ended"}
+    kinds = {"call.started", "turn.ended", "interruption", "silence", "call.ended", "turn.transcribed"}
+    assert {e["type"] for e in examples} >= kinds
     for example in examples:
         assert list(validator.iter_errors(example)) == [], example["type"]
