@@ -35,17 +35,17 @@ class Calls:
     async def list(self, request: Request) -> Response:
         tenant = self._tenant(request)
         if tenant is None:
-            return _error(401, "missing or unknown API key")
+            return error_response(401, "missing or unknown API key")
         q = request.query_params
         try:
             limit = min(MAX_LIMIT, max(1, int(q.get("limit", "50"))))
         except ValueError:
-            return _error(400, "limit must be an integer")
+            return error_response(400, "limit must be an integer")
         live = {"true": True, "false": False}.get(q.get("live", "").lower())
         try:
             filters = call_filters(q)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         calls = await run_in_threadpool(
             self._store.recent, tenant, limit=limit, before=q.get("before"), live=live, filters=filters
         )
@@ -56,10 +56,10 @@ class Calls:
     async def get(self, request: Request) -> Response:
         tenant = self._tenant(request)
         if tenant is None:
-            return _error(401, "missing or unknown API key")
+            return error_response(401, "missing or unknown API key")
         call = await run_in_threadpool(self._store.get, tenant, request.path_params["call_sid"])
         if call is None:
-            return _error(404, "no such call")
+            return error_response(404, "no such call")
         if call["live"]:
             await self._merge_live(tenant, call)
         return JSONResponse(call)
@@ -68,11 +68,11 @@ class Calls:
         """A call's finished turns so far (live calls too: each turn is stored as it ends)."""
         tenant = self._tenant(request)
         if tenant is None:
-            return _error(401, "missing or unknown API key")
+            return error_response(401, "missing or unknown API key")
         call_sid = request.path_params["call_sid"]
         call = await run_in_threadpool(self._store.get, tenant, call_sid)
         if call is None:
-            return _error(404, "no such call")
+            return error_response(404, "no such call")
         turns = await run_in_threadpool(self._store.turns, tenant, call_sid)
         return JSONResponse({"call_sid": call_sid, "live": call["live"], "turns": turns})
 
@@ -124,5 +124,6 @@ def call_filters(params: Mapping[str, str]) -> CallFilters | None:
     return CallFilters(**found, custom=custom)
 
 
-def _error(status: int, detail: str) -> JSONResponse:
+def error_response(status: int, detail: str) -> JSONResponse:
+    """The API's error body: ``{"error": detail}`` with ``status``."""
     return JSONResponse({"error": detail}, status_code=status)

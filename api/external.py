@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth import KeyRing, key_from_request
+from api.calls import error_response
 from api.words import TurnWords
 from engine import external
 from engine.store.base import CallStore
@@ -39,16 +40,16 @@ class ExternalTranscripts:
     async def __call__(self, request: Request) -> Response:
         tenant = self._keys.tenant_for(key_from_request(request))
         if tenant is None:
-            return _error(401, "missing or unknown API key")
+            return error_response(401, "missing or unknown API key")
         call_sid = request.path_params["call_sid"]
         if await asyncio.to_thread(self._store.get, tenant, call_sid) is None:
-            return _error(404, "no such call")
+            return error_response(404, "no such call")
         try:
             segments = external.parse(orjson.loads(await request.body()))
         except orjson.JSONDecodeError:
-            return _error(400, "the body is not JSON")
+            return error_response(400, "the body is not JSON")
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         kept = [external.redacted(s, redact=self._redact) for s in segments]
         new = await asyncio.to_thread(self._store.add_segments, tenant, call_sid, kept)
         changed, waiting = await self._match(tenant, call_sid, None)
@@ -84,7 +85,3 @@ class ExternalTranscripts:
         # Called from the turns' own store write (``turns_stored``): nothing of theirs left to wait for.
         changed = await self._words.apply(tenant, call_sid, changes, source="external", drain=turns is None)
         return len(changed), sum(1 for s in segments if s["id"] not in placed)
-
-
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"error": detail}, status_code=status)

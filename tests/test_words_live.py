@@ -98,14 +98,20 @@ def stream(server: Server, messages: list[dict[str, Any]], speed: float) -> None
     in_a_thread(lambda: asyncio.run(run()))
 
 
+def follow_words(server: Server, call_sid: str) -> SseReader:
+    """An SSE client on /v1/events, connected, reading until each of the call's turns has its words."""
+    reader = SseReader(server.http + "/v1/events", until=all_words(call_sid))
+    assert reader.connected.wait(10)
+    return reader
+
+
 def call_with_words(
     server: Server, messages: list[dict[str, Any]], speed: float
 ) -> tuple[str, list[SseEvent], list[dict[str, Any]]]:
     """Stream a call and follow it on /v1/events until each turn has its words: (call SID, its events, its
     stored turns once all are searchable)."""
     call_sid = call_sid_of(messages)
-    reader = SseReader(server.http + "/v1/events", until=all_words(call_sid))
-    assert reader.connected.wait(10)
+    reader = follow_words(server, call_sid)
     stream(server, messages, speed)
     events = reader.wait(120)
     return call_sid, events, wait_searchable(server, call_sid)
@@ -121,8 +127,7 @@ def test_turns_are_findable_by_their_words_within_10_s_and_events_match_the_sche
     srv = words_server
     messages = demo_messages()
     call_sid = call_sid_of(messages)
-    reader = SseReader(srv.http + "/v1/events", until=all_words(call_sid))
-    assert reader.connected.wait(10)
+    reader = follow_words(srv, call_sid)
     found_at: dict[int, float] = {}
     probe: dict[int, str] = {}
     done = threading.Event()
@@ -273,8 +278,7 @@ def test_posted_transcripts_win_over_asr_match_turns_that_end_later_and_are_reda
     srv = words_server
     messages = demo_messages()
     call_sid = call_sid_of(messages)
-    reader = SseReader(srv.http + "/v1/events", until=all_words(call_sid))
-    assert reader.connected.wait(10)
+    reader = follow_words(srv, call_sid)
     # Posted while the call is live, before these turns have ended: the postcode turn (13.4 s) with a card
     # number in it instead, written as digits, and the caller's last turn (38.6 s).
     segments = [
