@@ -85,6 +85,18 @@ class EventHub:
             self._calls.move_to_end(call)
         kept.append(item)
 
+    async def erase(self, tenant: str, call_sid: str) -> int:
+        """Forget a call's events (its buffer, its streams' sequences, its entries in the global log): an
+        erased call is replayed to nobody. How many events were dropped."""
+        kept = self._calls.pop((tenant, call_sid), None)
+        for stream in [k for k in self._last_seq if k[:2] == (tenant, call_sid)]:
+            del self._last_seq[stream]
+        # Tombstones in place, not removal: offsets stay contiguous, which is how ``_since`` finds a cursor.
+        hits = [i for i, item in enumerate(self._log) if item[1] == tenant and item[2].get("call_sid") == call_sid]
+        for i in hits:
+            self._log[i] = (self._log[i][0], "", {})
+        return max(len(hits), len(kept or ()))
+
     async def poll(self, after: int, timeout_s: float = 10.0) -> tuple[str, int, list[Logged], bool]:
         """Events with offset > ``after``, waiting up to ``timeout_s`` for one. Returns (epoch, next offset,
         events, gap); ``gap`` is True when some were already gone from the log (the poller lagged)."""
@@ -103,7 +115,7 @@ class EventHub:
             return [], False
         first = self._log[0][0]
         skip = max(0, after + 1 - first)
-        return [self._log[i] for i in range(skip, len(self._log))], after + 1 < first
+        return [self._log[i] for i in range(skip, len(self._log)) if self._log[i][1]], after + 1 < first
 
     async def replay(self, tenant: str, call_sid: str | None, after: int) -> tuple[str, int, list[Logged], bool]:
         """What a (re)subscriber missed: the tenant's events with offset > ``after`` (all calls, from the log),

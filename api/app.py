@@ -23,8 +23,10 @@ from starlette.websockets import WebSocket
 
 from actors import runtime, tuning
 from actors.pump import AudioPump
+from api.audio import CallAudio, mutes_of
 from api.auth import KeyRing, TwilioSignature, key_from_request
 from api.calls import Calls
+from api.erasure import Erasure
 from api.events import EventRouter
 from api.external import ExternalTranscripts
 from api.guard import Guard, Rate, RateLimits
@@ -32,12 +34,14 @@ from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
 from api.leases import Leases
 from api.metrics import METRICS_TYPE, Metrics
+from api.recorder import Recorder
 from api.search import Search
 from api.settings import ConfigError, Settings
 from api.sse import EventFeed, EventStreams
 from api.transcripts import Transcriber
 from api.webhooks import Webhooks
 from api.words import TurnWords
+from engine.store.audio import AudioStore, FolderAudio
 from engine.store.sqlite import SqliteStore
 
 log = logging.getLogger("mise.app")
@@ -54,6 +58,8 @@ class _Parts:
     streams: EventStreams
     search: Search
     transcripts: ExternalTranscripts
+    audio: CallAudio
+    erasure: Erasure
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -139,6 +145,15 @@ def create_app(settings: Settings) -> Starlette:
             )
             transcriber.start()
             events.on_clip = transcriber.add
+        recorder = Recorder(
+            root=settings.data_dir / "recordings",
+            store=open_audio_store(settings),
+            metrics=metrics,
+            enabled=settings.records,
+            is_live=lambda tenant, call_sid: bool((store.get(tenant, call_sid) or {}).get("live")),
+        )
+        recorder.start()
+        words.on_stored = lambda tenant, call_sid, turns: _mute_redactions(recorder, tenant, call_sid, turns)
         pump = AudioPump(
             interval_s=settings.push_interval_ms / 1000,
             on_push=metrics.count_push,
@@ -163,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
                 limits=limits,
                 start_timeout_s=settings.start_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
+                recorder=recorder,
             ),
             webhooks=Webhooks(
                 keys=keys, signature=signature, metrics=metrics, store=store, publish=events.publish, leases=leases
@@ -181,7 +197,20 @@ def create_app(settings: Settings) -> Starlette:
             ),
             search=Search(keys=keys, index=index, metrics=metrics),
             transcripts=posted,
+            audio=CallAudio(keys=keys, store=store, recorder=recorder, metrics=metrics, redact=settings.redact),
+            erasure=Erasure(
+                keys=keys,
+                store=store,
+                indexer=indexer,
+                recorder=recorder,
+                hub=lambda: feed.hub,
+                metrics=metrics,
+                retention_days=settings.retention_days,
+                tenant_retention_days=settings.tenant_retention_days,
+                sweep_s=settings.retention_sweep_s,
+            ),
         )
+        parts.erasure.start()
         log.info(
             "mise ready: %s Ray, %d calls per host actor, data in %s, search index: %s (%s)",
             "embedded" if embedded else f"cluster at {settings.ray_address}",
@@ -194,9 +223,11 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await parts.erasure.stop()
             await leases.stop()
             await feed.stop()
             await pump.stop()
+            await recorder.stop()
             if transcriber is not None:
                 await transcriber.stop()
             if embedded:
@@ -220,7 +251,12 @@ def create_app(settings: Settings) -> Starlette:
         return await _parts().calls.list(request)
 
     async def get_call(request: Request) -> Response:
+        if request.method == "DELETE":
+            return await _parts().erasure.delete(request)
         return await _parts().calls.get(request)
+
+    async def get_audio(request: Request) -> Response:
+        return await _parts().audio(request)
 
     async def get_turns(request: Request) -> Response:
         return await _parts().calls.turns(request)
@@ -252,7 +288,8 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/v1/stream/twilio", stream),
         Route("/v1/webhook/twilio", webhook, methods=["POST"]),
         Route("/v1/calls", list_calls),
-        Route("/v1/calls/{call_sid}", get_call),
+        Route("/v1/calls/{call_sid}", get_call, methods=["GET", "DELETE"]),
+        Route("/v1/calls/{call_sid}/audio", get_audio),
         Route("/v1/calls/{call_sid}/turns", get_turns),
         Route("/v1/calls/{call_sid}/events", events),
         Route("/v1/calls/{call_sid}/transcripts", post_transcripts, methods=["POST"]),
@@ -270,10 +307,30 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Range"],
             ),
         )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.metrics = metrics  # api/cli.py serves them on their own port when MISE_METRICS_PORT is set
     return app
+
+
+def open_audio_store(settings: Settings) -> AudioStore:
+    """Where closed recordings go: S3(-compatible) object storage when a bucket is set, else the data folder."""
+    if settings.audio_bucket:
+        from engine.store.s3_audio import S3Audio
+
+        return S3Audio(settings.audio_bucket, prefix=settings.audio_prefix, endpoint=settings.audio_s3_endpoint)
+    return FolderAudio(settings.data_dir / "recordings")
+
+
+async def _mute_redactions(recorder: Recorder, tenant: str, call_sid: str, turns: list[dict[str, Any]]) -> None:
+    """The redacted spans of turns whose words were just stored, muted in their stream's recording."""
+    by_stream: dict[str, list[dict[str, Any]]] = {}
+    for turn in turns:
+        if turn.get("redactions"):
+            by_stream.setdefault(str(turn.get("stream_sid") or ""), []).append(turn)
+    for stream_sid, stream_turns in by_stream.items():
+        spans = mutes_of(stream_turns, stream_sid, pending_too=False)
+        await recorder.mute(tenant, call_sid, stream_sid, spans)

@@ -13,6 +13,7 @@ call's path: the call hosts never wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from engine.call import CallMeta
 from engine.search.documents import call_document, turn_document
 from engine.store.base import CallFilters, CallStore, StatusCallback
 from engine.store.index import IndexOp, IndexUnavailable, SearchIndex
-from engine.store.spool import Spool
+from engine.store.spool import Position, Spool
 
 log = logging.getLogger("mise.indexing")
 
@@ -116,6 +117,20 @@ class IndexingStore:
     def call_keys(self) -> list[tuple[str, str]]:
         return self._store.call_keys()
 
+    def erase(self, tenant: str, call_sid: str) -> dict[str, int]:
+        # Spooled after whatever the call had spooled before: those documents cannot come back after it.
+        self._append([IndexOp("delete_call", tenant, call_sid=call_sid)])
+        return self._store.erase(tenant, call_sid)
+
+    def spooled_to(self) -> Position:
+        """The spool's end now: once the indexer has committed this far, every op spooled so far is applied."""
+        return self._spool.end()
+
+    def aged_calls(
+        self, before: str, *, tenant: str | None = None, exclude: tuple[str, ...] = (), limit: int = 500
+    ) -> list[tuple[str, str]]:
+        return self._store.aged_calls(before, tenant=tenant, exclude=exclude, limit=limit)
+
     def recent(
         self,
         tenant: str,
@@ -181,6 +196,18 @@ class Indexer:
         self.spool.close(remove_if_drained=True)
         for orphan in self._orphans:
             orphan.close(remove_if_drained=True)
+
+    async def applied(self, upto: Position, timeout_s: float) -> bool:
+        """Wait until this process's spool is indexed up to ``upto`` (and the index refreshed); False when
+        ``timeout_s`` passed first (the index is away: the ops stay spooled and are applied later)."""
+        deadline = time.monotonic() + timeout_s
+        while (self.spool.committed.segment, self.spool.committed.offset) < (upto.segment, upto.offset):
+            if time.monotonic() >= deadline or self._task is None or self._task.done():
+                return False
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(Exception):
+            await self.index.refresh()
+        return True
 
     def idle(self) -> bool:
         return self.spool.drained() and all(o.drained() for o in self._orphans)

@@ -32,6 +32,7 @@ from api.events import EventRouter
 from api.guard import RateLimits, key_id, who
 from api.leases import Leases
 from api.metrics import Metrics
+from api.recorder import Recorder, Recording
 from engine import codec
 from engine.call import CallMeta
 from engine.events import iso_utc
@@ -69,6 +70,7 @@ class _Placement:
     failovers: list[int] = field(default_factory=list)  # stream times (ms) at which it moved
     lost: str | None = None  # it could not be moved: why (its later frames are refused, counted)
     first_turn: int = 0  # this stream numbers its turns from here (after the call's earlier streams')
+    recording: Recording | None = None  # None: its tenant's calls are not recorded
 
 
 class Ingest:
@@ -86,6 +88,7 @@ class Ingest:
         limits: RateLimits,
         start_timeout_s: float,
         max_message_bytes: int,
+        recorder: Recorder,
     ) -> None:
         self._keys = keys
         self._signature = signature
@@ -96,6 +99,7 @@ class Ingest:
         self._events = events
         self._leases = leases
         self._limits = limits
+        self._recorder = recorder
         self._live: dict[str, _Placement] = {}  # this process's live calls
         self._dropped_seen = 0
         pump.on_host_failed = self._host_failed
@@ -168,6 +172,7 @@ class Ingest:
         ("server_shutdown")."""
         call_sid = placement.meta.call_sid
         enqueue = self._pump.enqueue
+        recording = placement.recording
         while True:
             data = await self._receive(ws)
             if isinstance(data, _Closed):
@@ -175,6 +180,8 @@ class Ingest:
             frame = self._check(session, data, refusals, call_sid)
             if isinstance(frame, Media):
                 self._tally[frame.track] += 1
+                if recording is not None:
+                    recording.add(frame.track, frame.timestamp_ms, frame.payload)
                 item = (call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time())
                 if placement.moving is None and placement.lost is None:
                     enqueue(placement.host_name, placement.host, item)
@@ -256,6 +263,7 @@ class Ingest:
         self._metrics.live_calls.inc()
         log.info("call %s: stream %s started on %s (tenant %s)", meta.call_sid, meta.stream_sid, host_name, tenant)
         placement = self._live[meta.call_sid] = _Placement(meta, host_name, host, first_turn=first_turn)
+        placement.recording = self._recorder.open(tenant, meta.call_sid, meta.stream_sid)
         return placement
 
     # --- failover: a call host died; its calls go on elsewhere ----------------------------------------------------
@@ -351,6 +359,7 @@ class Ingest:
             )
         if placement.lost is not None:
             final["error"] = placement.lost
+        await self._recorder.close(placement.recording)
         # The last turns come with ``finish``; the turns store before the call is marked ended.
         self._events.dispatch(final.pop("events", []), final.pop("clips", []))
         await self._events.drain(meta.call_sid)

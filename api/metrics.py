@@ -121,6 +121,20 @@ class Metrics:
             buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0),
             registry=r,
         )
+        self.recorded_bytes = Counter(
+            "mise_recorded_bytes_total",
+            "Bytes of call audio written to recordings (mu-law, silence included)",
+            registry=r,
+        )
+        self.audio_requests = Counter(
+            "mise_audio_requests_total", "Recording playback requests, by outcome", ["outcome"], registry=r
+        )
+        self.erasures = Counter(
+            "mise_erasures_total",
+            "Calls erased everywhere, by reason (request: DELETE /v1/calls/{sid}; retention: past their age)",
+            ["reason"],
+            registry=r,
+        )
         self.searches = Counter("mise_searches_total", "Search requests, by outcome", ["outcome"], registry=r)
         self.call_setup = Histogram(
             "mise_call_setup_seconds",

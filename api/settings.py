@@ -6,7 +6,7 @@ A wrong value stops start-up with a message naming the variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,20 @@ class Settings:
     asr_queue_s: float = 600.0  # seconds of turn audio queued per API process at most; more is skipped
     redact: bool = True  # card numbers, security codes and national IDs out of text before it is kept
     transcript_precedence: str = "external"  # whose words win on a turn: posted ("external") or built in ("asr")
+    record_audio: bool = True  # keep both tracks of every call (api/recorder.py)
+    tenant_record_audio: dict[str, bool] = field(default_factory=dict)  # per tenant, over record_audio
+    audio_bucket: str | None = None  # recordings in this S3(-compatible) bucket instead of MISE_DATA_DIR/recordings
+    audio_s3_endpoint: str | None = None  # an S3-compatible service's URL (default: AWS)
+    audio_prefix: str = "recordings/"  # object names start with it
+    retention_days: float | None = None  # calls older than this are erased everywhere; None: kept
+    tenant_retention_days: dict[str, float] = field(default_factory=dict)  # per tenant, over retention_days
+    retention_sweep_s: float = 3600.0  # how often aged calls are looked for
+
+    def records(self, tenant: str) -> bool:
+        return self.tenant_record_audio.get(tenant, self.record_audio)
+
+    def retention_for(self, tenant: str) -> float | None:
+        return self.tenant_retention_days.get(tenant, self.retention_days)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +141,21 @@ class Settings:
             transcript_precedence=_choice(
                 env, "MISE_TRANSCRIPT_PRECEDENCE", cls.transcript_precedence, ("external", "asr")
             ),
+            record_audio=_bool(env, "MISE_RECORD_AUDIO", cls.record_audio),
+            tenant_record_audio={
+                t: v == "True"
+                for t, v in _per_tenant(
+                    env, "MISE_TENANT_RECORD_AUDIO", lambda v: str(_bool({"v": v}, "v", True))
+                ).items()
+            },
+            audio_bucket=(env.get("MISE_AUDIO_BUCKET") or "").strip() or None,
+            audio_s3_endpoint=_url(env, "MISE_AUDIO_S3_ENDPOINT"),
+            audio_prefix=env.get("MISE_AUDIO_PREFIX", cls.audio_prefix),
+            retention_days=_float(env, "MISE_RETENTION_DAYS", 0.0, 0.0, 36_500.0) or None,
+            tenant_retention_days={
+                t: float(v) for t, v in _per_tenant(env, "MISE_TENANT_RETENTION_DAYS", _days).items()
+            },
+            retention_sweep_s=_float(env, "MISE_RETENTION_SWEEP_S", cls.retention_sweep_s, 1.0, 86_400.0),
         )
 
     def analysis(self) -> AnalysisOptions:
@@ -154,6 +183,32 @@ def _parse_keys(text: str, name: str) -> dict[str, str]:
             raise ConfigError(f"{name}: key for tenant {tenant.strip()!r} is shorter than 8 characters")
         keys[key.strip()] = tenant.strip()
     return keys
+
+
+def _per_tenant(env: Mapping[str, str], name: str, check: Callable[[str], str]) -> dict[str, str]:
+    """``tenant:value`` pairs separated by commas, each value checked by ``check`` (raises ConfigError)."""
+    out: dict[str, str] = {}
+    for item in (env.get(name) or "").split(","):
+        if not item.strip():
+            continue
+        tenant, sep, value = item.strip().rpartition(":")
+        if not sep or not tenant.strip():
+            raise ConfigError(f"{name}: each entry must be 'tenant:value' ({item.strip()!r} is not)")
+        try:
+            out[tenant.strip()] = check(value.strip())
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: tenant {tenant.strip()!r}: {exc}".replace(" v=", " ")) from None
+    return out
+
+
+def _days(value: str) -> str:
+    try:
+        days = float(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a number of days") from None
+    if not 0 < days <= 36_500:
+        raise ConfigError(f"{value!r} days is outside (0, 36500]")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

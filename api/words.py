@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from api.events import EventRouter
@@ -40,6 +40,8 @@ class TurnWords:
         self._events = events
         self._metrics = metrics
         self._precedence = precedence
+        # Told of every turn whose words were stored (the recorder mutes their redacted spans in the audio).
+        self.on_stored: Callable[[str, str, list[dict[str, Any]]], Awaitable[None]] | None = None
 
     def _wins(self, stored: dict[str, Any], source: str | None) -> bool:
         """May words from ``source`` (None: a skip) replace what ``stored`` holds?"""
@@ -83,6 +85,11 @@ class TurnWords:
         if not changed:
             return []
         await asyncio.to_thread(self._store.add_turns, tenant, changed)
+        if self.on_stored is not None:
+            try:
+                await self.on_stored(tenant, call_sid, changed)
+            except Exception:
+                log.exception("call %s: muting redacted audio failed (playback still mutes it)", call_sid)
         at = iso_utc(time.time())
         events = []
         for turn in changed:

@@ -85,6 +85,14 @@ class CallStore(Protocol):
     def segments(self, tenant: str, call_sid: str) -> list[dict[str, Any]]:
         """A call's kept transcript segments."""
 
+    def erase(self, tenant: str, call_sid: str) -> dict[str, int]:
+        """Delete everything stored of a call (record, lifecycle, turns, segments); counts by kind."""
+
+    def aged_calls(
+        self, before: str, *, tenant: str | None = None, exclude: tuple[str, ...] = (), limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """(tenant, call_sid) of calls not live first seen before ``before`` (ISO 8601 UTC), oldest first."""
+
     def recent(
         self,
         tenant: str,

@@ -109,6 +109,11 @@ class Spool:
             self._out.flush()  # to the OS now: a killed process loses nothing
             self.appended += len(ops)
 
+    def end(self) -> Position:
+        """Where the next op will be written (everything appended so far lies before it)."""
+        with self._mutex:
+            return Position(self._segment, self._out.tell())
+
     def sync(self) -> None:
         with self._mutex:
             if not self._out.closed and self._synced != self.appended:

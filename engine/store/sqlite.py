@@ -79,6 +79,7 @@ class SqliteStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA secure_delete=ON")  # an erased call's content does not linger in free pages
             self._db.executescript(_SCHEMA)
             columns = {row["name"] for row in self._db.execute("PRAGMA table_info(calls)")}
             for name, kind in (("owner", "TEXT"), ("lease_until", "REAL")):  # files from before leases
@@ -243,6 +244,34 @@ class SqliteStore:
                 "SELECT doc FROM segments WHERE tenant = ? AND call_sid = ?", (tenant, call_sid)
             ).fetchall()
         return [orjson.loads(r["doc"]) for r in rows]
+
+    def erase(self, tenant: str, call_sid: str) -> dict[str, int]:
+        """Delete a call: its record, lifecycle, turns and posted segments (deleted content is overwritten:
+        ``secure_delete``). What was removed, by kind."""
+        removed: dict[str, int] = {}
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            for table in ("calls", "lifecycle", "turns", "segments"):
+                cur = self._db.execute(f"DELETE FROM {table} WHERE tenant = ? AND call_sid = ?", (tenant, call_sid))
+                removed[table] = cur.rowcount
+        return removed
+
+    def aged_calls(
+        self, before: str, *, tenant: str | None = None, exclude: tuple[str, ...] = (), limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """(tenant, call_sid) of calls not live, first seen before ``before`` (ISO 8601 UTC), oldest first."""
+        sql = "SELECT tenant, call_sid FROM calls WHERE live = 0 AND first_seen_at < ?"
+        args: list[Any] = [before]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            args.append(tenant)
+        if exclude:
+            sql += f" AND tenant NOT IN ({','.join('?' * len(exclude))})"
+            args += exclude
+        sql += " ORDER BY first_seen_at LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [(r["tenant"], r["call_sid"]) for r in self._db.execute(sql, args)]
 
     def call_keys(self) -> list[tuple[str, str]]:
         """(tenant, call_sid) of every call, oldest first: what ``mise reindex`` walks."""
