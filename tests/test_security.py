@@ -78,6 +78,13 @@ ROWS: list[tuple[str, str, str, str, int, Any]] = [
     ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", API_KEY, 400, None),
     ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", OTHER_KEY, 404, lacks),
     ("POST", "/v1/calls/{call_sid}/transcripts", "/v1/calls/{sid}/transcripts", NO_KEY, 401, None),
+    ("GET", "/v1/calls/{call_sid}/audio", "/v1/calls/{sid}/audio", API_KEY, 200, lambda _, r: r.content[:4] == b"RIFF"),
+    ("GET", "/v1/calls/{call_sid}/audio", "/v1/calls/{sid}/audio", OTHER_KEY, 404, lacks),
+    ("GET", "/v1/calls/{call_sid}/audio", "/v1/calls/{sid}/audio", NO_KEY, 401, None),
+    # Erasure by acme itself: tests/test_erasure.py (here the call must stay for the other rows).
+    ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", OTHER_KEY, 404, lacks),
+    ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", NO_KEY, 401, None),
+    ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", BAD_KEY, 401, None),
     ("GET", "/v1/events", "/v1/events", API_KEY, 200, None),
     ("GET", "/v1/events", "/v1/events", BAD_KEY, 401, None),
     ("GET", "/v1/search", "/v1/search?call_sid={sid}", API_KEY, 200, mentions),
