@@ -18,7 +18,15 @@ OPENSEARCH_HOME := $(OPENSEARCH_CACHE)/opensearch-$(OPENSEARCH_VERSION)
 OPENSEARCH_STAMP := $(OPENSEARCH_HOME)/.mise-ready
 MVN_COPY := mvn -q -B dependency:copy -DoutputDirectory=$(OPENSEARCH_CACHE)
 
-.PHONY: run test lint typecheck unit bench soak clean venv opensearch opensearch-prereqs test-prereqs
+# A real S3-compatible server for the recordings' object-storage test: SeaweedFS (Apache-2.0), built once from the
+# Go module proxy into a cache outside git (~10 minutes on 2 cores; Go from Debian when missing, which fetches the
+# toolchain SeaweedFS asks for). Its module has replace directives, so it is built in a copy of its source.
+SEAWEEDFS_VERSION ?= v0.0.0-20261109003541-7506e5f91cd6
+SEAWEEDFS_CACHE ?= $(if $(SUDO),$(or $(XDG_CACHE_HOME),$(HOME)/.cache),/var/cache)/mise/seaweedfs-$(SEAWEEDFS_VERSION)
+SEAWEEDFS := $(SEAWEEDFS_CACHE)/weed
+GO ?= $(or $(shell command -v go),$(wildcard /usr/local/go/bin/go),go)
+
+.PHONY: run test lint typecheck unit bench soak clean venv opensearch opensearch-prereqs test-prereqs seaweedfs
 
 venv: $(STAMP)
 
@@ -74,14 +82,28 @@ $(OPENSEARCH_STAMP): | opensearch-prereqs
 	chmod a+x $(dir $(OPENSEARCH_CACHE))
 	touch $@
 
+seaweedfs: $(SEAWEEDFS)
+
+$(SEAWEEDFS):
+	@command -v $(GO) >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null; }
+	mkdir -p $(SEAWEEDFS_CACHE)
+	rm -rf $(SEAWEEDFS_CACHE)/src
+	cp -r "$$($(GO) mod download -json github.com/seaweedfs/seaweedfs@$(SEAWEEDFS_VERSION) | \
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" $(SEAWEEDFS_CACHE)/src
+	chmod -R u+w $(SEAWEEDFS_CACHE)/src
+	cd $(SEAWEEDFS_CACHE)/src && $(GO) build -o $(SEAWEEDFS).tmp ./weed
+	mv $(SEAWEEDFS).tmp $(SEAWEEDFS)
+	rm -rf $(SEAWEEDFS_CACHE)/src
+
 # Test tools from Debian, not shipped: the two-node cluster test puts its second Ray node in a network namespace
 # (iproute2's `ip`); the redaction test has a caller read out a card number (espeak-ng, GPL: a test tool only).
 test-prereqs:
 	@{ command -v ip && command -v espeak-ng; } >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 espeak-ng >/dev/null; }
 
-test: lint typecheck $(CHROMIUM) opensearch test-prereqs
-	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python -m pytest
+test: lint typecheck $(CHROMIUM) opensearch seaweedfs test-prereqs
+	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) MISE_SEAWEEDFS=$(SEAWEEDFS) $(BIN)/python -m pytest
 
 bench: $(STAMP) opensearch
 	MISE_OPENSEARCH_HOME=$(OPENSEARCH_HOME) $(BIN)/python bench/ingest.py

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.opensearch_node import default_home, find_home, opensearch_node
+from tests.s3_node import default_binary, find_binary, s3_node
 from tests.support import CHROMIUM, CHROMIUM_ARGS, Server, data_path, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,4 +67,17 @@ def opensearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         return
     with opensearch_node(home, tmp_path_factory.mktemp("opensearch")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible server: SeaweedFS from the build `make seaweedfs` caches (MISE_SEAWEEDFS or the
+    default cache), on loopback for the session."""
+    binary = find_binary()
+    if binary is None:
+        looked = os.environ.get("MISE_SEAWEEDFS") or default_binary()
+        unavailable(f"no SeaweedFS binary at {looked} (MISE_SEAWEEDFS, default: the cache): run `make seaweedfs`")
+        return
+    with s3_node(binary, tmp_path_factory.mktemp("seaweedfs")) as url:
         yield url
