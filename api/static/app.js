@@ -77,6 +77,7 @@ function frustrationColour(f, speaker) {
 
 // One view at a time: "monitor", "call", "search" (or none, without a key); the nav marks the current page.
 function showView(name) {
+  if (name !== "call") playerClose();
   for (const id of ["monitor", "call", "search"]) $(id).hidden = id !== name;
   for (const [link, page] of [["nav-monitor", "monitor"], ["nav-search", "search"]]) {
     if (page === name) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
@@ -218,7 +219,7 @@ function drawMonitor() {
 }
 
 // --- one call: live view and replay -------------------------------------------------------------
-async function showCall(sid, turnId = null) {
+async function showCall(sid, turnId = null, atMs = null) {
   showView("call");
   $("events-title").textContent = "Latest events";
   // From the search page: a link back to its results (search.js keeps them).
@@ -239,6 +240,7 @@ async function showCall(sid, turnId = null) {
   }
   if (state.call !== call) return; // another view was opened meanwhile
   call.record = record;
+  playerOpen(sid, state.key, null);
   $("call-meta").textContent = `${who(record)} · ${record.live ? "live" : "ended " + (record.end_reason || "")} · ` +
     `started ${(record.started_at || record.first_seen_at || "").replace("T", " ").slice(0, 19)}`;
   if (record.live) {
@@ -252,6 +254,7 @@ async function showCall(sid, turnId = null) {
     $("events-title").textContent = "Events";
     const wanted = call.selected === null ? null : call.turns.get(call.selected);
     if (wanted) showTurn(wanted);
+    if (wanted || atMs !== null) playFrom(atMs !== null ? atMs : wanted.start_ms); // a search hit: play at it
   }
   redraw();
 }
@@ -340,7 +343,7 @@ function describe(type, e) {
 // existing ones are only moved when the scale changes (while the call is short enough to fit the width).
 // A long call's lanes hold thousands of elements: rebuilding them on every event would take 100+ ms.
 const view = { call: null, pxPerS: 0, widthPx: 0, turns: new Map(), lanes: {}, silences: [], marks: [],
-  selected: null, axis: "", events: null, eventsLength: -1 };
+  selected: null, axis: "", events: null, eventsLength: -1, curves: -1 };
 
 function placeTurn(b, t, x) {
   b.style.left = x(t.start_ms) + "px";
@@ -361,7 +364,7 @@ function turnButton(call, t, x) {
   b.setAttribute("aria-label", `${t.speaker} turn ${t.turn_id}, ${fmtS(t.start_ms)} to ${fmtS(t.end_ms)}` +
     (t.backchannel ? ", backchannel" : "") + (t.interrupted_other ? ", interrupted the other party" : ""));
   if (t.text) b.title = t.text;
-  b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); });
+  b.addEventListener("click", () => { call.selected = t.turn_id; showTurn(t); redraw(); playFrom(t.start_ms); });
   return b;
 }
 
@@ -377,7 +380,7 @@ function drawCall() {
   if (view.call !== call) { // another call (or the same one shown again): start from empty lanes
     for (const el of Object.values(tracks)) el.replaceChildren();
     Object.assign(view, { call, pxPerS: 0, widthPx: 0, turns: new Map(), silences: [], marks: [], selected: null,
-      axis: "", events: null, eventsLength: -1 });
+      axis: "", events: null, eventsLength: -1, curves: -1 });
     view.lanes = Object.fromEntries(Object.keys(tracks).map((k) => [k, []])); // [turn_id, button], by turn_id
   }
   const rescale = view.pxPerS !== pxPerS;
@@ -448,8 +451,13 @@ function drawCall() {
     (tracks[i.by] || tracks.caller).append(m);
     view.marks.push([i, m]);
   }
+  if (rescale || view.widthPx !== widthPx || view.curves !== call.turns.size) {
+    view.curves = call.turns.size;
+    drawCurves(call, widthPx, pxPerS);
+  }
   view.pxPerS = pxPerS;
   view.widthPx = widthPx;
+  updatePlayhead();
   const axis = $("axis");
   const step = call.endMs > 120000 ? 10 : 5;
   const ticks = Math.floor(call.endMs / 1000 / step) + 1;
@@ -486,7 +494,12 @@ function showTurn(t) {
   ];
   const dl = document.createElement("dl");
   dl.className = "features";
-  for (const [k, v] of rows) dl.append(text("dt", k), text("dd", v));
+  for (const [k, v] of rows) {
+    const spans = k === "said" && !t.transcript_skipped && t.transcript !== "pending" ? wordSpans(t) : null;
+    const dd = spans ? document.createElement("dd") : text("dd", v);
+    if (spans) dd.append(spans);
+    dl.append(text("dt", k), dd);
+  }
   $("detail").replaceChildren(text("h3", `${t.speaker} turn ${t.turn_id}`), dl);
 }
 
@@ -500,8 +513,11 @@ function route() {
   }
   const m = location.hash.match(/^#\/call\/([^/?]+)(?:\?(.*))?$/);
   if (m) {
-    const turn = new URLSearchParams(m[2] || "").get("turn");
-    showCall(decodeURIComponent(m[1]), turn !== null && /^\d+$/.test(turn) ? Number(turn) : null);
+    const params = new URLSearchParams(m[2] || "");
+    const turn = params.get("turn");
+    const at = params.get("t");
+    showCall(decodeURIComponent(m[1]), turn !== null && /^\d+$/.test(turn) ? Number(turn) : null,
+      at !== null && /^\d+$/.test(at) ? Number(at) : null);
   } else if (/^#\/search(\?|$)/.test(location.hash)) {
     state.call = null;
     state.live.clear();
@@ -520,6 +536,7 @@ $("key-form").addEventListener("submit", (ev) => {
   loadKey();
   route();
 });
+initPlayer();
 initSearch(); // before route's listener: the search page notes where a call view was opened from
 window.addEventListener("hashchange", route);
 setInterval(() => { if (!state.call && state.live.size) redraw(); }, 1000);

@@ -619,7 +619,10 @@ function hitBlock(h) {
   box.dataset.turnId = h.turn_id;
   const link = document.createElement("a");
   link.className = "hit-link";
-  link.href = `#/call/${encodeURIComponent(h.call_sid)}?turn=${h.turn_id}`;
+  // Opens the call playing at the hit: its first matched word when the query had words, else the turn's start.
+  const at = Array.isArray(h.spoken) && h.spoken.length && typeof h.spoken[0].start_ms === "number"
+    ? `&t=${h.spoken[0].start_ms}` : "";
+  link.href = `#/call/${encodeURIComponent(h.call_sid)}?turn=${h.turn_id}${at}`;
   const speaker = t.speaker || "?";
   link.append(text("span", speaker, "spk " + speaker), " ",
     text("span", `turn ${h.turn_id} · ${fmtS(t.start_ms || 0).replace(" s", "")}–${fmtS(t.end_ms || 0)}`, "when"));
