@@ -11,6 +11,7 @@ process), real WebSocket clients speaking Twilio's protocol, a real SSE client, 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from scipy import signal
 from api.simulate import call_sid_of, messages_from_tracks, read_ulaw_track
 from engine.asr import normalise
 from engine.g711 import encode_ulaw
+from engine.store.audio import recording_key
 from tests.support import API_KEY, OTHER_KEY, REPO, Server, SseEvent, SseReader, send_paced, wait_searchable
 
 pytestmark = pytest.mark.integration
@@ -251,6 +253,15 @@ def test_a_spoken_card_number_is_nowhere_afterwards_and_its_span_is_kept(
     assert said and not any(CARD[i : i + 4] in digits for i in range(len(CARD) - 3)), said
     logs = "\n".join(p.read_text(errors="replace") for p in srv.data_dir.glob("*.log")).lower()
     assert CARD not in logs and "4539" not in logs and "four five three nine" not in logs
+    # Nor in the recording: the span is muted in the stored file (mu-law silence) and in what is played.
+    stream_sid = srv.get(f"/v1/calls/{call_sid}").json()["stream_sid"]
+    key = recording_key("acme", call_sid, stream_sid, "inbound")
+    stored = (srv.data_dir / "recordings" / key).read_bytes()
+    lo, hi = span["start_ms"] * 8, span["end_ms"] * 8
+    assert hi - lo >= 8000 and stored[lo:hi] == b"\xff" * (hi - lo)
+    played, _ = sf.read(io.BytesIO(srv.get(f"/v1/calls/{call_sid}/audio", track="inbound").content), dtype="int16")
+    assert not played[lo:hi].any()
+    assert np.abs(played[turn["start_ms"] * 8 : lo]).max() > 1000  # the rest of the turn is still there
     # The dashboard's replay shows the turn's words, redacted (real headless Chromium).
     page = browser.new_page()
     try:

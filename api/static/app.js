@@ -497,7 +497,7 @@ function showTurn(t) {
   for (const [k, v] of rows) {
     const spans = k === "said" && !t.transcript_skipped && t.transcript !== "pending" ? wordSpans(t) : null;
     const dd = spans ? document.createElement("dd") : text("dd", v);
-    if (spans) dd.append(spans);
+    if (spans) dd.append(spans, t.transcript_source === "external" ? "  [posted]" : "");
     dl.append(text("dt", k), dd);
   }
   $("detail").replaceChildren(text("h3", `${t.speaker} turn ${t.turn_id}`), dl);
