@@ -30,6 +30,7 @@ from api.erasure import Erasure
 from api.events import EventRouter
 from api.external import ExternalTranscripts
 from api.guard import Guard, Rate, RateLimits
+from api.importer import Importer
 from api.indexing import Indexer, IndexingStore, open_index
 from api.ingest import Ingest
 from api.leases import Leases
@@ -60,6 +61,7 @@ class _Parts:
     transcripts: ExternalTranscripts
     audio: CallAudio
     erasure: Erasure
+    importer: Importer
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -165,6 +167,29 @@ def create_app(settings: Settings) -> Starlette:
         leases = Leases(store=store, directory=directory, metrics=metrics)
         await leases.start()  # calls a dead predecessor left live end before this process serves
         step("leases")
+        erasure = Erasure(
+            keys=keys,
+            store=store,
+            indexer=indexer,
+            recorder=recorder,
+            hub=lambda: feed.hub,
+            metrics=metrics,
+            retention_days=settings.retention_days,
+            tenant_retention_days=settings.tenant_retention_days,
+            sweep_s=settings.retention_sweep_s,
+        )
+        importer = Importer(
+            keys=keys,
+            store=store,
+            events=events,
+            recorder=recorder,
+            transcriber=transcriber,
+            erasure=erasure,
+            leases=leases,
+            metrics=metrics,
+            options=settings.analysis(),
+            scorer=scorer,
+        )
         parts = _Parts(
             ingest=Ingest(
                 keys=keys,
@@ -198,17 +223,8 @@ def create_app(settings: Settings) -> Starlette:
             search=Search(keys=keys, index=index, metrics=metrics),
             transcripts=posted,
             audio=CallAudio(keys=keys, store=store, recorder=recorder, metrics=metrics, redact=settings.redact),
-            erasure=Erasure(
-                keys=keys,
-                store=store,
-                indexer=indexer,
-                recorder=recorder,
-                hub=lambda: feed.hub,
-                metrics=metrics,
-                retention_days=settings.retention_days,
-                tenant_retention_days=settings.tenant_retention_days,
-                sweep_s=settings.retention_sweep_s,
-            ),
+            erasure=erasure,
+            importer=importer,
         )
         parts.erasure.start()
         log.info(
@@ -258,6 +274,9 @@ def create_app(settings: Settings) -> Starlette:
     async def get_audio(request: Request) -> Response:
         return await _parts().audio(request)
 
+    async def import_call(request: Request) -> Response:
+        return await _parts().importer(request)
+
     async def get_turns(request: Request) -> Response:
         return await _parts().calls.turns(request)
 
@@ -288,6 +307,7 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/v1/stream/twilio", stream),
         Route("/v1/webhook/twilio", webhook, methods=["POST"]),
         Route("/v1/calls", list_calls),
+        Route("/v1/calls/import", import_call, methods=["POST"]),
         Route("/v1/calls/{call_sid}", get_call, methods=["GET", "DELETE"]),
         Route("/v1/calls/{call_sid}/audio", get_audio),
         Route("/v1/calls/{call_sid}/turns", get_turns),
@@ -300,7 +320,16 @@ def create_app(settings: Settings) -> Starlette:
         # The dashboard: static files, no build step, nothing from a CDN.
         Mount("/", StaticFiles(directory=Path(__file__).parent / "static", html=True), name="dashboard"),
     ]
-    middleware = [Middleware(Guard, keys=keys, limits=limits, metrics=metrics, max_body=settings.max_body_bytes)]
+    middleware = [
+        Middleware(
+            Guard,
+            keys=keys,
+            limits=limits,
+            metrics=metrics,
+            max_body=settings.max_body_bytes,
+            max_import=settings.max_import_bytes,
+        )
+    ]
     if settings.cors_origins:  # off by default: no browser origin but the dashboard's own may call the API
         middleware.insert(
             0,

@@ -1,4 +1,4 @@
-"""The ``mise`` command line: serve, twiml, simulate, analyze, search, reindex, train, recalibrate."""
+"""The ``mise`` command line: serve, twiml, simulate, analyze, search, import, reindex, train, recalibrate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from api import reindex, search_cli
+from api import import_cli, reindex, search_cli
 from api.settings import ConfigError, Settings
 from engine.pipeline import AnalysisOptions
 
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     search_cli.add_parser(sub)
     reindex.add_parser(sub)
+    import_cli.add_parser(sub)
 
     sub.add_parser(
         "train",
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return _analyze(args)
     if args.command == "search":
         return search_cli.run(args)
+    if args.command == "import":
+        return asyncio.run(import_cli.run_import(args))
     if args.command == "reindex":
         try:
             return reindex.run(args)

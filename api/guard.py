@@ -29,7 +29,8 @@ from api.metrics import Metrics
 MAX_QUERY_BYTES: Final = 8192
 MAX_CLIENTS: Final = 10_000  # buckets of unauthenticated clients kept (least recently used go first)
 # path -> rate class; posted transcripts (/v1/calls/{call_sid}/transcripts) count as webhooks
-LIMITED: Final = {"/v1/search": "search", "/v1/webhook/twilio": "webhooks"}
+LIMITED: Final = {"/v1/search": "search", "/v1/webhook/twilio": "webhooks", "/v1/calls/import": "webhooks"}
+IMPORT_PATH: Final = "/v1/calls/import"  # a recording uploaded whole: its own body limit (max_import)
 
 
 @dataclass(frozen=True)
@@ -88,18 +89,29 @@ class _TooLarge(BaseException):
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, keys: KeyRing, limits: RateLimits, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyRing,
+        limits: RateLimits,
+        metrics: Metrics,
+        max_body: int,
+        max_import: int = 256 << 20,
+    ) -> None:
         self.app, self._keys, self._limits, self._metrics, self._max_body = app, keys, limits, metrics, max_body
+        self._max_import = max_import
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
             return await self._refuse(send, 414, "query_too_long", f"the query string is over {MAX_QUERY_BYTES} bytes")
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
-            return await self._refuse(send, 413, "body_too_large", f"the body is over {self._max_body} bytes")
         path = scope["path"].rstrip("/")
+        max_body = self._max_import if path == IMPORT_PATH else self._max_body  # a whole recording
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+            return await self._refuse(send, 413, "body_too_large", f"the body is over {max_body} bytes")
         kind = LIMITED.get(path) or ("webhooks" if path.endswith("/transcripts") else None)
         if kind is not None:
             wait = self._limits.take(kind, who(HTTPConnection(scope), self._keys))
@@ -113,7 +125,7 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self._max_body:
+                if seen > max_body:
                     raise _TooLarge
             return message
 
@@ -127,7 +139,7 @@ class Guard:
         except _TooLarge:
             if started:
                 raise
-            await self._refuse(send, 413, "body_too_large", f"the body is over {self._max_body} bytes")
+            await self._refuse(send, 413, "body_too_large", f"the body is over {max_body} bytes")
 
     async def _refuse(self, send: Send, status: int, reason: str, error: str, retry_after: str | None = None) -> None:
         self._metrics.requests_refused.labels(reason).inc()

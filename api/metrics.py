@@ -129,6 +129,12 @@ class Metrics:
         self.audio_requests = Counter(
             "mise_audio_requests_total", "Recording playback requests, by outcome", ["outcome"], registry=r
         )
+        self.imports = Counter(
+            "mise_imports_total",
+            "Recorded calls uploaded to POST /v1/calls/import, by HTTP status",
+            ["status"],
+            registry=r,
+        )
         self.erasures = Counter(
             "mise_erasures_total",
             "Calls erased everywhere, by reason (request: DELETE /v1/calls/{sid}; retention: past their age)",

@@ -52,6 +52,7 @@ class Settings:
     opensearch_url: str | None = None  # the search index: OpenSearch when set, else SQLite FTS5 under data_dir
     opensearch_prefix: str = "mise"  # names of its indices, templates and aliases
     max_body_bytes: int = 64 * 1024  # any HTTP request's body
+    max_import_bytes: int = 256 << 20  # a recording uploaded to POST /v1/calls/import
     rate_search: str = "20:40"  # per key: requests a second, and the burst saved up ("0": no limit)
     rate_webhooks: str = "50:200"
     rate_streams: str = "20:100"  # new streams a second per key
@@ -123,6 +124,7 @@ class Settings:
             opensearch_url=_url(env, "MISE_OPENSEARCH_URL"),
             opensearch_prefix=_prefix(env, "MISE_OPENSEARCH_PREFIX", cls.opensearch_prefix),
             max_body_bytes=_int(env, "MISE_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
+            max_import_bytes=_int(env, "MISE_MAX_IMPORT_BYTES", cls.max_import_bytes, 1024, 1 << 34),
             rate_search=_rate(env, "MISE_RATE_SEARCH", cls.rate_search),
             rate_webhooks=_rate(env, "MISE_RATE_WEBHOOKS", cls.rate_webhooks),
             rate_streams=_rate(env, "MISE_RATE_STREAMS", cls.rate_streams),

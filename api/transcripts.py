@@ -110,6 +110,12 @@ class Transcriber:
         self._gauge()
         self._wake.set()
 
+    async def until_idle(self, poll_s: float = 0.1) -> None:
+        """Wait until nothing is queued (an imported call's turns then wait behind no one: none is skipped for
+        lag). Live calls' turns keep coming meanwhile; they are never held back by this."""
+        while self._queue:
+            await asyncio.sleep(poll_s)
+
     def _gauge(self) -> None:
         self._metrics.asr_queued.set(len(self._queue))
         self._metrics.asr_queued_s.set(self._queued_s)

@@ -85,6 +85,10 @@ ROWS: list[tuple[str, str, str, str, int, Any]] = [
     ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", OTHER_KEY, 404, lacks),
     ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", NO_KEY, 401, None),
     ("DELETE", "/v1/calls/{call_sid}", "/v1/calls/{sid}", BAD_KEY, 401, None),
+    # Imports by acme itself: tests/test_import.py. Here: no key, and a body that is no recording.
+    ("POST", "/v1/calls/import", "/v1/calls/import", NO_KEY, 401, None),
+    ("POST", "/v1/calls/import", "/v1/calls/import", BAD_KEY, 401, None),
+    ("POST", "/v1/calls/import", "/v1/calls/import", OTHER_KEY, 400, None),
     ("GET", "/v1/events", "/v1/events", API_KEY, 200, None),
     ("GET", "/v1/events", "/v1/events", BAD_KEY, 401, None),
     ("GET", "/v1/search", "/v1/search?call_sid={sid}", API_KEY, 200, mentions),
