@@ -95,12 +95,16 @@ def main() -> int:
         ended = all(c["end_reason"] == "imported" for c in listed)
         same = sum(shape(wait_searchable(srv, sid, timeout=120)) == reference for sid in sids)
         words = None
-        if args.asr:
-            done = 0
-            for sid in sids:
-                turns = srv.get(f"/v1/calls/{sid}/turns").json()["turns"]
-                done += sum(t.get("transcript") == "done" for t in turns)
-            words = done
+        if args.asr:  # the words come after an import answers (the transcriber): wait for the last of them
+            deadline = time.monotonic() + 300
+            while True:
+                turns = [t for sid in sids for t in srv.get(f"/v1/calls/{sid}/turns").json()["turns"]]
+                pending = sum(t.get("transcript") == "pending" for t in turns)
+                if not pending or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            words = {k: sum(t.get("transcript") == k for t in turns) for k in ("done", "skipped", "pending")}
+            wall_words = time.monotonic() - t0
         call_min = args.calls * 41.5 / 60
         metrics = srv.metrics()
 
@@ -113,7 +117,8 @@ def main() -> int:
     print(f"every call once: {once}; all ended 'imported': {ended}; "
           f"searchable with the live call's turns: {same}/{args.calls}")  # fmt: skip
     if words is not None:
-        print(f"turns with words: {words}/{args.calls * len(reference)}")
+        total = args.calls * len(reference)
+        print(f"turns' words: {words} of {total}, the last {wall_words / 60:.2f} min after the start")
     print(f"imports by status: { {k: v for k, v in metrics.items() if k.startswith('mise_imports_total')} }")
     return 0 if once and ended and same == args.calls else 1
 
