@@ -205,11 +205,13 @@ class Server:
         assert found is not None, f"call {call_sid} is not live"
         return found[2]
 
-    def wait_call(self, call_sid: str, *, live: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_call(
+        self, call_sid: str, *, live: bool = False, timeout: float = 30.0, key: str = API_KEY
+    ) -> dict[str, Any]:
         """The call record once it exists (and, unless ``live``, once the stream has ended)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = self.get(f"/v1/calls/{call_sid}")
+            r = self.get(f"/v1/calls/{call_sid}", key=key)
             if r.status_code == 200 and (live or not r.json()["live"]):
                 return dict(r.json())
             time.sleep(0.05)

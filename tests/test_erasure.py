@@ -31,7 +31,8 @@ SPEED = 25.0
 
 @pytest.fixture(scope="module")
 def server(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with Server.start(ray_address, tmp_path_factory.mktemp("erasure")) as srv:
+    env = {"MISE_TENANT_RETENTION_DAYS": "globex:30", "MISE_RETENTION_SWEEP_S": "1"}
+    with Server.start(ray_address, tmp_path_factory.mktemp("erasure"), **env) as srv:
         yield srv
 
 
@@ -119,31 +120,27 @@ def test_a_live_call_is_not_erased(server: Server, synthetic_capture: Path) -> N
     assert server.wait_call(call_sid)["end_reason"] == "stop"
 
 
-def test_retention_erases_calls_past_their_tenants_age(
-    ray_address: str, tmp_path: Path, synthetic_capture: Path
-) -> None:
-    with Server.start(ray_address, tmp_path) as first:  # no retention: three calls kept
-        old = stream(first, synthetic_capture, key=OTHER_KEY, seconds=15)
-        fresh = stream(first, synthetic_capture, key=OTHER_KEY, seconds=15)
-        acme_call = stream(first, synthetic_capture, seconds=15)
-        wait_searchable(first, old, key=OTHER_KEY)
-    # Months pass for one of them (its first_seen_at is what retention goes by).
-    db = sqlite3.connect(tmp_path / "mise.db")
+def test_retention_erases_calls_past_their_tenants_age(server: Server, synthetic_capture: Path) -> None:
+    """The module's server keeps globex's calls 30 days (acme's for ever), looking every second."""
+    old = stream(server, synthetic_capture, key=OTHER_KEY, seconds=15)
+    fresh = stream(server, synthetic_capture, key=OTHER_KEY, seconds=15)
+    acme_call = stream(server, synthetic_capture, seconds=15)
+    wait_searchable(server, old, key=OTHER_KEY)
+    before = server.metrics().get('mise_erasures_total{reason="retention"}', 0.0)
+    # Months pass for two of them (first_seen_at is what retention goes by), in the store the server uses.
     aged = (datetime.now(UTC) - timedelta(days=60)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    db = sqlite3.connect(server.data_dir / "mise.db", timeout=30)
     with db:
-        db.execute("UPDATE calls SET first_seen_at = ? WHERE call_sid = ?", (aged, old))
-        db.execute("UPDATE calls SET first_seen_at = ? WHERE call_sid = ?", (aged, acme_call))
+        db.executemany("UPDATE calls SET first_seen_at = ? WHERE call_sid = ?", [(aged, old), (aged, acme_call)])
     db.close()
-    env = {"MISE_TENANT_RETENTION_DAYS": "globex:30", "MISE_RETENTION_SWEEP_S": "1"}
-    with Server.start(ray_address, tmp_path, **env) as second:
-        deadline = time.monotonic() + 30
-        while second.get(f"/v1/calls/{old}", key=OTHER_KEY).status_code != 404:
-            assert time.monotonic() < deadline, f"the aged call is still there:\n{second.log()}"
-            time.sleep(0.2)
-        assert_gone(second, "globex", old, OTHER_KEY)
-        assert second.metrics()['mise_erasures_total{reason="retention"}'] == 1
-        # A globex call younger than 30 days, and acme's (no retention) however old, are kept.
-        for call_sid, key in ((fresh, OTHER_KEY), (acme_call, API_KEY)):
-            assert second.get(f"/v1/calls/{call_sid}", key=key).status_code == 200
-            assert second.get(f"/v1/calls/{call_sid}/audio", key=key).status_code == 200
-            assert searched(second, call_sid, key) > 0
+    deadline = time.monotonic() + 30
+    while server.get(f"/v1/calls/{old}", key=OTHER_KEY).status_code != 404:
+        assert time.monotonic() < deadline, f"the aged call is still there:\n{server.log()}"
+        time.sleep(0.2)
+    assert_gone(server, "globex", old, OTHER_KEY)
+    assert server.metrics()['mise_erasures_total{reason="retention"}'] == before + 1
+    # A globex call younger than 30 days, and acme's (no retention) however old, are kept.
+    for call_sid, key in ((fresh, OTHER_KEY), (acme_call, API_KEY)):
+        assert server.get(f"/v1/calls/{call_sid}", key=key).status_code == 200
+        assert server.get(f"/v1/calls/{call_sid}/audio", key=key).status_code == 200
+        assert searched(server, call_sid, key) > 0
