@@ -26,8 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from api.auth import KeyRing, key_from_request
-from api.calls import error_response
+from api.auth import KeyRing
+from api.calls import error_response, owned_call
 from api.metrics import Metrics
 from api.recorder import Recorder
 from engine.recording import WAV_HEADER_BYTES, ByteRange, parse_range, pcm_frames, sample_span, wav_header
@@ -69,13 +69,10 @@ class CallAudio:
         return response
 
     async def _get(self, request: Request) -> Response:
-        tenant = self._keys.tenant_for(key_from_request(request))
-        if tenant is None:
-            return error_response(401, "missing or unknown API key")
-        call_sid = request.path_params["call_sid"]
-        call = await run_in_threadpool(self._store.get, tenant, call_sid)
-        if call is None:
-            return error_response(404, "no such call")
+        found = await owned_call(request, self._keys, self._store)
+        if isinstance(found, Response):
+            return found
+        tenant, call_sid, call = found
         q = request.query_params
         wanted = TRACKS.get(q.get("track", "both"))
         if wanted is None:

@@ -66,13 +66,10 @@ class Calls:
 
     async def turns(self, request: Request) -> Response:
         """A call's finished turns so far (live calls too: each turn is stored as it ends)."""
-        tenant = self._tenant(request)
-        if tenant is None:
-            return error_response(401, "missing or unknown API key")
-        call_sid = request.path_params["call_sid"]
-        call = await run_in_threadpool(self._store.get, tenant, call_sid)
-        if call is None:
-            return error_response(404, "no such call")
+        found = await owned_call(request, self._keys, self._store)
+        if isinstance(found, Response):
+            return found
+        tenant, call_sid, call = found
         turns = await run_in_threadpool(self._store.turns, tenant, call_sid)
         return JSONResponse({"call_sid": call_sid, "live": call["live"], "turns": turns})
 
@@ -122,6 +119,19 @@ def call_filters(params: Mapping[str, str]) -> CallFilters | None:
     if not found and not custom:
         return None
     return CallFilters(**found, custom=custom)
+
+
+async def owned_call(request: Request, keys: KeyRing, store: CallStore) -> tuple[str, str, dict[str, Any]] | Response:
+    """The request's ``{call_sid}`` as (tenant, call_sid, call record), or the answer when it cannot be had:
+    401 without a valid key, 404 when the key's tenant has no such call (another tenant's included)."""
+    tenant = keys.tenant_for(key_from_request(request))
+    if tenant is None:
+        return error_response(401, "missing or unknown API key")
+    call_sid = request.path_params["call_sid"]
+    call = await run_in_threadpool(store.get, tenant, call_sid)
+    if call is None:
+        return error_response(404, "no such call")
+    return tenant, call_sid, call
 
 
 def error_response(status: int, detail: str) -> JSONResponse:

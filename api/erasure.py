@@ -27,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.auth import KeyRing, key_from_request
-from api.calls import error_response
+from api.auth import KeyRing
+from api.calls import error_response, owned_call
 from api.indexing import Indexer, IndexingStore
 from api.metrics import Metrics
 from api.recorder import Recorder
@@ -67,13 +67,10 @@ class Erasure:
         self._busy: set[tuple[str, str]] = set()
 
     async def delete(self, request: Request) -> Response:
-        tenant = self._keys.tenant_for(key_from_request(request))
-        if tenant is None:
-            return error_response(401, "missing or unknown API key")
-        call_sid = request.path_params["call_sid"]
-        call = await run_in_threadpool(self._store.get, tenant, call_sid)
-        if call is None:
-            return error_response(404, "no such call")
+        found = await owned_call(request, self._keys, self._store)
+        if isinstance(found, Response):
+            return found
+        tenant, call_sid, call = found
         if call["live"]:
             return error_response(409, "the call is live: erase it once it has ended")
         removed, indexed = await self.erase(tenant, call_sid, reason="request")

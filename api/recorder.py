@@ -141,19 +141,27 @@ class Recorder:
                     self._last_sweep = loop.time()
                     await self.sweep()
             except Exception:
-                log.exception("writing recordings failed; retrying in %.1f s", self._flush_s)
+                log.exception("writing recordings failed; the audio is kept and retried in %.1f s", self._flush_s)
 
     async def flush(self, recordings: list[Recording] | None = None) -> None:
         """Everything placed so far onto disk (taken on the loop, written on the writer thread)."""
-        batch = [
-            (self.local_path(rec.key(track)), layout.take())
+        taken = [
+            (layout, self.local_path(rec.key(track)), layout.take())
             for rec in (self._live.values() if recordings is None else recordings)
             for track, layout in rec.layouts.items()
         ]
-        batch = [(path, writes) for path, writes in batch if writes]
-        if batch:
+        batch = [(path, writes) for _, path, writes in taken if writes]
+        if not batch:
+            return
+        try:
             written = await asyncio.get_running_loop().run_in_executor(self._io, _apply_all, batch)
-            self._metrics.recorded_bytes.inc(written)
+        except Exception:
+            # Nothing is dropped: the writes go back in front of what came since, and the next flush applies
+            # them again (positioned writes: applying some of them twice changes nothing).
+            for layout, _, writes in taken:
+                layout.restore(writes)
+            raise
+        self._metrics.recorded_bytes.inc(written)
 
     async def close(self, recording: Recording | None) -> None:
         """The stream ended: its last audio written, its files handed to storage."""

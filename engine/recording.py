@@ -94,6 +94,10 @@ class TrackLayout:
         writes, self._pending = self._pending, []
         return writes
 
+    def restore(self, writes: list[Write]) -> None:
+        """Give back writes taken but not applied (the disk refused them): they go first again."""
+        self._pending = writes + self._pending
+
 
 # --- WAV for playback -----------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import csv
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -242,6 +243,20 @@ def track_audio(messages: list[dict[str, Any]], track: str) -> np.ndarray:
         at = int(m["timestamp"]) * 8
         out[at : at + len(pcm)] = pcm
     return out
+
+
+def dropped_and_reordered(messages: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], set[int]]:
+    """The capture with 5% of its media frames dropped (their indexes returned) and another 5% moved 1-8
+    messages later (arriving after frames that follow them in time); each track's last frames stay."""
+    rng = random.Random(seed)
+    media_idx = [i for i, m in enumerate(messages) if m["event"] == "media"][:-20]  # each track's end stays
+    picked = rng.sample(media_idx, k=len(media_idx) // 10)
+    dropped, reordered = set(picked[: len(picked) // 2]), set(picked[len(picked) // 2 :])
+    sent = [m for i, m in enumerate(messages) if i not in dropped]
+    for msg in [messages[i] for i in sorted(reordered)]:
+        at = next(k for k, m in enumerate(sent) if m is msg)
+        sent.insert(min(at + rng.randint(2, 9), len(sent) - 1), sent.pop(at))
+    return sent, dropped
 
 
 async def send_paced(ws: Any, messages: list[dict[str, Any]], speed: float) -> float:

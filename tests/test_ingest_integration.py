@@ -7,7 +7,6 @@ are dropped (exactly those read as silence) and another 5% arrive out of order.
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import ray
 import websockets
 
 from api.simulate import load_jsonl, play, with_fresh_sids
-from tests.support import API_KEY, Server, send_paced, track_audio
+from tests.support import API_KEY, Server, dropped_and_reordered, send_paced, track_audio
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +62,7 @@ def test_replay_is_sample_exact(server: Server, synthetic_capture: Path) -> None
 
 def test_drops_and_reordering_leave_exactly_the_dropped_frames_silent(server: Server, synthetic_capture: Path) -> None:
     messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
-    rng = random.Random(20261124)
-    media_idx = [i for i, m in enumerate(messages) if m["event"] == "media"][:-20]  # keep each track's end
-    picked = rng.sample(media_idx, k=len(media_idx) // 10)
-    dropped, reordered = set(picked[: len(picked) // 2]), set(picked[len(picked) // 2 :])
-    sent = [m for i, m in enumerate(messages) if i not in dropped]
-    # Move each reordered frame 1-8 messages later (arriving after frames that follow it in time).
-    for msg in [messages[i] for i in sorted(reordered)]:
-        at = next(k for k, m in enumerate(sent) if m is msg)
-        sent.insert(min(at + rng.randint(2, 9), len(sent) - 1), sent.pop(at))
+    sent, dropped = dropped_and_reordered(messages, seed=20261124)
     assert sent[-1]["event"] == "stop"
     result = asyncio.run(replay_holding_stop(server, sent, SPEED))
     for track in ("inbound", "outbound"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import websockets
 
 from api.simulate import load_jsonl, play, with_fresh_sids
 from engine.store.audio import recording_key
-from tests.support import API_KEY, OTHER_KEY, Server, send_paced, track_audio
+from tests.support import API_KEY, OTHER_KEY, Server, dropped_and_reordered, send_paced, track_audio
 
 pytestmark = pytest.mark.integration
 
@@ -41,19 +40,6 @@ def wav(response: Any) -> np.ndarray:
     data, rate = soundfile.read(io.BytesIO(response.content), dtype="int16", always_2d=True)
     assert rate == 8000
     return np.asarray(data)
-
-
-def dropped_and_reordered(messages: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], set[int]]:
-    """The capture with 5% of its media frames dropped and another 5% moved 1-8 messages later."""
-    rng = random.Random(seed)
-    media_idx = [i for i, m in enumerate(messages) if m["event"] == "media"][:-20]  # each track's end stays
-    picked = rng.sample(media_idx, k=len(media_idx) // 10)
-    dropped, reordered = set(picked[: len(picked) // 2]), set(picked[len(picked) // 2 :])
-    sent = [m for i, m in enumerate(messages) if i not in dropped]
-    for msg in [messages[i] for i in sorted(reordered)]:
-        at = next(k for k, m in enumerate(sent) if m is msg)
-        sent.insert(min(at + rng.randint(2, 9), len(sent) - 1), sent.pop(at))
-    return sent, dropped
 
 
 def expected_audio(messages: list[dict[str, Any]], dropped: set[int], track: str) -> np.ndarray:

@@ -102,3 +102,19 @@ def test_keys_cannot_leave_their_folder() -> None:
     assert safe_part("CA" + "a" * 32) == "CA" + "a" * 32
     assert "/" not in safe_part("../../etc") and safe_part("../../etc").startswith("h-")
     assert recording_key("acme", "CA1", "MZ1", "inbound") == "acme/CA1/MZ1/inbound.ulaw"
+
+
+def test_writes_the_disk_refused_are_kept_for_the_next_flush(tmp_path: Path) -> None:
+    layout = TrackLayout()
+    layout.place(0, b"\x01" * 160)
+    layout.place(320, b"\x03" * 160)
+    taken = layout.take()
+    blocked = tmp_path / "t.ulaw"
+    blocked.mkdir()  # a folder where the file should be: the write fails
+    with pytest.raises(OSError):
+        apply_writes(blocked, taken)
+    layout.restore(taken)
+    layout.place(160, b"\x02" * 160)  # a late frame came meanwhile
+    blocked.rmdir()
+    apply_writes(blocked, layout.take())
+    assert blocked.read_bytes() == b"\x01" * 160 + b"\x02" * 160 + b"\x03" * 160
