@@ -142,9 +142,10 @@ class Importer:
         call_sid = q.get("call_sid") or "CA" + hashlib.sha256(body).hexdigest()[:32]
         if not 1 <= len(call_sid) <= 64 or not call_sid.isprintable():
             return error_response(400, "call_sid must be 1-64 printable characters")
-        started_at = q.get("started_at") or iso_utc(time.time())
-        if not _iso(started_at):
-            return error_response(400, "started_at must be ISO 8601 UTC, e.g. 2026-11-02T09:30:00Z")
+        given = q.get("started_at")
+        started_at = _utc(given) if given else iso_utc(time.time())
+        if started_at is None:
+            return error_response(400, "started_at must be ISO 8601, e.g. 2026-11-02T09:30:00Z")
         key = (tenant, call_sid)
         if key in self._busy:
             return error_response(409, "this call is being imported now")
@@ -224,11 +225,13 @@ class Importer:
         }
 
 
-def _iso(text: str) -> bool:
-    from datetime import datetime
+def _utc(text: str) -> str | None:
+    """An ISO 8601 time as the ``*_at`` fields write it (UTC, milliseconds, ``Z``); a time without a zone is
+    UTC. None if it is no time."""
+    from datetime import UTC, datetime
 
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        return False
-    return True
+        return None
+    return iso_utc((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())

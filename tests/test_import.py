@@ -60,7 +60,7 @@ def test_an_imported_call_has_the_turns_it_had_live(server: Server, tmp_path: Pa
     live = wait_searchable(server, live_sid)
     folder = data_path("calls/synthetic_dialogue")
     rows = [{"inbound": str(folder / "inbound.wav"), "outbound": str(folder / "outbound.wav"),
-             "call_sid": "CA" + "1" * 32, "from": "+15550100", "started_at": "2026-06-01T09:00:00Z"}]  # fmt: skip
+             "call_sid": "CA" + "1" * 32, "from": "+15550100", "started_at": "2026-06-01T11:00:00+02:00"}]  # fmt: skip
     run = mise_import(server, str(manifest(tmp_path / "calls.csv", rows)))
     out = run.communicate(timeout=300)[0].decode()
     assert run.returncode == 0, out
@@ -68,7 +68,7 @@ def test_an_imported_call_has_the_turns_it_had_live(server: Server, tmp_path: Pa
     imported = wait_searchable(server, rows[0]["call_sid"])
     call = server.get(f"/v1/calls/{rows[0]['call_sid']}").json()
     assert call["end_reason"] == "imported" and call["from"] == "+15550100"
-    assert call["started_at"] == "2026-06-01T09:00:00Z" and not call["live"]
+    assert call["started_at"] == "2026-06-01T09:00:00.000Z" and not call["live"]
 
     assert len(imported) == len(live) == 10
     for a, b in zip(live, imported, strict=True):
