@@ -28,6 +28,7 @@ from typing import Any, cast
 import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.host import FINISH_CONCURRENCY, CallHost
 
@@ -46,6 +47,7 @@ class _Host:
     calls: set[str] = field(default_factory=set)
     load: float = 0.0  # share of one core its process used over the last second
     cpu_at: tuple[float, float] | None = None  # (monotonic time, its process's CPU s then)
+    node: str | None = None  # the node it was placed on (several nodes only)
 
 
 class CallDirectory:
@@ -168,8 +170,24 @@ class CallDirectory:
                     host.load = max(0.0, (cpu - host.cpu_at[1]) / (now - host.cpu_at[0]))
                 host.cpu_at = (now, cpu)
 
+    def _next_node(self) -> str | None:
+        """With several alive nodes, the one holding the fewest of our hosts: hosts spread over the cluster
+        by count, not by Ray's best-effort SPREAD, which under load was seen to put every host on one node."""
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        alive = sorted(str(n["NodeID"]) for n in nodes if n.get("Alive"))
+        if len(alive) < 2:
+            return None
+        held = {node: 0 for node in alive}
+        for host in self._hosts.values():
+            if host.node in held:
+                held[host.node] += 1
+        return str(min(alive, key=lambda node: held[node]))
+
     def _new_host(self) -> _Host:
         name = f"mise-host-{next(self._ids)}"
+        node = self._next_node()
+        # Soft: a node that cannot take it (it is going away) leaves the choice to Ray.
+        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=True) if node is not None else "SPREAD"
         handle: ActorHandle[Any] = cast(
             ActorHandle[Any],
             ray.remote(concurrency_groups={"finish": FINISH_CONCURRENCY})(CallHost)  # type: ignore[call-overload]
@@ -178,12 +196,12 @@ class CallDirectory:
                 namespace=self._namespace,
                 num_cpus=0,
                 lifetime="detached",
-                scheduling_strategy="SPREAD",
+                scheduling_strategy=strategy,
                 max_concurrency=1,  # pushes, one at a time, in order; ``finish`` has a group of its own
             )
             .remote(**self._host_options),
         )
-        host = _Host(name, handle, handle.ready.remote())
+        host = _Host(name, handle, handle.ready.remote(), node=node)
         self._hosts[name] = host
         return host
 

@@ -154,7 +154,6 @@ def create_app(settings: Settings) -> Starlette:
             enabled=settings.records,
             is_live=lambda tenant, call_sid: bool((store.get(tenant, call_sid) or {}).get("live")),
         )
-        recorder.start()
         words.on_stored = lambda tenant, call_sid, turns: _mute_redactions(recorder, tenant, call_sid, turns)
         pump = AudioPump(
             interval_s=settings.push_interval_ms / 1000,
@@ -166,6 +165,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)
         leases = Leases(store=store, directory=directory, metrics=metrics)
         await leases.start()  # calls a dead predecessor left live end before this process serves
+        recorder.start()  # after them: its first sweep uploads what their recordings left (object storage)
         step("leases")
         erasure = Erasure(
             keys=keys,

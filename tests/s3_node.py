@@ -74,7 +74,7 @@ def s3_node(binary: Path, data: Path) -> Iterator[str]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=3)  # a throwaway server: not worth waiting on its shutdown
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
