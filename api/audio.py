@@ -30,6 +30,7 @@ from api.auth import KeyRing
 from api.calls import error_response, owned_call
 from api.metrics import Metrics
 from api.recorder import Recorder
+from engine.g711 import SAMPLES_PER_MS
 from engine.recording import WAV_HEADER_BYTES, ByteRange, parse_range, pcm_frames, sample_span, wav_header
 from engine.store.base import CallStore
 
@@ -49,9 +50,9 @@ def mutes_of(turns: list[dict[str, Any]], stream_sid: str, *, pending_too: bool)
             continue
         spans = out.setdefault(str(turn.get("track")), [])
         for r in turn.get("redactions") or []:
-            spans.append((int(r["start_ms"]) * 8, int(r["end_ms"]) * 8))
+            spans.append((int(r["start_ms"]) * SAMPLES_PER_MS, int(r["end_ms"]) * SAMPLES_PER_MS))
         if pending_too and turn.get("transcript") == "pending":
-            spans.append((int(turn["start_ms"]) * 8, int(turn["end_ms"]) * 8))
+            spans.append((int(turn["start_ms"]) * SAMPLES_PER_MS, int(turn["end_ms"]) * SAMPLES_PER_MS))
     return {track: spans for track, spans in out.items() if spans}
 
 
@@ -88,8 +89,8 @@ class CallAudio:
             return error_response(404, "no recording of this call (not recorded for its tenant, or erased)")
         sizes = await run_in_threadpool(lambda: [self._recorder.size(keys[t]) or 0 if t in keys else 0 for t in wanted])
         total = max(sizes)
-        start = min(total, (start_ms or 0) * 8)
-        end = total if end_ms is None else min(total, end_ms * 8)
+        start = min(total, (start_ms or 0) * SAMPLES_PER_MS)
+        end = total if end_ms is None else min(total, end_ms * SAMPLES_PER_MS)
         if end_ms is not None and start_ms is not None and end_ms <= start_ms:
             return error_response(400, "end_ms must be after start_ms")
         frames = max(0, end - start)

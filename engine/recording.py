@@ -7,9 +7,9 @@ sparse file would read 0x00, which is mu-law's loudest negative sample). As in t
 first write of a sample wins: a duplicate changes nothing, and a late frame fills only what is still a
 gap.
 
-``TrackLayout`` is the pure part: it turns payloads into ordered writes and keeps only the length and
-the open gaps. The WAV functions build
-RIFF headers and decode spans for playback; ``wav_bytes`` slices a WAV that is never built whole.
+``TrackLayout`` turns payloads into ordered writes and keeps only the length and the open gaps. For
+playback, ``wav_header`` and ``pcm_frames`` build a WAV's parts, and ``parse_range`` / ``sample_span`` map an
+HTTP byte range onto the samples it covers, so a WAV is never built whole.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.g711 import SAMPLE_RATE, SAMPLES_PER_MS, decode_ulaw
+from engine.g711 import SAMPLE_RATE, decode_ulaw
 
 SILENCE = 0xFF  # mu-law's zero
 MAX_GAPS = 4096  # gaps still fillable by late frames, per track; older ones stay silence
@@ -124,10 +124,6 @@ def pcm_frames(tracks: list[bytes | None], frames: int) -> npt.NDArray[np.int16]
             n = min(frames, len(data))
             out[:n, channel] = decode_ulaw(data[:n])
     return out
-
-
-def ms_to_samples(ms: int) -> int:
-    return ms * SAMPLES_PER_MS
 
 
 @dataclass(frozen=True, slots=True)
