@@ -96,24 +96,11 @@ def upload_body(job: Job) -> bytes:
     """One file as it is; two mono tracks as one two-channel 8 kHz mu-law WAV (what the server keeps)."""
     if len(job.files) == 1:
         return job.files[0].read_bytes()
-    from api.simulate import read_ulaw_track
+    from api.simulate import read_ulaw_track, ulaw_wav
 
     caller, agent = (read_ulaw_track(p) for p in job.files)
     n = max(len(caller), len(agent))
-    caller, agent = caller.ljust(n, b"\xff"), agent.ljust(n, b"\xff")
-    data = bytearray(2 * n)
-    data[0::2], data[1::2] = caller, agent
-    import struct
-
-    fmt = struct.pack("<HHIIHH", 7, 2, 8000, 16000, 2, 8)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + 8 + 16 + 8 + len(data))
-        + b"WAVEfmt "
-        + struct.pack("<I", 16)
-        + fmt
-        + (b"data" + struct.pack("<I", len(data)) + bytes(data))
-    )
+    return ulaw_wav([caller.ljust(n, b"\xff"), agent.ljust(n, b"\xff")])
 
 
 class Progress:

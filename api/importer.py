@@ -22,7 +22,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from ray.actor import ActorHandle
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,10 +35,10 @@ from api.events import EventRouter
 from api.leases import Leases
 from api.metrics import Metrics
 from api.recorder import Recorder
+from api.simulate import to_ulaw, ulaw_wav_channels
 from api.transcripts import Transcriber
 from engine.call import CallMeta
 from engine.events import TURN_ENDED, iso_utc
-from engine.g711 import SAMPLE_RATE, encode_ulaw
 from engine.pipeline import AnalysisOptions
 from engine.store.base import CallStore, StatusCallback
 
@@ -54,10 +53,9 @@ class BadRecording(ValueError):
 
 def ulaw_tracks(data: bytes, *, swap: bool = False) -> tuple[bytes, bytes | None]:
     """A recording's tracks as 8 kHz mu-law: (caller, agent or None)."""
-    channels = _ulaw_wav_channels(data)
+    channels = ulaw_wav_channels(data)
     if channels is None:
         import soundfile
-        from scipy.signal import resample_poly
 
         try:
             audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
@@ -65,36 +63,12 @@ def ulaw_tracks(data: bytes, *, swap: bool = False) -> tuple[bytes, bytes | None
             raise BadRecording(f"not a recording soundfile can read: {exc}") from None
         if audio.shape[1] > 2:
             raise BadRecording(f"{audio.shape[1]} channels: give one (the caller) or two (caller, agent)")
-        if rate != SAMPLE_RATE:
-            g = int(np.gcd(int(rate), SAMPLE_RATE))
-            audio = resample_poly(audio, SAMPLE_RATE // g, int(rate) // g, axis=0)
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-        channels = [encode_ulaw(np.ascontiguousarray(pcm[:, k])) for k in range(pcm.shape[1])]
+        channels = [to_ulaw(audio[:, k], int(rate)) for k in range(audio.shape[1])]
     if not channels or not channels[0]:
         raise BadRecording("the recording holds no audio")
     if swap and len(channels) == 2:
         channels.reverse()
     return channels[0], channels[1] if len(channels) > 1 else None
-
-
-def _ulaw_wav_channels(data: bytes) -> list[bytes] | None:
-    """The channels of an 8 kHz mu-law WAV (format tag 7), byte for byte; None for anything else."""
-    import struct
-
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    pos, channels = 12, 0
-    while pos + 8 <= len(data):
-        kind, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = data[pos + 8 : pos + 8 + size]
-        if kind == b"fmt ":
-            tag, channels, rate = struct.unpack("<HHI", body[:8])
-            if tag != 7 or rate != SAMPLE_RATE or channels not in (1, 2):
-                return None
-        elif kind == b"data" and channels:
-            return [body[k::channels] for k in range(channels)]
-        pos += 8 + size + (size & 1)
-    return None
 
 
 class Importer:

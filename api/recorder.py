@@ -122,7 +122,6 @@ class Recorder:
         await asyncio.get_running_loop().run_in_executor(
             self._io, _write_call_file, self.root / call_prefix(tenant, call_sid), tenant, call_sid
         )
-        self._live[(tenant, call_sid)] = recording
         await self.close(recording)
 
     def local_path(self, key: str) -> Path:

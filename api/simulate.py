@@ -38,36 +38,54 @@ def load_jsonl(path: str | Path) -> list[Message]:
 def read_ulaw_track(path: str | Path) -> bytes:
     """A track as 8 kHz mono mu-law bytes: mu-law WAVs verbatim, anything else decoded, mixed down,
     resampled and encoded."""
-    raw = _ulaw_wav_data(Path(path))
-    if raw is not None:
-        return raw
+    channels = ulaw_wav_channels(Path(path).read_bytes())
+    if channels is not None and len(channels) == 1:
+        return channels[0]
     import soundfile
-    from scipy.signal import resample_poly
 
     audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
+    return to_ulaw(audio.mean(axis=1), int(rate))
+
+
+def to_ulaw(audio: np.ndarray, rate: int) -> bytes:
+    """Float samples (-1..1, one channel) at ``rate`` as the phone network delivers them: 8 kHz mu-law."""
     if rate != SAMPLE_RATE:
-        g = np.gcd(int(rate), SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
-    return encode_ulaw((np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16))
+        from scipy.signal import resample_poly
+
+        g = int(np.gcd(rate, SAMPLE_RATE))
+        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g)
+    return encode_ulaw((np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767).astype(np.int16))
 
 
-def _ulaw_wav_data(path: Path) -> bytes | None:
-    """The data chunk of a WAV file if it is 8 kHz mono mu-law (format tag 7), else None."""
-    data = path.read_bytes()
+def ulaw_wav_channels(data: bytes) -> list[bytes] | None:
+    """The channels of a WAV that is 8 kHz mu-law (format tag 7), one or two, byte for byte; else None."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
-    pos, fmt_ok = 12, False
+    pos, channels = 12, 0
     while pos + 8 <= len(data):
         kind, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         body = data[pos + 8 : pos + 8 + size]
         if kind == b"fmt ":
             tag, channels, rate = struct.unpack("<HHI", body[:8])
-            fmt_ok = tag == 7 and channels == 1 and rate == SAMPLE_RATE
+            if tag != 7 or rate != SAMPLE_RATE or channels not in (1, 2):
+                return None
         elif kind == b"data":
-            return body if fmt_ok else None
+            return [body[k::channels] for k in range(channels)] if channels else None
         pos += 8 + size + (size & 1)
     return None
+
+
+def ulaw_wav(channels: list[bytes]) -> bytes:
+    """An 8 kHz mu-law WAV of one or more equally long channels (what ``ulaw_wav_channels`` reads back)."""
+    n = len(channels)
+    data = bytearray(n * len(channels[0]))
+    for k, channel in enumerate(channels):
+        data[k::n] = channel
+    fmt = struct.pack("<HHIIHH", 7, n, SAMPLE_RATE, SAMPLE_RATE * n, n, 8)
+    return (
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVEfmt " + struct.pack("<I", len(fmt))
+        + fmt + b"data" + struct.pack("<I", len(data)) + bytes(data)
+    )  # fmt: skip
 
 
 def messages_from_tracks(
