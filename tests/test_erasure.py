@@ -8,6 +8,7 @@ through the hub actor, and in the storage itself (the call store's tables, the r
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -144,3 +145,21 @@ def test_retention_erases_calls_past_their_tenants_age(server: Server, synthetic
         assert server.get(f"/v1/calls/{call_sid}", key=key).status_code == 200
         assert server.get(f"/v1/calls/{call_sid}/audio", key=key).status_code == 200
         assert searched(server, call_sid, key) > 0
+
+
+def test_delete_reaches_an_opensearch_index(
+    ray_address: str, opensearch_url: str, tmp_path: Path, synthetic_capture: Path
+) -> None:
+    """The same erasure with the production index: the DELETE answers once the real OpenSearch node has applied
+    (and refreshed) the call's deletion, so a search right after finds nothing of it."""
+    env = {"MISE_OPENSEARCH_URL": opensearch_url, "MISE_OPENSEARCH_PREFIX": "erase" + secrets.token_hex(3)}
+    with Server.start(ray_address, tmp_path, **env) as srv:
+        call_sid = stream(srv, synthetic_capture, seconds=15)
+        keep = stream(srv, synthetic_capture, seconds=15)
+        turns = wait_searchable(srv, call_sid)
+        wait_searchable(srv, keep)
+        r = httpx.delete(srv.http + f"/v1/calls/{call_sid}", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.status_code == 200 and r.json()["erased"]["turns"] == len(turns), r.text
+        assert searched(srv, call_sid) == 0  # at once, no waiting for the index
+        assert srv.get(f"/v1/calls/{call_sid}").status_code == 404
+        assert searched(srv, keep) == len(srv.get(f"/v1/calls/{keep}/turns").json()["turns"]) > 0
