@@ -33,6 +33,7 @@ from api.guard import RateLimits, key_id, who
 from api.leases import Leases
 from api.metrics import Metrics
 from api.recorder import Recorder, Recording
+from api.wsprotocol import DIRECT
 from engine import codec
 from engine.call import CallMeta
 from engine.events import iso_utc
@@ -171,24 +172,44 @@ class Ingest:
         """Pump media until ``stop`` ("stop"), the socket closes ("disconnect"), or this server stops
         ("server_shutdown")."""
         call_sid = placement.meta.call_sid
-        enqueue = self._pump.enqueue
-        recording = placement.recording
+        deliver = ws.scope.get("extensions", {}).get(DIRECT, {}).get("deliver")
+        if deliver is not None:  # each message handled as it is parsed (api/wsprotocol.py)
+            stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+            def on_message(data: str | bytes) -> None:
+                if stopped.done():
+                    return
+                self._tally["messages"] += 1
+                frame = self._check(session, data, refusals, call_sid)
+                if isinstance(frame, Media):
+                    self._media(placement, frame)
+                elif isinstance(frame, Stop):
+                    stopped.set_result("stop")
+
+            closed: asyncio.Future[int] = deliver(on_message)
+            await asyncio.wait((stopped, closed), return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                return "stop"
+            return "server_shutdown" if closed.result() == SERVICE_RESTART else "disconnect"
         while True:
             data = await self._receive(ws)
             if isinstance(data, _Closed):
                 return "server_shutdown" if data.code == SERVICE_RESTART else "disconnect"
             frame = self._check(session, data, refusals, call_sid)
             if isinstance(frame, Media):
-                self._tally[frame.track] += 1
-                if recording is not None:
-                    recording.add(frame.track, frame.timestamp_ms, frame.payload)
-                item = (call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time())
-                if placement.moving is None and placement.lost is None:
-                    enqueue(placement.host_name, placement.host, item)
-                else:
-                    self._hold(placement, item)
+                self._media(placement, frame)
             elif isinstance(frame, Stop):
                 return "stop"
+
+    def _media(self, placement: _Placement, frame: Media) -> None:
+        self._tally[frame.track] += 1
+        if placement.recording is not None:
+            placement.recording.add(frame.track, frame.timestamp_ms, frame.payload)
+        item = (placement.meta.call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time())
+        if placement.moving is None and placement.lost is None:
+            self._pump.enqueue(placement.host_name, placement.host, item)
+        else:
+            self._hold(placement, item)
 
     async def _receive(self, ws: WebSocket) -> str | bytes | _Closed:
         message = await ws.receive()

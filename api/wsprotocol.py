@@ -1,4 +1,5 @@
-"""uvicorn's default WebSocket protocol, minus a way to lose audio, and with reads paused less often.
+"""uvicorn's default WebSocket protocol, minus a way to lose audio, with reads paused less often, and
+with a direct lane for media messages.
 
 In uvicorn's sans-I/O WebSocket protocol, when one read from the socket holds good messages followed
 by a frame the parser refuses (e.g. over ``ws_max_size``), ``data_received`` sees the parser error
@@ -9,23 +10,98 @@ uvicorn also pauses reading the socket after every message it queues for the app
 the app has taken it: two epoll changes per 20 ms media message, a visible share of the API process's
 CPU under many calls. Here reading pauses only once ``QUEUE_HIGH`` messages wait, and resumes when
 the app has taken them all: backpressure stays, bounded at ``QUEUE_HIGH`` messages per socket.
+
+The direct lane: ASGI hands every message to the app through a queue, a future and a task switch,
+several times the work of parsing it. An app that handles its messages synchronously can take the
+``mise.direct`` extension from the socket's scope and call ``deliver(sink)``: from then on each
+message is passed to ``sink`` from ``data_received`` as it is parsed (text as ``str``, binary as
+``bytes``), and the future it returns resolves with the close code when the socket closes (the
+``websocket.disconnect`` the app would have received). Messages the app had not yet taken go to the
+sink first, in order. Sending and closing stay ASGI. Under another server the extension is absent and
+the app reads its messages the usual way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
+from websockets.http11 import Request
 
 QUEUE_HIGH = 32  # messages queued for the app before reading pauses (~10 KB of media messages)
+DIRECT = "mise.direct"  # the scope extension: {"deliver": Callable[[Sink], asyncio.Future[int]]}
+INTERNAL_ERROR = 1011
+
+Sink = Callable[[str | bytes], None]
+log = logging.getLogger("mise.ws")
+
+
+class _Disconnects:
+    """The receive queue of a socket whose messages go to a sink: only its disconnect is left to tell."""
+
+    def __init__(self, closed: asyncio.Future[int]) -> None:
+        self.closed = closed
+
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.disconnect" and not self.closed.done():
+            self.closed.set_result(int(message.get("code") or 1005))
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    async def get(self) -> dict[str, Any]:
+        raise RuntimeError("this socket's messages go to its sink (mise.direct): receive() is not available")
 
 
 class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
+    sink: Sink | None = None
+
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
         self.handle_events()  # everything parsed before a protocol error reaches the app
         if self.conn.parser_exc is not None:
             self.handle_parser_exception()
 
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            self.scope["extensions"][DIRECT] = {"deliver": self.deliver}
+
+    def deliver(self, sink: Sink) -> asyncio.Future[int]:
+        """Send this socket's messages to ``sink`` from now on; the future resolves with the close code."""
+        closed: asyncio.Future[int] = self.loop.create_future()
+        waiting, self.queue = self.queue, _Disconnects(closed)  # type: ignore[assignment]
+        self.sink = sink
+        while not waiting.empty():
+            message: Any = waiting.get_nowait()
+            if message["type"] == "websocket.receive":
+                self._to_sink(message["text"] if message.get("text") is not None else message.get("bytes", b""))
+            else:
+                self.queue.put_nowait(message)
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return closed
+
+    def handle_text(self, event: Frame) -> None:
+        if self.sink is None or not event.fin or self.close_sent:
+            return super().handle_text(event)
+        self._text_to_sink(bytes(event.data))
+
     def send_receive_event_to_app(self) -> None:
+        if self.sink is not None:  # a fragmented message, reassembled by the parent's handlers
+            data = b"".join(self.frames)
+            self.frames = []
+            if self.close_sent:
+                return
+            return self._text_to_sink(data) if self.curr_msg_data_type == "text" else self._to_sink(data)
         paused = self.read_paused
         self.read_paused = True  # the parent pauses reading unless it is paused already: it is not told
         super().send_receive_event_to_app()
@@ -33,3 +109,28 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         if not paused and self.queue.qsize() >= QUEUE_HIGH:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _text_to_sink(self, data: bytes) -> None:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:  # as the parent does: close 1007
+            self.logger.exception("Invalid UTF-8 sequence received from client.")
+            self.conn.send_close(1007)
+            self.handle_parser_exception()
+            return
+        self._to_sink(text)
+
+    def _to_sink(self, data: str | bytes) -> None:
+        assert self.sink is not None
+        try:
+            self.sink(data)
+        except Exception:
+            # A bug in the app's handling, not bad input (that is the sink's to refuse): this socket
+            # closes with 1011 and its disconnect reaches the app; no other socket is touched.
+            log.exception("a WebSocket message handler failed; closing this socket (1011)")
+            if not self.close_sent and not self.transport.is_closing():
+                self.conn.fail(INTERNAL_ERROR, "internal error")
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                self.close_sent = True
+                self.queue.put_nowait({"type": "websocket.disconnect", "code": INTERNAL_ERROR})
+                self.transport.close()
