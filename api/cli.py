@@ -196,6 +196,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         ws=LosslessWebSocketProtocol,
         ws_max_size=1 << 20,  # a Twilio message is ~300 bytes; bigger frames close the socket (1009)
+        # No permessage-deflate: base64 mu-law barely compresses, inflating every 20 ms message costs CPU,
+        # and frames without it are parsed by api/wsprotocol.py's own parser.
+        ws_per_message_deflate=False,
         log_level="info",
         timeout_graceful_shutdown=15,  # a stop never hangs on a connection that will not close
     )

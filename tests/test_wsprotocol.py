@@ -35,7 +35,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             raise RuntimeError("a handler bug")
         got.append(data)
 
-    closed = scope["extensions"][DIRECT]["deliver"](sink)
+    deliver = scope["extensions"][DIRECT]["deliver"]
+    got.append(("own parser", deliver.__self__.fast is not None))  # frames parsed by the protocol itself
+    closed = deliver(sink)
     got.append(("closed", await closed))
 
 
@@ -69,14 +71,50 @@ def test_messages_reach_the_sink_in_order_and_the_close_code_reaches_the_app(url
             for i in range(40):  # most arrive while the app sleeps: they wait in the queue, then go first
                 await ws.send(f"m{i}")
             await asyncio.sleep(0.5)
-            await ws.send([b"frag", b"mented"])  # a fragmented binary message arrives whole
+            await ws.send(b"\x00binary")
+            await asyncio.wait_for(await ws.ping(b"are you there"), 2)  # answered by the protocol's parser
+            await ws.send("x" * 300)  # a 16-bit length
+            await ws.send([b"frag", b"mented"])  # a fragment: websockets' parser takes over, for good
             await ws.send(["te", "xt"])
+            await asyncio.wait_for(await ws.ping(), 2)
             await ws.send("last")
             await ws.close(4001)
 
     asyncio.run(client())
     got = wait_closed("order")
-    assert got == [("asgi", "m0"), *[f"m{i}" for i in range(1, 40)], b"fragmented", "text", "last", ("closed", 4001)]
+    assert got == [
+        ("asgi", "m0"),
+        ("own parser", True),
+        *[f"m{i}" for i in range(1, 40)],
+        b"\x00binary",
+        "x" * 300,
+        b"fragmented",
+        "text",
+        "last",
+        ("closed", 4001),
+    ]
+
+
+def test_frames_sent_with_the_handshake_are_parsed_by_websockets_from_the_start(url: str) -> None:
+    """A client that does not wait for the answer (RFC 6455 4.1 says it must): its first frame came in the
+    read with the request, and websockets, which drops it as it always did, keeps parsing the stream."""
+    from bench.loadgen import frame
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(
+            b"GET /eager HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame("early")
+        )
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.5)
+        writer.write(frame("later") + bytes([0x88, 0x82, 0, 0, 0, 0]) + (1000).to_bytes(2, "big"))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    asyncio.run(client())
+    assert wait_closed("eager") == [("asgi", "later"), ("own parser", False), ("closed", 1000)]
 
 
 def test_a_sink_that_raises_closes_its_own_socket_with_1011(url: str) -> None:
@@ -99,4 +137,4 @@ def test_a_sink_that_raises_closes_its_own_socket_with_1011(url: str) -> None:
     code = asyncio.run(client())
     assert code == 1011
     assert wait_closed("bad")[-1] == ("closed", 1011)
-    assert wait_closed("other") == [("asgi", "hello"), "still here", ("closed", 1000)]
+    assert wait_closed("other") == [("asgi", "hello"), ("own parser", True), "still here", ("closed", 1000)]
