@@ -56,6 +56,10 @@ def utc_now() -> str:
     return iso_utc(time.time())
 
 
+def _end_reason(close_code: int) -> str:
+    return "server_shutdown" if close_code == SERVICE_RESTART else "disconnect"
+
+
 @dataclass(frozen=True, slots=True)
 class _Closed:
     code: int
@@ -171,37 +175,31 @@ class Ingest:
     ) -> str:
         """Pump media until ``stop`` ("stop"), the socket closes ("disconnect"), or this server stops
         ("server_shutdown")."""
-        call_sid = placement.meta.call_sid
         deliver = ws.scope.get("extensions", {}).get(DIRECT, {}).get("deliver")
         if deliver is not None:  # each message handled as it is parsed (api/wsprotocol.py)
             stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def on_message(data: str | bytes) -> None:
-                if stopped.done():
-                    return
-                self._tally["messages"] += 1
-                frame = self._check(session, data, refusals, call_sid)
-                if isinstance(frame, Media):
-                    self._media(placement, frame)
-                elif isinstance(frame, Stop):
-                    stopped.set_result("stop")
+                if not stopped.done():
+                    self._tally["messages"] += 1
+                    if self._take(session, placement, refusals, data):
+                        stopped.set_result("stop")
 
             closed: asyncio.Future[int] = deliver(on_message)
             await asyncio.wait((stopped, closed), return_when=asyncio.FIRST_COMPLETED)
-            if stopped.done():
-                return "stop"
-            return "server_shutdown" if closed.result() == SERVICE_RESTART else "disconnect"
-        while True:
+            return "stop" if stopped.done() else _end_reason(closed.result())
+        while True:  # under a server without the direct lane
             data = await self._receive(ws)
             if isinstance(data, _Closed):
-                return "server_shutdown" if data.code == SERVICE_RESTART else "disconnect"
-            frame = self._check(session, data, refusals, call_sid)
-            if isinstance(frame, Media):
-                self._media(placement, frame)
-            elif isinstance(frame, Stop):
+                return _end_reason(data.code)
+            if self._take(session, placement, refusals, data):
                 return "stop"
 
-    def _media(self, placement: _Placement, frame: Media) -> None:
+    def _take(self, session: StreamSession, placement: _Placement, refusals: Counter[str], data: str | bytes) -> bool:
+        """One message of a placed call: media is recorded and goes on to the call's host. True at ``stop``."""
+        frame = self._check(session, data, refusals, placement.meta.call_sid)
+        if not isinstance(frame, Media):
+            return isinstance(frame, Stop)
         self._tally[frame.track] += 1
         if placement.recording is not None:
             placement.recording.add(frame.track, frame.timestamp_ms, frame.payload)
@@ -210,6 +208,7 @@ class Ingest:
             self._pump.enqueue(placement.host_name, placement.host, item)
         else:
             self._hold(placement, item)
+        return False
 
     async def _receive(self, ws: WebSocket) -> str | bytes | _Closed:
         message = await ws.receive()
