@@ -42,7 +42,7 @@ import numpy.typing as npt
 import ray
 from ray.actor import ActorHandle
 
-from actors import tuning
+from actors import allocator, tuning
 from actors.measurer import Measurer
 from engine import costs, prosody
 from engine.call import CallMeta, LiveCall
@@ -85,6 +85,7 @@ class CallHost:
         scorer: ActorHandle[Any] | None = None,
         score_timeout_s: float = 10.0,
     ) -> None:
+        allocator.tune()  # numpy temporaries stay mapped between steps (actors/allocator.py)
         self._ring_seconds = ring_seconds
         self._analysis = analysis
         self._analyse = analyse  # False: an ingest-only host (audio into the rings, no turns or features)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from actors import tuning
+from actors import allocator, tuning
 
 log = logging.getLogger("mise.scorer")
 
@@ -36,6 +36,8 @@ class EmotionScorer:
         max_age_s: float = 10.0,
     ) -> None:
         from models import load_emotion_model  # torch is imported here, in this actor's process only
+
+        allocator.tune()
 
         self._model = load_emotion_model(weights, threads=1)  # the packaged weights unless ``weights``
         self._max_batch = max_batch
