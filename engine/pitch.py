@@ -92,11 +92,14 @@ _SINC_TAPS, _SINC_WEIGHTS = _sinc_table()
 def _peak_value(seq: FloatArray, idx: IntArray) -> FloatArray:
     """Maximum of each row of ``seq`` (shape ``(rows, lags)``) within one lag of ``idx`` (shape ``(rows, k)``),
     by windowed-sinc interpolation: at 8 kHz a parabola misses most of a sharp correlation peak."""
-    lag_idx = np.clip(idx[:, :, None] + _SINC_TAPS, 0, seq.shape[1] - 1)
-    curve = np.take_along_axis(seq[:, None, :], lag_idx, axis=2) @ _SINC_WEIGHTS.T  # (rows, k, offsets)
-    best = np.clip(np.argmax(curve, axis=2), 1, curve.shape[2] - 2)[:, :, None]
-    around = [np.take_along_axis(curve, best + step, axis=2)[:, :, 0] for step in (-1, 0, 1)]
-    return _parabola(*around)[1]  # the last step, between interpolated points
+    rows, k = idx.shape
+    lags = seq.shape[1]
+    # Flat indices and one (rows * k, taps) @ (taps, offsets) product: a fraction of the per-row calls.
+    at = np.clip(idx[:, :, None] + _SINC_TAPS, 0, lags - 1) + (np.arange(rows) * lags)[:, None, None]
+    curve = np.ascontiguousarray(seq).ravel()[at.reshape(rows * k, -1)] @ _SINC_WEIGHTS.T  # (rows * k, offsets)
+    best = np.clip(np.argmax(curve, axis=1), 1, curve.shape[1] - 2) + np.arange(rows * k) * curve.shape[1]
+    flat = curve.ravel()
+    return _parabola(flat[best - 1], flat[best], flat[best + 1])[1].reshape(rows, k)  # between interpolated points
 
 
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
@@ -222,7 +225,7 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
         r = fft.irfft(np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft), s.n_fft)
         r = r[:, : s.tau_max + 1]
         energy = np.concatenate([np.zeros((nb, 1)), np.cumsum(block**2, axis=1)], axis=1)
-        e_lag = energy[:, lags + s.width] - energy[:, lags]
+        e_lag = energy[:, s.width : s.width + s.tau_max + 1] - energy[:, : s.tau_max + 1]
         d = np.maximum(e_lag[:, :1] + e_lag - 2.0 * r, 0.0)
         dn = np.ones_like(d)
         dn[:, 1:] = d[:, 1:] * lags[1:] / np.maximum(np.cumsum(d[:, 1:], axis=1), 1e-300)
