@@ -60,7 +60,8 @@ class LogMel(nn.Module):
 
     def power_mel(self, wave: Tensor) -> Tensor:
         """torchaudio's MelSpectrogram (its window and filter bank), with |X|^2 taken as re^2 + im^2:
-        torch's complex ``abs`` costs as much on the CPU as the FFT itself."""
+        torch's complex ``abs`` costs as much on the CPU as the FFT itself (and squaring the real view, then
+        summing its last axis of 2, ~5x what ``real ** 2 + imag ** 2`` does, bit for bit the same)."""
         return self.power_mel_and_lags(wave)[0]
 
     def power_mel_and_lags(self, wave: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -75,7 +76,7 @@ class LogMel(nn.Module):
             center=False,
             return_complex=True,
         )
-        power = torch.view_as_real(stft).pow(2).sum(-1).transpose(1, 2)  # (B, T, n_fft // 2 + 1)
+        power = (stft.real**2 + stft.imag**2).transpose(1, 2)  # (B, T, n_fft // 2 + 1)
         mel = torch.matmul(power if self.warp is None else _warp(power, self.warp), self.mel.mel_scale.fb)
         mel = mel.transpose(1, 2)
         if not self.pitch_bins:
