@@ -34,7 +34,8 @@ from ray.actor import ActorHandle
 
 from engine import costs
 from engine.call import LiveCall
-from engine.pipeline import AnalysisOptions, PendingTurn, TurnScorer
+from engine.pending import PendingTurn, TurnScorer
+from engine.pipeline import AnalysisOptions
 from models.caller import CallerScorer
 
 log = logging.getLogger("mise.host")

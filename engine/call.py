@@ -17,7 +17,8 @@ import numpy.typing as npt
 from engine.events import CallEvent
 from engine.frames import TRACKS
 from engine.g711 import SAMPLES_PER_MS, decode_ulaw
-from engine.pipeline import AnalysisOptions, CallAnalyzer, TurnScorer
+from engine.pending import TurnScorer
+from engine.pipeline import AnalysisOptions, CallAnalyzer
 from engine.ring import RingBuffer, WriteResult
 
 

@@ -17,8 +17,8 @@ that decision.
 
 Deciding and measuring are apart. Deciding a turn (VAD, tracker) costs microseconds per frame;
 measuring it (prosody, z-scores) costs milliseconds per second of turn. A decided turn becomes a
-``PendingTurn`` that holds a copy of its audio, at most the last ``feature_max_s`` of it (longer turns:
-``features_window_ms`` says what was measured). Its ``turn.ended`` leaves once it is measured (or
+``PendingTurn`` (``engine.pending``) that holds a copy of its audio, at most the last ``feature_max_s`` of
+it (longer turns: ``features_window_ms`` says what was measured). Its ``turn.ended`` leaves once it is measured (or
 skipped). Events leave strictly in decision order: ``release()`` hands out the longest prefix that is
 ready, so an interruption decided after a turn never overtakes it. With ``measure_inline`` (offline,
 tests) ``advance`` measures at once; a live host sets it False and runs ``PendingTurn.measure`` off
@@ -36,18 +36,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.events import FRUSTRATION_ALERT, INTERRUPTION, SILENCE, TURN_ENDED, TURN_STARTED, CallEvent
+from engine.events import FRUSTRATION_ALERT, INTERRUPTION, SILENCE, TURN_STARTED, CallEvent
 from engine.frames import SPEAKER_OF_TRACK, TRACKS
 from engine.g711 import SAMPLES_PER_MS
+from engine.pending import PendingTurn, TurnScorer
 from engine.pitch import PitchStream
-from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, SpeakerBaseline, turn_features
+from engine.prosody import FEATURE_KEYS, RELATIVE_KEYS, SpeakerBaseline
 from engine.ring import RingBuffer
+from engine.summary import CallSummary
 from engine.turns import Interruption, Silence, Turn, TurnTracker
 from engine.vad import FRAME, FRAME_MS, CallVad
 
@@ -78,189 +80,6 @@ class AnalysisOptions:
             min_overlap_ms=self.min_overlap_ms,
             silence_ms=self.silence_ms,
         )
-
-
-@dataclass
-class CallSummary:
-    """Running figures of one call, as ARCHITECTURE.md's call ``summary``."""
-
-    turns: int = 0  # turns that held the floor (backchannels not counted)
-    backchannels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    talk_ms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    interruptions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    overlap_ms: int = 0
-    silences: int = 0
-    silence_ms: int = 0
-    longest_silence_ms: int = 0
-    _latency_sum: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    _latency_count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_OF_TRACK.values(), 0))
-    max_frustration: float | None = None  # the caller's most frustrated turn (emotion model)
-    frustration_ema: float | None = None  # the caller's running frustration across turns: the call's tension arc
-    frustration_alerts: int = 0
-
-    def count_frustration(self, frustration: float, alpha: float) -> None:
-        self.max_frustration = max(self.max_frustration or 0.0, frustration)
-        ema = self.frustration_ema
-        self.frustration_ema = frustration if ema is None else (1 - alpha) * ema + alpha * frustration
-
-    def count_turn(self, turn: Turn) -> None:
-        self.talk_ms[turn.speaker] += turn.duration_ms
-        if turn.backchannel:
-            self.backchannels[turn.speaker] += 1
-            return
-        self.turns += 1
-        self.overlap_ms += turn.overlap_ms
-        if turn.response_latency_ms is not None:
-            self._latency_sum[turn.speaker] += turn.response_latency_ms
-            self._latency_count[turn.speaker] += 1
-
-    def count_silence(self, duration_ms: int) -> None:
-        self.silences += 1
-        self.silence_ms += duration_ms
-        self.longest_silence_ms = max(self.longest_silence_ms, duration_ms)
-
-    def to_json(self) -> dict[str, Any]:
-        latency = {s: (round(self._latency_sum[s] / n) if n else None) for s, n in self._latency_count.items()}
-        return {
-            "turns": self.turns,
-            "backchannels": dict(self.backchannels),
-            "talk_ms": dict(self.talk_ms),
-            "interruptions": dict(self.interruptions),
-            "overlap_ms": self.overlap_ms,
-            "silences": self.silences,
-            "silence_ms": self.silence_ms,
-            "longest_silence_ms": self.longest_silence_ms,
-            "mean_response_latency_ms": latency,
-            "max_frustration": self.max_frustration,
-            "frustration_ema": None if self.frustration_ema is None else round(self.frustration_ema, 4),
-            "frustration_alerts": self.frustration_alerts,
-        }
-
-
-class TurnScorer(Protocol):
-    """Scores one speaker's turns in order from the emotion model's raw logits, keeping that speaker's
-    state between turns (``models.caller.CallerScorer``: the speaker's voice offset)."""
-
-    def score(self, logits: list[float], n_windows: int) -> dict[str, Any]: ...
-
-
-class PendingTurn:
-    """A decided turn whose ``turn.ended`` waits for its measurements: prosody of its audio and the
-    speaker's z-scores, and (``needs_scores``) the emotion model's scores. ``measure`` or ``skip`` it
-    once, in decision order per call (the baselines); ``set_scores`` once, from anywhere."""
-
-    __slots__ = (
-        "_at",
-        "_baseline",
-        "_document",
-        "_raw",
-        "_samples",
-        "_scored",
-        "_skipped",
-        "_stream",
-        "at_ms",
-        "audio",
-        "clip",
-        "track",
-    )
-
-    def __init__(
-        self,
-        at_ms: int,
-        document: dict[str, Any],
-        samples: npt.NDArray[np.int16],
-        baseline: SpeakerBaseline,
-        *,
-        needs_scores: bool = False,
-        stream: PitchStream | None = None,
-        at: int = 0,
-        clip: tuple[int, npt.NDArray[np.int16]] | None = None,
-    ) -> None:
-        self.at_ms, self.track = at_ms, str(document["track"])
-        self.audio = samples  # what is measured and scored (the turn's end, at most feature_max_s)
-        self.clip = clip  # the whole turn (at most clip_max_s), for the transcriber; leaves with the event
-        self._document = document
-        self._samples: npt.NDArray[np.int16] | None = samples
-        self._baseline = baseline
-        self._skipped: str | None = None
-        self._scored = not needs_scores
-        self._raw: tuple[list[float], int] | None = None  # the model's raw logits and windows, for ``rescore``
-        self._stream, self._at = stream, at  # the track's pitch frames so far; ``samples`` start at sample ``at``
-
-    @property
-    def done(self) -> bool:
-        return self._samples is None and self._scored
-
-    @property
-    def speaker(self) -> str:
-        return str(self._document["speaker"])
-
-    @property
-    def turn_id(self) -> int:
-        return int(self._document["turn_id"])
-
-    def set_scores(self, result: dict[str, Any] | None) -> None:
-        """The emotion model's result for this turn (``EmotionModel.score``), or None if it has none. A
-        result with the model's raw ``logits`` can be scored again for its speaker (``rescore``)."""
-        if result is not None:
-            self._document["frustration"] = result["frustration"]
-            self._document["emotion"] = {
-                "label": result["label"],
-                "scores": result["scores"],
-                "arousal": result["arousal"],
-            }
-            if "baseline_turns" in result:
-                self._document["emotion"]["baseline_turns"] = result["baseline_turns"]
-            if result.get("logits") is not None:
-                self._raw = (list(result["logits"]), int(result["windows"]))
-        self._scored = True
-
-    def rescore(self, scorer: TurnScorer) -> None:
-        """Score the turn again from its raw logits with its speaker's state (in turn order, once)."""
-        if self._raw is not None:
-            raw, self._raw = self._raw, None
-            self.set_scores(scorer.score(*raw))
-
-    @property
-    def skipped(self) -> str | None:
-        """Why the turn went out unmeasured, or None."""
-        return self._skipped
-
-    def measure(self) -> None:
-        """Prosody and z-scores (milliseconds per second of audio); updates the speaker's baseline."""
-        samples = self._samples
-        if samples is None:
-            return
-        if samples.size:
-            features = turn_features(samples.astype(np.float64) / 32768.0, stream=self._stream, at=self._at)
-            relative = self._baseline.relative(features)
-            if not self._document["backchannel"]:  # a speaker's baseline is their turns, not their "mm-hmm"s
-                self._baseline.update(features)
-            self._document["features"] = {**features, **relative}
-        self._stream = None
-        self._samples = None  # last: another thread may read ``done`` and send the document at once
-        self.audio = np.zeros(0, np.int16)
-
-    def skip(self, reason: str) -> None:
-        """Let the turn go out without features (``features_skipped`` says why); its audio is let go."""
-        if self._samples is not None:
-            self._skipped = reason
-            self._document["features_window_ms"] = 0
-            self._document["features_skipped"] = reason
-            self._stream = None
-            self._samples = None  # last, as in ``measure``
-            self.audio = np.zeros(0, np.int16)
-
-    def event(self, seq: int) -> CallEvent:
-        if not self.done:
-            raise RuntimeError(f"turn {self._document['turn_id']} is not measured yet")
-        clip, self.clip = self.clip, None
-        return CallEvent(TURN_ENDED, seq, self.at_ms, self._document, clip)
-
-    @property
-    def frustration(self) -> float | None:
-        value = self._document.get("frustration")
-        return None if value is None else float(value)
 
 
 class CallAnalyzer:
