@@ -221,16 +221,25 @@ class CallVad:
         """Consecutive frames of both tracks (``blocks[track]``: int16, shape ``(n * FRAME,)``, same n) ->
         per frame what ``push`` gives. The per-frame numpy work (offsets, levels) is done for the whole
         block at once: the same figures as frame by frame, a fraction of the calls."""
-        prepared = {name: _prepare(block) for name, block in blocks.items()}
-        n = len(prepared["inbound"][1])
+        # Both tracks in one pass (the per-frame figures do not mix frames): half the numpy calls per step.
+        names = list(blocks)
+        if len({len(blocks[name]) for name in names}) != 1:
+            raise ValueError(f"blocks of unequal length: { {name: len(b) for name, b in blocks.items()} }")
+        all_frames, all_levels, data = _prepare(np.concatenate([blocks[name] for name in names]))
+        n = len(all_levels) // len(names)
+        prepared = {
+            name: (all_frames[k * n : (k + 1) * n], all_levels[k * n : (k + 1) * n], k * n * _FRAME_BYTES)
+            for k, name in enumerate(names)
+        }
         out: list[dict[str, tuple[bool, Span | None]]] = []
         for i in range(n):
             flags: dict[str, tuple[bool, Span | None]] = {}
-            for name, (frames, levels, data) in prepared.items():
+            for name, (frames, levels, base) in prepared.items():
                 level, noise = levels[i], self._noise[name]
                 loud = level > max(self.floor_db, noise.level_db + self.noise_margin_db)
                 # webrtcvad hears every frame, so its own noise model adapts to the track as it is.
-                speech = self._vads[name].is_speech(data[i * _FRAME_BYTES : (i + 1) * _FRAME_BYTES], 8000) and loud
+                at = base + i * _FRAME_BYTES
+                speech = self._vads[name].is_speech(data[at : at + _FRAME_BYTES], 8000) and loud
                 if speech:
                     self._since_speech[name] = 0
                 elif (
