@@ -24,7 +24,7 @@ ready, so an interruption decided after a turn never overtakes it. With ``measur
 tests) ``advance`` measures at once; a live host sets it False and runs ``PendingTurn.measure`` off
 the audio path (``take_pending``), in decision order per call, because the speaker baselines are
 updated in that order. Live, most of a turn's measuring is done before it ends: while a track holds the
-floor its audio is fed to a ``PitchStream`` (``_follow``), whose per-frame pitch analysis (~90% of the
+floor its speech so far is fed to a ``PitchStream`` (``_follow``), whose per-frame pitch analysis (~90% of the
 cost) the host runs between turns (``streams``); the turn's measurement then reuses those frames and
 only chooses the path and measures the voice (exactly the same features, ~3x sooner).
 
@@ -230,12 +230,14 @@ class CallAnalyzer:
             self._follow(rings)
 
     def _follow(self, rings: Mapping[str, RingBuffer]) -> None:
-        """Feed the audio of each track holding the floor to its ``PitchStream`` (from the turn's start)."""
-        end = self._next * FRAME
+        """Feed the audio of each track holding the floor to its ``PitchStream``, from the turn's start to the
+        end of its latest speech: the turn ends there unless the track speaks again, so the hold after it
+        (and a pause, until speech resumes and it joins the turn) is not analysed for nothing."""
         for track in TRACKS:
-            open_ms = self._tracker.open_start_ms(track)
-            if open_ms is None:
+            open_ms, speech_end_ms = self._tracker.open_start_ms(track), self._tracker.open_speech_end_ms(track)
+            if open_ms is None or speech_end_ms is None:
                 continue
+            end = min(self._next * FRAME, speech_end_ms * SAMPLES_PER_MS)
             start, stream = open_ms * SAMPLES_PER_MS, self._streams[track]
             if stream is None or stream.end < start:  # a new turn: a stream of its own from its start
                 keep_s = self.options.feature_max_s + (self.options.hold_ms + self.options.settle_ms) / 1000 + 1.0

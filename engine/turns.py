@@ -97,6 +97,12 @@ class TurnTracker:
         start = self._floor[track].open_start
         return None if start is None else start * FRAME_MS
 
+    def open_speech_end_ms(self, track: str) -> int | None:
+        """End of the last speech of the turn ``track`` is holding now, if any: the turn ends there unless
+        the track speaks again within the hold."""
+        end = self._floor[track].open_end
+        return None if end is None else end * FRAME_MS
+
     def push(self, speech: dict[str, bool]) -> list[Event]:
         """One frame of VAD flags per track (``{"inbound": bool, "outbound": bool}``)."""
         self._frame += 1

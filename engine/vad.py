@@ -108,6 +108,11 @@ class Hysteresis:
         """First frame of the span open now, if any."""
         return self._start
 
+    @property
+    def open_end(self) -> int | None:
+        """The frame after the open span's last speech frame (where the span ends if no speech follows)."""
+        return None if self._start is None else self._last_speech + 1
+
     def push(self, speech: bool) -> Span | None:
         """Feed frame ``k`` (in order); returns a span when one closes."""
         k = self._frame
