@@ -26,7 +26,7 @@ MMAP_THRESHOLD: Final = 4 << 20  # a pitch step at 100 frames allocates < 1 MiB 
 TRIM_THRESHOLD: Final = 16 << 20
 _M_TRIM_THRESHOLD: Final = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD: Final = -3
-_ENV = {"MALLOC_MMAP_THRESHOLD_": _M_MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": _M_TRIM_THRESHOLD}
+_ENV: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # glibc tunables an operator may have set
 _done = False
 
 
