@@ -41,7 +41,7 @@ OCTAVE_COST: Final = 0.01  # strength bonus per octave up, so a perfectly period
 OCTAVE_JUMP_COST: Final = 0.35  # per octave jumped between consecutive voiced frames
 VOICED_UNVOICED_COST: Final = 0.14  # per voicing transition
 _N_DIPS: Final = 4  # d' dips kept per frame besides YIN's own pick
-_BLOCK: Final = 2048  # frames per vectorised block: bounds memory on long inputs
+_BLOCK: Final = 128  # frames per vectorised block: bounds memory on long inputs
 TURN_PITCH: Final = (60.0, 400.0, 0.01, 0.04, 0.15)  # fmin, fmax, hop_s, frame_s, threshold of turn_features
 
 
