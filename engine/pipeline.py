@@ -246,8 +246,15 @@ class CallAnalyzer:
                 stream.feed(_read(rings[track], stream.end, end))
 
     def streams(self, behind: int = 1) -> list[PitchStream]:
-        """The tracks' pitch streams with at least ``behind`` frames to analyse (``PitchStream.catch_up``)."""
-        return [s for s in self._streams.values() if s is not None and not s.dead and s.behind >= behind]
+        """The tracks' pitch streams with at least ``behind`` frames to analyse (``PitchStream.catch_up``), and
+        those with any whose track has gone quiet: its turn ends there unless it speaks again within the hold,
+        and its measurement will want those frames then."""
+        now = self._next * FRAME
+        return [
+            s
+            for s in self._streams.values()
+            if s is not None and not s.dead and (s.behind >= behind or (s.end < now and s.behind > 0))
+        ]
 
     def _skip_gap(self, rings: Mapping[str, RingBuffer], until: int) -> None:
         """Jump over audio that is certainly silence on both tracks (no longer held, or never sent),

@@ -170,7 +170,8 @@ def test_pitch_frames_analysed_while_a_turn_is_in_progress_are_reused_when_it_en
         pending.measure()
     events += analyzer.release()
     assert [(e.type, e.seq, e.at_ms, e.data) for e in events] == [(e.type, e.seq, e.at_ms, e.data) for e in expected]
-    assert in_turns > 2000 and at_measure < 0.05 * in_turns, (at_measure, in_turns)
+    # A quiet track's waiting frames are caught up during the hold, so its turn's end finds them analysed.
+    assert in_turns > 2000 and at_measure < 0.01 * in_turns, (at_measure, in_turns)
     # Streamed beyond the turns: blips too short to be turns, and the last feature_max_s cut. The 500 ms hold
     # after every turn's speech, streamed before, made this 1.17 on this dialogue.
     assert streamed < 1.1 * in_turns, (streamed, in_turns)
