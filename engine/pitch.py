@@ -41,7 +41,9 @@ OCTAVE_COST: Final = 0.01  # strength bonus per octave up, so a perfectly period
 OCTAVE_JUMP_COST: Final = 0.35  # per octave jumped between consecutive voiced frames
 VOICED_UNVOICED_COST: Final = 0.14  # per voicing transition
 _N_DIPS: Final = 4  # d' dips kept per frame besides YIN's own pick
-_BLOCK: Final = 128  # frames per vectorised block: bounds memory on long inputs
+# Frames per vectorised block: bounds memory on long inputs, keeps a block's temporaries in cache, and keeps
+# ``_peak_value``'s product under the size where OpenBLAS starts threads (outside Ray's one-thread workers).
+_BLOCK: Final = 128
 TURN_PITCH: Final = (60.0, 400.0, 0.01, 0.04, 0.15)  # fmin, fmax, hop_s, frame_s, threshold of turn_features
 
 
