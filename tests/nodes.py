@@ -29,9 +29,12 @@ from typing import Any
 from tests.support import REPO, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
+# A lost node is noticed within ~5 s. The limit was 1.5 s: a node whose raylet is starved that long on a loaded
+# 2-core machine would be declared dead and every host placed on the head (one local run failed so, its cause
+# unconfirmed; the test now prints whether the worker was alive).
 HEALTH_ENV = {
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "5",
     "RAY_health_check_initial_delay_ms": "0",
 }
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
