@@ -1,5 +1,6 @@
 # Two entry points: `make run` (serve + demo call) and `make test` (everything CI checks).
-# Both (re)build .venv from the package registries, idempotently: the stamp depends on pyproject.toml.
+# Both (re)build .venv from the package registries, idempotently: the stamp depends on pyproject.toml (and the
+# compiled kernels' source).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,7 +31,11 @@ GO ?= $(or $(shell command -v go),$(wildcard /usr/local/go/bin/go),go)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# engine/_kernels.c is compiled at install: a C compiler and Python's headers, from apt when missing.
+$(STAMP): pyproject.toml engine/_kernels.c
+	@command -v cc >/dev/null && [ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev >/dev/null; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'

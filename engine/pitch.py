@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import fft
 
+from engine import _kernels
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
@@ -105,25 +107,19 @@ def _peak_value(seq: FloatArray, idx: IntArray) -> FloatArray:
 
 
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
-    """Viterbi over (n_frames, n_states), the last state 'unvoiced': maximum strength minus transition costs."""
+    """Viterbi over (n_frames, n_states), the last state 'unvoiced': maximum strength minus transition costs
+    (a jump between voiced states costs ``OCTAVE_JUMP_COST`` per octave, a voicing change
+    ``VOICED_UNVOICED_COST``). Compiled (``engine/_kernels.c``): frame by frame, numpy took ~2 us of calls each."""
     n, s = strength.shape
-    back = np.zeros((n, s), dtype=np.intp)
-    voicing = np.zeros((s, s))
-    voicing[:-1, -1] = voicing[-1, :-1] = VOICED_UNVOICED_COST
-    score = strength[0].copy()
-    for start in range(1, n, _BLOCK):
-        stop = min(n, start + _BLOCK)
-        jump = np.abs(log_f[start - 1 : stop - 1, :, None] - log_f[start:stop, None, :])
-        jump[:, -1, :] = jump[:, :, -1] = 0.0
-        cost = OCTAVE_JUMP_COST * jump + voicing
-        for i in range(start, stop):  # per frame: ~2 us of numpy calls, no fancy indexing
-            total = score[:, None] - cost[i - start]
-            back[i] = total.argmax(axis=0)
-            score = total.max(axis=0) + strength[i]
     path = np.empty(n, dtype=np.intp)
-    path[-1] = int(np.argmax(score))
-    for i in range(n - 1, 0, -1):
-        path[i - 1] = back[i, path[i]]
+    _kernels.best_path(
+        np.ascontiguousarray(strength, dtype=np.float64),
+        np.ascontiguousarray(log_f, dtype=np.float64),
+        s,
+        OCTAVE_JUMP_COST,
+        VOICED_UNVOICED_COST,
+        path,
+    )
     return path
 
 

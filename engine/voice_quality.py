@@ -1,20 +1,19 @@
 """Voice quality of one turn: glottal-cycle marks, local jitter and shimmer, and the harmonics-to-noise ratio.
 
-Pure numpy, no I/O; the pitch track and the per-frame correlations come from ``engine.pitch``. Jitter and
-shimmer follow Praat's "Get jitter/shimmer (local)": glottal marks found by cross-correlating one period with
-the next, within the voiced runs of the track. The HNR follows Praat's "To Harmonicity (cc)": from the
-normalised cross-correlation at the pitch period of the frames it counts. ``engine.prosody.turn_features``
-reports them.
+Numpy, with the cycle-by-cycle loops compiled (``engine/_kernels.c``), no I/O; the pitch track and the
+per-frame correlations come from ``engine.pitch``. Jitter and shimmer follow Praat's "Get jitter/shimmer
+(local)": glottal marks found by cross-correlating one period with the next, within the voiced runs of the
+track. The HNR follows Praat's "To Harmonicity (cc)": from the normalised cross-correlation at the pitch
+period of the frames it counts. ``engine.prosody.turn_features`` reports them.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 from typing import Final
 
 import numpy as np
 
+from engine import _kernels
 from engine.pitch import BoolArray, FloatArray, PitchTrack
 
 # Voice quality, as Praat's defaults for "Get jitter/shimmer (local)" and "To Harmonicity (cc)".
@@ -32,6 +31,7 @@ def glottal_marks(sig: FloatArray, sr: int, track: PitchTrack) -> list[FloatArra
     away, refined by a parabola through the correlation peak. Cycles that correlate less than
     ``_MIN_PULSE_CORRELATION`` are stepped over without a mark.
     """
+    sig = np.ascontiguousarray(sig, dtype=np.float64)
     energy = np.concatenate([[0.0], np.cumsum(sig * sig)])
     half_hop = (track.times[1] - track.times[0]) * sr / 2 if len(track.times) > 1 else 0.0
     edges = np.flatnonzero(np.diff(np.concatenate([[0], track.voiced.astype(np.int8), [0]])))
@@ -45,62 +45,24 @@ def glottal_marks(sig: FloatArray, sr: int, track: PitchTrack) -> list[FloatArra
         if b - a < 3:
             continue
         anchor = float(a + int(np.argmax(np.abs(sig[a:b]))))
-        marks = [anchor]
-        # Per cycle only a few numpy calls: this loop runs once per glottal cycle of every voiced run.
-        at_list, period_list = at.tolist(), periods.tolist()
-        for direction in (1, -1):
-            pos = anchor
-            while True:
-                period = _interp(pos, at_list, period_list)
-                n, near, far = max(3, round(period)), math.ceil(0.8 * period), math.floor(1.25 * period)
-                ref = round(pos - n / 2)
-                first_start = ref + near if direction > 0 else ref - far
-                last_start = first_start + far - near
-                if ref < 0 or first_start < 0 or ref + n > len(sig) or last_start + n > len(sig):
-                    break
-                product = np.correlate(sig[first_start : last_start + n], sig[ref : ref + n], mode="valid")
-                own = energy[first_start + n : last_start + n + 1] - energy[first_start : last_start + 1]
-                norm = np.sqrt(own * (energy[ref + n] - energy[ref]))
-                values = product / np.maximum(norm, 1e-300)
-                i, corr = int(np.argmax(values)), values.tolist()
-                offset = 0.0
-                if 0 < i < len(corr) - 1:
-                    curve = corr[i - 1] - 2.0 * corr[i] + corr[i + 1]
-                    offset = min(1.0, max(-1.0, 0.5 * (corr[i - 1] - corr[i + 1]) / curve)) if curve < 0 else 0.0
-                pos += first_start + i + offset - ref
-                if not lo <= pos <= hi:
-                    break
-                if corr[i] > _MIN_PULSE_CORRELATION:
-                    marks.append(pos)
-        runs.append(np.sort(np.asarray(marks)))
+        # Compiled (engine/_kernels.c): a cycle took ~10 numpy calls here, and a turn has hundreds of cycles.
+        marks = np.empty(int(hi - lo) + 2)  # marks are over a sample apart and within [lo, hi]
+        count = _kernels.glottal_run(sig, energy, at, periods, anchor, lo, hi, _MIN_PULSE_CORRELATION, marks)
+        if count < 0:
+            raise RuntimeError(f"glottal marks: more than {len(marks)} in a run of {hi - lo:.0f} samples")
+        runs.append(np.sort(marks[:count]))
     return runs
 
 
-def _interp(x: float, xp: list[float], fp: list[float]) -> float:
-    """``np.interp(x, xp, fp)`` for one point, bit for bit (numpy's formula), without a numpy call."""
-    if x <= xp[0]:
-        return fp[0]
-    if x >= xp[-1]:
-        return fp[-1]
-    j = bisect.bisect_right(xp, x) - 1
-    if x == xp[j]:
-        return fp[j]
-    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
-    value = slope * (x - xp[j]) + fp[j]
-    return slope * (x - xp[j + 1]) + fp[j + 1] if math.isnan(value) else value
-
-
 def _cycle_amplitudes(sig: FloatArray, marks: FloatArray, left: FloatArray, right: FloatArray) -> FloatArray:
-    """RMS of ``sig`` around each mark under a Hann window reaching ``left``/``right`` samples either side."""
-    first = np.ceil(marks - left).astype(np.intp)
-    span = first[:, None] + np.arange(int(np.max(left + right, initial=0.0)) + 2)
-    width = np.where(span < marks[:, None], left[:, None], right[:, None])
-    phase = (span - marks[:, None]) / np.maximum(width, 1e-12)
-    weight = np.where(np.abs(phase) <= 1.0, 0.5 + 0.5 * np.cos(np.pi * np.clip(phase, -1.0, 1.0)), 0.0)
-    weight = np.where((span >= 0) & (span < len(sig)), weight, 0.0)
-    values = sig[np.clip(span, 0, len(sig) - 1)] * weight
-    power: FloatArray = np.sum(values**2, axis=1) / np.maximum(np.sum(weight**2, axis=1), 1e-300)
-    return np.sqrt(power)
+    """RMS of ``sig`` around each mark under a Hann window reaching ``left``/``right`` samples either side
+    (compiled: engine/_kernels.c)."""
+    out = np.zeros(len(marks))
+    if len(marks) and len(sig):
+        width = int(np.max(left + right)) + 2
+        f64 = np.ascontiguousarray
+        _kernels.cycle_amplitudes(f64(sig), f64(marks), f64(left), f64(right), width, out)
+    return out
 
 
 def jitter_shimmer(

@@ -1,0 +1,22 @@
+# Types of the compiled inner loops (engine/_kernels.c): C-contiguous float64 arrays unless noted.
+from typing import Any
+
+import numpy.typing as npt
+
+_Array = npt.NDArray[Any]
+
+def best_path(
+    strength: _Array, log_f: _Array, states: int, jump_cost: float, voicing_cost: float, path: _Array
+) -> None: ...  # path: intp, written
+def glottal_run(
+    sig: _Array,
+    energy: _Array,
+    at: _Array,
+    periods: _Array,
+    anchor: float,
+    lo: float,
+    hi: float,
+    min_corr: float,
+    marks: _Array,
+) -> int: ...  # marks written; returns how many, -1 if they did not fit
+def cycle_amplitudes(sig: _Array, marks: _Array, left: _Array, right: _Array, width: int, out: _Array) -> None: ...

@@ -1,0 +1,127 @@
+"""engine/_kernels.c against the numpy code it replaced (tests/kernel_reference.py): the Viterbi path bit for
+bit, glottal marks and cycle amplitudes to float noise, on random scores, the bundled demo call and made voices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import _kernels, pitch, voice_quality
+from engine.pitch import TURN_PITCH, pitch_track
+from tests import kernel_reference as ref
+
+DEMO = Path(__file__).resolve().parent.parent / "api" / "demo"
+SR = 8000
+
+
+def demo_speech() -> list[np.ndarray]:
+    """Each track of the bundled demo call in 6 s pieces, as floats in [-1, 1)."""
+    import soundfile
+
+    pieces = []
+    for track in ("inbound", "outbound"):
+        x, sr = soundfile.read(DEMO / f"{track}.wav", dtype="float64")
+        assert sr == SR
+        pieces += [x[i : i + 6 * SR] for i in range(0, len(x) - 6 * SR, 6 * SR)]
+    return pieces
+
+
+def jittery_voice(seed: int, seconds: float = 2.0) -> np.ndarray:
+    """Glottal pulses with random period and amplitude wobble, through a two-formant filter, plus noise."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    x, t = np.zeros(int(seconds * SR)), 100.0
+    while t < len(x) - 1:
+        x[int(t)] = 1.0 + 0.1 * rng.standard_normal()
+        t += SR / (rng.uniform(90, 250)) * (1 + 0.02 * rng.standard_normal())
+    for f, bw in ((700, 130), (1200, 70)):
+        r = np.exp(-np.pi * bw / SR)
+        x = lfilter([1.0], [1.0, -2 * r * np.cos(2 * np.pi * f / SR), r * r], x)
+    x = 0.5 * x / np.max(np.abs(x))
+    return x + 0.003 * rng.standard_normal(len(x))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    states=st.integers(1, 7),
+    seed=st.integers(0, 2**32 - 1),
+    holes=st.floats(0.0, 0.6),
+)
+def test_the_viterbi_path_is_the_numpy_one_bit_for_bit(n: int, states: int, seed: int, holes: float) -> None:
+    rng = np.random.default_rng(seed)
+    strength = rng.uniform(-0.5, 1.2, (n, states))
+    strength[rng.random((n, states)) < holes] = -np.inf  # candidates that are not there
+    log_f = np.log2(rng.uniform(50, 500, (n, states)))
+    log_f[:, -1] = 0.0
+    assert np.array_equal(pitch._best_path(strength, log_f), ref._best_path(strength, log_f))
+
+
+def test_the_viterbi_path_on_real_speech_is_the_numpy_one() -> None:
+    calls = 0
+
+    def both(strength: np.ndarray, log_f: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        path = ref._best_path(strength, log_f)
+        assert np.array_equal(original(strength, log_f), path)
+        return path
+
+    original = pitch._best_path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pitch, "_best_path", both)
+        for x in demo_speech():
+            pitch_track(x, sr=SR)
+    assert calls > 5
+
+
+@pytest.mark.parametrize("source", ["demo", "made"])
+def test_glottal_marks_are_the_numpy_ones(source: str) -> None:
+    signals = demo_speech() if source == "demo" else [jittery_voice(seed) for seed in range(6)]
+    fmin, fmax, hop_s, frame_s, threshold = TURN_PITCH
+    marks_seen = 0
+    for x in signals:
+        track = pitch_track(x, sr=SR, fmin=fmin, fmax=fmax, hop_s=hop_s, frame_s=frame_s, threshold=threshold)
+        ours, theirs = voice_quality.glottal_marks(x, SR, track), ref.glottal_marks(x, SR, track)
+        assert [len(r) for r in ours] == [len(r) for r in theirs]
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.allclose(a, b, rtol=0, atol=1e-6), np.max(np.abs(a - b))
+            marks_seen += len(a)
+        pmin, pmax = SR / fmax, SR / fmin
+        jitter, shimmer = voice_quality.jitter_shimmer(x, ours, pmin, pmax)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(voice_quality, "_cycle_amplitudes", ref._cycle_amplitudes)
+            jitter_ref, shimmer_ref = voice_quality.jitter_shimmer(x, theirs, pmin, pmax)
+        assert (jitter is None) == (jitter_ref is None) and (shimmer is None) == (shimmer_ref is None)
+        if jitter is not None and jitter_ref is not None:
+            assert jitter == pytest.approx(jitter_ref, rel=1e-9)
+        if shimmer is not None and shimmer_ref is not None:
+            assert shimmer == pytest.approx(shimmer_ref, rel=1e-9)
+    assert marks_seen > 500
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 40), length=st.integers(1, 400))
+def test_cycle_amplitudes_are_the_numpy_ones_even_at_the_edges(seed: int, count: int, length: int) -> None:
+    rng = np.random.default_rng(seed)
+    sig = rng.uniform(-1, 1, length)
+    marks = np.sort(rng.uniform(-20, length + 20, count))  # some windows reach past either end
+    left, right = rng.uniform(0, 30, count), rng.uniform(0, 30, count)
+    ours = voice_quality._cycle_amplitudes(sig, marks, left, right)
+    assert np.allclose(ours, ref._cycle_amplitudes(sig, marks, left, right), rtol=1e-12, atol=1e-300)
+
+
+def test_bad_shapes_are_refused_not_read_past() -> None:
+    with pytest.raises(ValueError, match="shapes"):
+        _kernels.best_path(np.zeros(6), np.zeros(5), 2, 0.35, 0.14, np.zeros(3, dtype=np.intp))
+    with pytest.raises(ValueError, match="shapes"):
+        _kernels.glottal_run(np.zeros(10), np.zeros(10), np.zeros(2), np.zeros(2), 0.0, 0.0, 9.0, 0.3, np.zeros(4))
+    with pytest.raises(ValueError, match="shapes"):
+        _kernels.cycle_amplitudes(np.zeros(10), np.zeros(3), np.zeros(3), np.zeros(2), 4, np.zeros(3))
+    with pytest.raises(ValueError, match="contiguous"):  # a strided view: the kernels read C-contiguous memory
+        _kernels.cycle_amplitudes(np.zeros(20)[::2], np.zeros(3), np.zeros(3), np.zeros(3), 4, np.zeros(3))
