@@ -1,12 +1,14 @@
-/* Compiled inner loops of the turn analysis: the ones that walk frame by frame or cycle by cycle, where numpy
- * can only take a few calls per step (engine/pitch.py's Viterbi, engine/voice_quality.py's glottal marks and
- * cycle amplitudes). Each does exactly the arithmetic of the numpy code it replaced, in the same order, so the
- * Viterbi path is bit-identical; sums over samples differ from numpy's (BLAS, pairwise) in the last bits.
+/* Compiled inner loops of the turn analysis: the ones that walk frame by frame, lag by lag or cycle by cycle,
+ * where numpy takes dozens of calls and temporaries per step (engine/pitch.py's candidates after their FFTs and
+ * its Viterbi path; engine/voice_quality.py's glottal marks and cycle amplitudes). Each does the arithmetic of
+ * the numpy code it replaced (tests/kernel_reference.py), in the same order, so YIN's d, d' and picks and the
+ * Viterbi path are bit-identical; sums over taps and samples (numpy took them from BLAS or its pairwise sum)
+ * differ in the last bits.
  *
- * Arrays come in through the buffer protocol ("y*": C-contiguous, any writer; "w*": writable), float64 or
- * intp as the Python wrappers pass them; the wrappers own the shapes. Built with -ffp-contract=off: a fused
- * multiply-add would round differently from numpy's separate multiply and add. No GIL is held while a kernel
- * runs, so a host's measuring thread and its push thread can run at once.
+ * Arrays come in through the buffer protocol ("y*": C-contiguous, any writer; "w*": writable), float64 unless
+ * said otherwise; the Python wrappers own the shapes, the kernels check the sizes. Built with
+ * -ffp-contract=off: a fused multiply-add would round differently from numpy's separate multiply and add.
+ * No GIL is held while a kernel runs, so a host's measuring thread and its push thread can run at once.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -225,9 +227,183 @@ done:
     return result;
 }
 
+/* Vertex value of the parabola through three equally spaced points (engine/pitch.py's _parabola; offset too) */
+static double parabola(double left, double mid, double right, double *offset_out) {
+    double curve = left - 2.0 * mid + right, offset = 0.0;
+    if (curve != 0.0) {
+        offset = 0.5 * (left - right) / curve;
+        if (!isnan(offset)) offset = offset < -1.0 ? -1.0 : offset > 1.0 ? 1.0 : offset;
+    }
+    if (offset_out != NULL) *offset_out = offset;
+    return mid - 0.25 * (left - right) * offset;
+}
+
+/* The largest value of a sequence within one lag of a point, by windowed-sinc interpolation: at[t] holds the
+ * sequence at the taps around the point, weights (offsets x taps) evaluate it at the offsets between
+ * (engine/pitch.py's _sinc_table); then a parabola between the best interpolated points. */
+static double interpolated_peak(const double *at, const double *weights, Py_ssize_t offsets, Py_ssize_t taps) {
+    double curve[64] = {0.0};
+    for (Py_ssize_t o = 0; o < offsets; o++) {
+        double sum = 0.0;
+        for (Py_ssize_t t = 0; t < taps; t++) sum += at[t] * weights[o * taps + t];
+        curve[o] = sum;
+    }
+    Py_ssize_t best = argmax_first(curve, offsets);
+    best = best < 1 ? 1 : best > offsets - 2 ? offsets - 2 : best;
+    return parabola(curve[best - 1], curve[best], curve[best + 1], NULL);
+}
+
+static double fold(double v) { return v > 1.0 ? 1.0 / (v > 1e-12 ? v : 1e-12) : v; } /* overshoot above 1 */
+
+static double floor_at(double v, double floor) { return v > floor || isnan(v) ? v : floor; } /* np.maximum */
+
+/* yin_dips(block, r, width, tau_min, tau_max, threshold, d, dn, e_lag, depth, yin, power): engine/pitch.py's
+ * _candidates after its FFTs, YIN's steps 1-4 frame by frame. block: (nb, frame) mean-removed frames; r:
+ * (nb, n_fft) their YIN cross-correlation. Writes d(tau) = e(0) + e(tau) - 2 r(tau) (floored at 0), d'(tau) =
+ * d(tau) tau / sum_{1..tau} d, e(tau) (the window's energy at lag tau), each (nb, tau_max + 1); each d' dip's
+ * depth (inf elsewhere) over the lags tau_min..tau_max - 1, (nb, tau_max - tau_min); YIN's pick (the first dip
+ * below the threshold, else the deepest: an index into depth, intp) and the frame's sum of squares. */
+static PyObject *yin_dips(PyObject *self, PyObject *args) {
+    Py_buffer block_b, r_b, d_b, dn_b, el_b, depth_b, yin_b, power_b;
+    Py_ssize_t width, tau_min, tau_max;
+    double threshold;
+    if (!PyArg_ParseTuple(args, "y*y*nnndw*w*w*w*w*w*", &block_b, &r_b, &width, &tau_min, &tau_max, &threshold,
+                          &d_b, &dn_b, &el_b, &depth_b, &yin_b, &power_b))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer *all[] = {&block_b, &r_b, &d_b, &dn_b, &el_b, &depth_b, &yin_b, &power_b};
+    const Py_ssize_t D = (Py_ssize_t)sizeof(double);
+    Py_ssize_t nb = power_b.len / D, lags = tau_max + 1, search = tau_max - tau_min;
+    Py_ssize_t frame = nb > 0 ? block_b.len / D / nb : 0, n_fft = nb > 0 ? r_b.len / D / nb : 0;
+    if (nb == 0 || tau_min < 1 || search < 1 || width < 1 || frame < width + lags - 1 || n_fft < lags ||
+        block_b.len != nb * frame * D || r_b.len != nb * n_fft * D || d_b.len != nb * lags * D ||
+        dn_b.len != d_b.len || el_b.len != d_b.len || depth_b.len != nb * search * D ||
+        yin_b.len != nb * (Py_ssize_t)sizeof(Py_ssize_t)) {
+        PyErr_SetString(PyExc_ValueError, "yin_dips: shapes do not match");
+        goto done;
+    }
+    double *energy = PyMem_RawMalloc((size_t)(frame + 1) * sizeof(double));
+    if (energy == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t f = 0; f < nb; f++) {
+        const double *x = (const double *)block_b.buf + f * frame, *r = (const double *)r_b.buf + f * n_fft;
+        double *d = (double *)d_b.buf + f * lags, *dn = (double *)dn_b.buf + f * lags;
+        double *e_lag = (double *)el_b.buf + f * lags, *depth = (double *)depth_b.buf + f * search;
+        energy[0] = 0.0;
+        for (Py_ssize_t j = 0; j < frame; j++) energy[j + 1] = energy[j] + x[j] * x[j];
+        ((double *)power_b.buf)[f] = energy[frame];
+        for (Py_ssize_t t = 0; t < lags; t++) e_lag[t] = energy[width + t] - energy[t];
+        double total = 0.0;
+        dn[0] = 1.0;
+        for (Py_ssize_t t = 0; t < lags; t++) {
+            d[t] = floor_at(e_lag[0] + e_lag[t] - 2.0 * r[t], 0.0);
+            if (t > 0) {
+                total = t == 1 ? d[1] : total + d[t];
+                dn[t] = d[t] * (double)t / floor_at(total, 1e-300);
+            }
+        }
+        Py_ssize_t yin = -1, deepest = 0, first_below = -1;
+        double deepest_depth = INFINITY;
+        for (Py_ssize_t u = 0; u < search && first_below < 0; u++)
+            if (dn[tau_min + u] < threshold) first_below = u;
+        for (Py_ssize_t u = 0; u < search; u++) {
+            double v = dn[tau_min + u];
+            int dip = v < dn[tau_min + u - 1] && v <= dn[tau_min + u + 1];
+            depth[u] = dip ? v : INFINITY; /* never NaN: a dip compared true */
+            if (dip && first_below >= 0 && u >= first_below && yin < 0) yin = u;
+            if (depth[u] < deepest_depth) { /* numpy's argmin: the first smallest */
+                deepest = u;
+                deepest_depth = depth[u];
+            }
+        }
+        ((Py_ssize_t *)yin_b.buf)[f] = yin >= 0 ? yin : deepest;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(energy);
+    result = Py_NewRef(Py_None);
+done:
+    for (size_t b = 0; b < sizeof(all) / sizeof(all[0]); b++) PyBuffer_Release(all[b]);
+    return result;
+}
+
+/* yin_candidates(idx, d, dn, e_lag, r, ac, window_ac, weights, offsets, lag_min, lag_max, lag, ap, xcorr, peak,
+ * valid): the rest of _candidates for the k candidate lags idx (nb, k) of each frame (YIN's pick and the next
+ * deepest dips): the lag refined by a parabola through d, d' there (ap), the normalised cross-correlation
+ * r / sqrt(e(0) e(tau)) (-1 where no dip) and the Hann-windowed autocorrelation ac (nb, n_fft_ac) over the
+ * window's own (window_ac), each at its interpolated peak (weights: (offsets, taps), engine/pitch.py's
+ * _sinc_table, taps at lag - taps/2 + 1 ... lag + taps/2), and whether the lag is a dip (uint8). */
+static PyObject *yin_candidates(PyObject *self, PyObject *args) {
+    Py_buffer idx_b, d_b, dn_b, el_b, r_b, ac_b, win_b, w_b, lag_b, ap_b, xc_b, peak_b, valid_b;
+    Py_ssize_t offsets;
+    double lag_min, lag_max;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*nddw*w*w*w*w*", &idx_b, &d_b, &dn_b, &el_b, &r_b, &ac_b, &win_b,
+                          &w_b, &offsets, &lag_min, &lag_max, &lag_b, &ap_b, &xc_b, &peak_b, &valid_b))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer *all[] = {&idx_b, &d_b, &dn_b, &el_b, &r_b, &ac_b, &win_b, &w_b, &lag_b, &ap_b, &xc_b, &peak_b, &valid_b};
+    const Py_ssize_t D = (Py_ssize_t)sizeof(double);
+    Py_ssize_t lags = win_b.len / D, nb = lags > 0 ? d_b.len / D / lags : 0;
+    Py_ssize_t k = nb > 0 ? lag_b.len / D / nb : 0, taps = offsets > 0 ? w_b.len / D / offsets : 0;
+    Py_ssize_t n_fft = nb > 0 ? r_b.len / D / nb : 0, n_fft_ac = nb > 0 ? ac_b.len / D / nb : 0;
+    if (nb == 0 || lags < 3 || k < 1 || offsets < 3 || offsets > 64 || taps < 1 || taps > 64 ||
+        w_b.len != offsets * taps * D || d_b.len != nb * lags * D || dn_b.len != d_b.len || el_b.len != d_b.len ||
+        n_fft < lags || n_fft_ac < lags || r_b.len != nb * n_fft * D || ac_b.len != nb * n_fft_ac * D ||
+        idx_b.len != nb * k * (Py_ssize_t)sizeof(Py_ssize_t) || lag_b.len != nb * k * D || ap_b.len != lag_b.len ||
+        xc_b.len != lag_b.len || peak_b.len != lag_b.len || valid_b.len != nb * k) {
+        PyErr_SetString(PyExc_ValueError, "yin_candidates: shapes do not match");
+        goto done;
+    }
+    const Py_ssize_t *idx_all = idx_b.buf;
+    for (Py_ssize_t c = 0; c < nb * k; c++)
+        if (idx_all[c] < 1 || idx_all[c] > lags - 2) {
+            PyErr_SetString(PyExc_ValueError, "yin_candidates: a candidate lag is out of range");
+            goto done;
+        }
+    const double *weights = w_b.buf, *window = win_b.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t f = 0; f < nb; f++) {
+        const Py_ssize_t *idx = idx_all + f * k;
+        const double *d = (const double *)d_b.buf + f * lags, *dn = (const double *)dn_b.buf + f * lags;
+        const double *e_lag = (const double *)el_b.buf + f * lags, *r = (const double *)r_b.buf + f * n_fft;
+        const double *ac = (const double *)ac_b.buf + f * n_fft_ac;
+        double *lag = (double *)lag_b.buf + f * k, *ap = (double *)ap_b.buf + f * k;
+        double *xcorr = (double *)xc_b.buf + f * k, *peak = (double *)peak_b.buf + f * k;
+        uint8_t *valid = (uint8_t *)valid_b.buf + f * k;
+        double ac0 = floor_at(ac[0], 1e-300);
+        for (Py_ssize_t c = 0; c < k; c++) {
+            Py_ssize_t i = idx[c];
+            double v = dn[i], shift, at_r[64], at_ac[64];
+            valid[c] = v < dn[i - 1] && v <= dn[i + 1];
+            /* YIN step 5: the lag refined by a parabola through the raw d (d' is biased by its normalisation) */
+            parabola(d[i - 1], d[i], d[i + 1], &shift);
+            double l = (double)i + shift;
+            lag[c] = l < lag_min ? lag_min : l > lag_max ? lag_max : l;
+            ap[c] = v;
+            for (Py_ssize_t t = 0; t < taps; t++) {
+                Py_ssize_t j = i - taps / 2 + 1 + t;
+                j = j < 0 ? 0 : j > lags - 1 ? lags - 1 : j;
+                at_r[t] = r[j] / sqrt(floor_at(e_lag[0] * e_lag[j], 1e-300));
+                at_ac[t] = ac[j] / ac0 / window[j];
+            }
+            xcorr[c] = valid[c] ? fold(interpolated_peak(at_r, weights, offsets, taps)) : -1.0;
+            peak[c] = fold(interpolated_peak(at_ac, weights, offsets, taps));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    for (size_t b = 0; b < sizeof(all) / sizeof(all[0]); b++) PyBuffer_Release(all[b]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"best_path", best_path, METH_VARARGS, "Viterbi over (n, states) scores; see engine/pitch.py _best_path."},
     {"glottal_run", glottal_run, METH_VARARGS, "Glottal marks of one voiced run; see engine/voice_quality.py."},
+    {"yin_dips", yin_dips, METH_VARARGS, "YIN's d, d' and dips after the FFTs; see engine/pitch.py."},
+    {"yin_candidates", yin_candidates, METH_VARARGS, "Pitch candidates at given lags; see engine/pitch.py."},
     {"cycle_amplitudes", cycle_amplitudes, METH_VARARGS, "Hann-weighted RMS around marks; see voice_quality.py."},
     {NULL, NULL, 0, NULL},
 };

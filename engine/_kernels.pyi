@@ -20,3 +20,35 @@ def glottal_run(
     marks: _Array,
 ) -> int: ...  # marks written; returns how many, -1 if they did not fit
 def cycle_amplitudes(sig: _Array, marks: _Array, left: _Array, right: _Array, width: int, out: _Array) -> None: ...
+def yin_dips(
+    block: _Array,
+    r: _Array,
+    width: int,
+    tau_min: int,
+    tau_max: int,
+    threshold: float,
+    d: _Array,
+    dn: _Array,
+    e_lag: _Array,
+    depth: _Array,
+    yin: _Array,
+    power: _Array,
+) -> None: ...  # d, dn, e_lag, depth, yin (intp), power written
+def yin_candidates(
+    idx: _Array,
+    d: _Array,
+    dn: _Array,
+    e_lag: _Array,
+    r: _Array,
+    ac: _Array,
+    window_ac: _Array,
+    weights: _Array,
+    offsets: int,
+    lag_min: float,
+    lag_max: float,
+    lag: _Array,
+    ap: _Array,
+    xcorr: _Array,
+    peak: _Array,
+    valid: _Array,
+) -> None: ...  # idx: intp; lag, ap, xcorr, peak, valid (uint8) written

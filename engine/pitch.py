@@ -43,8 +43,7 @@ OCTAVE_COST: Final = 0.01  # strength bonus per octave up, so a perfectly period
 OCTAVE_JUMP_COST: Final = 0.35  # per octave jumped between consecutive voiced frames
 VOICED_UNVOICED_COST: Final = 0.14  # per voicing transition
 _N_DIPS: Final = 4  # d' dips kept per frame besides YIN's own pick
-# Frames per vectorised block: bounds memory on long inputs, keeps a block's temporaries in cache, and keeps
-# ``_peak_value``'s product under the size where OpenBLAS starts threads (outside Ray's one-thread workers).
+# Frames per vectorised block: bounds memory on long inputs and keeps a block's FFT temporaries in cache.
 _BLOCK: Final = 128
 TURN_PITCH: Final = (60.0, 400.0, 0.01, 0.04, 0.15)  # fmin, fmax, hop_s, frame_s, threshold of turn_features
 
@@ -72,14 +71,6 @@ def as_signal(x: npt.ArrayLike) -> FloatArray:
     return np.nan_to_num(np.asarray(x, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
-def _parabola(left: FloatArray, mid: FloatArray, right: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Vertex (offset in [-1, 1] from the middle point, value) of parabolas through equally spaced points."""
-    curve = left - 2.0 * mid + right
-    safe = np.where(curve != 0.0, curve, 1.0)
-    offset = np.where(curve != 0.0, np.clip(0.5 * (left - right) / safe, -1.0, 1.0), 0.0)
-    return offset, mid - 0.25 * (left - right) * offset
-
-
 def _sinc_table(half: int = 8, steps: int = 8) -> tuple[IntArray, FloatArray]:
     """Taps (relative lags) and Hann-windowed sinc weights, shape ``(2*steps + 1, 2*half)``, that evaluate a
     band-limited sequence at offsets -1, -1 + 1/steps, ..., +1 from an integer lag."""
@@ -90,20 +81,7 @@ def _sinc_table(half: int = 8, steps: int = 8) -> tuple[IntArray, FloatArray]:
     return taps, weights
 
 
-_SINC_TAPS, _SINC_WEIGHTS = _sinc_table()
-
-
-def _peak_value(seq: FloatArray, idx: IntArray) -> FloatArray:
-    """Maximum of each row of ``seq`` (shape ``(rows, lags)``) within one lag of ``idx`` (shape ``(rows, k)``),
-    by windowed-sinc interpolation: at 8 kHz a parabola misses most of a sharp correlation peak."""
-    rows, k = idx.shape
-    lags = seq.shape[1]
-    # Flat indices and one (rows * k, taps) @ (taps, offsets) product: a fraction of the per-row calls.
-    at = np.clip(idx[:, :, None] + _SINC_TAPS, 0, lags - 1) + (np.arange(rows) * lags)[:, None, None]
-    curve = np.ascontiguousarray(seq).ravel()[at.reshape(rows * k, -1)] @ _SINC_WEIGHTS.T  # (rows * k, offsets)
-    best = np.clip(np.argmax(curve, axis=1), 1, curve.shape[1] - 2) + np.arange(rows * k) * curve.shape[1]
-    flat = curve.ravel()
-    return _parabola(flat[best - 1], flat[best], flat[best + 1])[1].reshape(rows, k)  # between interpolated points
+_SINC_WEIGHTS = _sinc_table()[1]
 
 
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
@@ -209,55 +187,43 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
     s, k = setup, _N_DIPS + 1
     assert first - s.lead >= 0 and first + (count - 1) * s.hop + s.reach <= len(buf) if count else True
     lag, ap, xcorr, strength = np.ones((count, k)), np.ones((count, k)), np.zeros((count, k)), np.zeros((count, k))
-    level_db, ac_peak = np.full(count, -120.0), np.zeros(count)
-    lags = np.arange(s.tau_max + 1)
+    valid, power, ac_peak = np.zeros((count, k), dtype=np.uint8), np.zeros(count), np.zeros(count)
+    lags = s.tau_max + 1
     view = np.lib.stride_tricks.sliding_window_view
     for start in range(0, count, _BLOCK):
         nb = min(_BLOCK, count - start)
-        rows, out = np.arange(nb)[:, None], slice(start, start + nb)
+        out = slice(start, start + nb)
         at = first + start * s.hop
         block = view(buf[at : at + (nb - 1) * s.hop + s.frame], s.frame)[:: s.hop]
         block = block - block.mean(axis=1, keepdims=True)
-        # YIN steps 1-3: r(tau) = sum_{j<W} x[j] x[j+tau] by FFT (no wrap-around while n_fft >= frame), then
-        # d(tau) = e(0) + e(tau) - 2 r(tau) from running energies, then d'(tau) = d(tau) tau / sum_{1..tau} d.
+        # YIN steps 1-3 need r(tau) = sum_{j<W} x[j] x[j+tau], by FFT (no wrap-around while n_fft >= frame).
         r = fft.irfft(np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft), s.n_fft)
-        r = r[:, : s.tau_max + 1]
-        energy = np.concatenate([np.zeros((nb, 1)), np.cumsum(block**2, axis=1)], axis=1)
-        e_lag = energy[:, s.width : s.width + s.tau_max + 1] - energy[:, : s.tau_max + 1]
-        d = np.maximum(e_lag[:, :1] + e_lag - 2.0 * r, 0.0)
-        dn = np.ones_like(d)
-        dn[:, 1:] = d[:, 1:] * lags[1:] / np.maximum(np.cumsum(d[:, 1:], axis=1), 1e-300)
-        # YIN step 4: the first dip below the absolute threshold (else the deepest), and the next deepest dips.
-        search = dn[:, s.tau_min : s.tau_max]
-        dips = (search < dn[:, s.tau_min - 1 : s.tau_max - 1]) & (search <= dn[:, s.tau_min + 1 : s.tau_max + 1])
-        first_dip = np.argmax(search < s.threshold, axis=1)
-        below = (search < s.threshold).any(axis=1)[:, None]
-        after = dips & (np.arange(search.shape[1]) >= first_dip[:, None]) & below
-        depth = np.where(dips, search, np.inf)
-        yin = np.where(after.any(axis=1), np.argmax(after, axis=1), np.argmin(depth, axis=1))
-        others = np.argpartition(depth, _N_DIPS - 1, axis=1)[:, :_N_DIPS]
-        idx = np.concatenate([yin[:, None], others], axis=1) + s.tau_min
-        valid = np.isfinite(depth[rows, idx - s.tau_min])
-        # YIN step 5: the lag refined by a parabola through the raw d (d' is biased by its normalisation).
-        shift, _ = _parabola(d[rows, idx - 1], d[rows, idx], d[rows, idx + 1])
-        lag[out] = np.clip(idx + shift, s.sr / s.fmax, s.sr / s.fmin)
-        ap[out] = dn[rows, idx]
-        rn = r / np.sqrt(np.maximum(e_lag[:, :1] * e_lag, 1e-300))
-        xc = _peak_value(rn, idx)
-        xc = np.where(xc > 1.0, 1.0 / np.maximum(xc, 1e-12), xc)
-        xcorr[out] = np.where(valid, xc, -1.0)
         # Strength: the Hann-windowed autocorrelation, divided by the window's own, at each candidate's lag.
         at_ac = at + s.ac_offset
         acf = view(buf[at_ac : at_ac + (nb - 1) * s.hop + s.ac_len], s.ac_len)[:: s.hop]
         acf = (acf - acf.mean(axis=1, keepdims=True)) * s.hann
-        ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)[:, : s.tau_max + 1]
-        ac = ac / np.maximum(ac[:, :1], 1e-300) / s.window_ac
-        peak = _peak_value(ac, idx)
-        peak = np.where(peak > 1.0, 1.0 / np.maximum(peak, 1e-12), peak)  # short-window overshoot
-        level_db[out] = 10.0 * np.log10(np.maximum(energy[:, -1] / s.frame, 1e-12))
-        loud = (level_db[out] > ENERGY_FLOOR_DBFS)[:, None]
-        strength[out] = np.where(valid & loud, peak + OCTAVE_COST * np.log2(s.sr / lag[out] / s.fmin), -np.inf)
+        # Padded here and the power spectrum made complex before the inverse: the same numbers, but scipy's own
+        # zero-padding and its real-input irfft took ~4x as long at this size (540).
+        padded = np.zeros((nb, s.n_fft_ac))
+        padded[:, : s.ac_len] = acf
+        ac = fft.irfft((np.abs(fft.rfft(padded)) ** 2).astype(np.complex128), s.n_fft_ac)
+        # The rest frame by frame, compiled (engine/_kernels.c): YIN's d and d' and their dips; its pick and
+        # the next deepest dips (numpy's argpartition, whose choice among equal depths the kernel cannot repeat);
+        # their lags refined by a parabola, and the cross-correlation and windowed autocorrelation at each.
+        d, dn, e_lag = np.empty((nb, lags)), np.empty((nb, lags)), np.empty((nb, lags))
+        depth, yin = np.empty((nb, s.tau_max - s.tau_min)), np.empty(nb, dtype=np.intp)
+        _kernels.yin_dips(block, r, s.width, s.tau_min, s.tau_max, s.threshold, d, dn, e_lag, depth, yin, power[out])
+        others = np.argpartition(depth, _N_DIPS - 1, axis=1)[:, :_N_DIPS]
+        idx = np.concatenate([yin[:, None], others], axis=1) + s.tau_min
+        _kernels.yin_candidates(
+            idx, d, dn, e_lag, r, ac, s.window_ac, _SINC_WEIGHTS, len(_SINC_WEIGHTS), s.sr / s.fmax, s.sr / s.fmin,
+            lag[out], ap[out], xcorr[out], strength[out], valid[out],
+        )  # fmt: skip
         ac_peak[out] = np.max(np.abs(acf), axis=1)
+    # strength holds each candidate's windowed-autocorrelation peak; the octave bonus makes it the path's score.
+    level_db = 10.0 * np.log10(np.maximum(power / s.frame, 1e-12))
+    loud = (level_db > ENERGY_FLOOR_DBFS)[:, None]
+    strength = np.where(valid.astype(bool) & loud, strength + OCTAVE_COST * np.log2(s.sr / lag / s.fmin), -np.inf)
     return _Candidates(lag, ap, xcorr, strength, level_db, ac_peak)
 
 

@@ -1,15 +1,29 @@
 """The numpy code that engine/_kernels.c replaced, kept as the reference its tests compare against: the same
-arithmetic, numpy call by numpy call (engine/pitch.py's Viterbi, engine/voice_quality.py's glottal marks and
-cycle amplitudes as they were at commit 065cfe7)."""
+arithmetic, numpy call by numpy call (engine/pitch.py's candidates and Viterbi, engine/voice_quality.py's
+glottal marks and cycle amplitudes as they were at commit 065cfe7)."""
 
 from __future__ import annotations
 
 import bisect
 import math
+from typing import Any
 
 import numpy as np
+from scipy import fft
 
-from engine.pitch import _BLOCK, OCTAVE_JUMP_COST, VOICED_UNVOICED_COST, FloatArray, IntArray, PitchTrack
+from engine.pitch import (
+    _BLOCK,
+    _N_DIPS,
+    ENERGY_FLOOR_DBFS,
+    OCTAVE_COST,
+    OCTAVE_JUMP_COST,
+    VOICED_UNVOICED_COST,
+    FloatArray,
+    IntArray,
+    PitchTrack,
+    _Candidates,
+    _sinc_table,
+)
 from engine.voice_quality import _MIN_PULSE_CORRELATION
 
 
@@ -113,3 +127,85 @@ def _cycle_amplitudes(sig: FloatArray, marks: FloatArray, left: FloatArray, righ
     values = sig[np.clip(span, 0, len(sig) - 1)] * weight
     power: FloatArray = np.sum(values**2, axis=1) / np.maximum(np.sum(weight**2, axis=1), 1e-300)
     return np.sqrt(power)
+
+
+_SINC_TAPS, _SINC_WEIGHTS = _sinc_table()
+
+
+def _parabola(left: FloatArray, mid: FloatArray, right: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Vertex (offset in [-1, 1] from the middle point, value) of parabolas through equally spaced points."""
+    curve = left - 2.0 * mid + right
+    safe = np.where(curve != 0.0, curve, 1.0)
+    offset = np.where(curve != 0.0, np.clip(0.5 * (left - right) / safe, -1.0, 1.0), 0.0)
+    return offset, mid - 0.25 * (left - right) * offset
+
+
+def _peak_value(seq: FloatArray, idx: IntArray) -> FloatArray:
+    """Maximum of each row of ``seq`` (shape ``(rows, lags)``) within one lag of ``idx`` (shape ``(rows, k)``),
+    by windowed-sinc interpolation: at 8 kHz a parabola misses most of a sharp correlation peak."""
+    rows, k = idx.shape
+    lags = seq.shape[1]
+    # Flat indices and one (rows * k, taps) @ (taps, offsets) product: a fraction of the per-row calls.
+    at = np.clip(idx[:, :, None] + _SINC_TAPS, 0, lags - 1) + (np.arange(rows) * lags)[:, None, None]
+    curve = np.ascontiguousarray(seq).ravel()[at.reshape(rows * k, -1)] @ _SINC_WEIGHTS.T  # (rows * k, offsets)
+    best = np.clip(np.argmax(curve, axis=1), 1, curve.shape[1] - 2) + np.arange(rows * k) * curve.shape[1]
+    flat = curve.ravel()
+    return _parabola(flat[best - 1], flat[best], flat[best + 1])[1].reshape(rows, k)  # between interpolated points
+
+
+def _candidates(setup: Any, buf: FloatArray, first: int, count: int) -> _Candidates:
+    """Candidates of ``count`` frames whose YIN frames start at ``buf[first + i * hop]`` (their scoring
+    windows at ``first + i * hop + ac_offset``); ``buf`` holds every sample they read."""
+    s, k = setup, _N_DIPS + 1
+    assert first - s.lead >= 0 and first + (count - 1) * s.hop + s.reach <= len(buf) if count else True
+    lag, ap, xcorr, strength = np.ones((count, k)), np.ones((count, k)), np.zeros((count, k)), np.zeros((count, k))
+    level_db, ac_peak = np.full(count, -120.0), np.zeros(count)
+    lags = np.arange(s.tau_max + 1)
+    view = np.lib.stride_tricks.sliding_window_view
+    for start in range(0, count, _BLOCK):
+        nb = min(_BLOCK, count - start)
+        rows, out = np.arange(nb)[:, None], slice(start, start + nb)
+        at = first + start * s.hop
+        block = view(buf[at : at + (nb - 1) * s.hop + s.frame], s.frame)[:: s.hop]
+        block = block - block.mean(axis=1, keepdims=True)
+        # YIN steps 1-3: r(tau) = sum_{j<W} x[j] x[j+tau] by FFT (no wrap-around while n_fft >= frame), then
+        # d(tau) = e(0) + e(tau) - 2 r(tau) from running energies, then d'(tau) = d(tau) tau / sum_{1..tau} d.
+        r = fft.irfft(np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft), s.n_fft)
+        r = r[:, : s.tau_max + 1]
+        energy = np.concatenate([np.zeros((nb, 1)), np.cumsum(block**2, axis=1)], axis=1)
+        e_lag = energy[:, s.width : s.width + s.tau_max + 1] - energy[:, : s.tau_max + 1]
+        d = np.maximum(e_lag[:, :1] + e_lag - 2.0 * r, 0.0)
+        dn = np.ones_like(d)
+        dn[:, 1:] = d[:, 1:] * lags[1:] / np.maximum(np.cumsum(d[:, 1:], axis=1), 1e-300)
+        # YIN step 4: the first dip below the absolute threshold (else the deepest), and the next deepest dips.
+        search = dn[:, s.tau_min : s.tau_max]
+        dips = (search < dn[:, s.tau_min - 1 : s.tau_max - 1]) & (search <= dn[:, s.tau_min + 1 : s.tau_max + 1])
+        first_dip = np.argmax(search < s.threshold, axis=1)
+        below = (search < s.threshold).any(axis=1)[:, None]
+        after = dips & (np.arange(search.shape[1]) >= first_dip[:, None]) & below
+        depth = np.where(dips, search, np.inf)
+        yin = np.where(after.any(axis=1), np.argmax(after, axis=1), np.argmin(depth, axis=1))
+        others = np.argpartition(depth, _N_DIPS - 1, axis=1)[:, :_N_DIPS]
+        idx = np.concatenate([yin[:, None], others], axis=1) + s.tau_min
+        valid = np.isfinite(depth[rows, idx - s.tau_min])
+        # YIN step 5: the lag refined by a parabola through the raw d (d' is biased by its normalisation).
+        shift, _ = _parabola(d[rows, idx - 1], d[rows, idx], d[rows, idx + 1])
+        lag[out] = np.clip(idx + shift, s.sr / s.fmax, s.sr / s.fmin)
+        ap[out] = dn[rows, idx]
+        rn = r / np.sqrt(np.maximum(e_lag[:, :1] * e_lag, 1e-300))
+        xc = _peak_value(rn, idx)
+        xc = np.where(xc > 1.0, 1.0 / np.maximum(xc, 1e-12), xc)
+        xcorr[out] = np.where(valid, xc, -1.0)
+        # Strength: the Hann-windowed autocorrelation, divided by the window's own, at each candidate's lag.
+        at_ac = at + s.ac_offset
+        acf = view(buf[at_ac : at_ac + (nb - 1) * s.hop + s.ac_len], s.ac_len)[:: s.hop]
+        acf = (acf - acf.mean(axis=1, keepdims=True)) * s.hann
+        ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)[:, : s.tau_max + 1]
+        ac = ac / np.maximum(ac[:, :1], 1e-300) / s.window_ac
+        peak = _peak_value(ac, idx)
+        peak = np.where(peak > 1.0, 1.0 / np.maximum(peak, 1e-12), peak)  # short-window overshoot
+        level_db[out] = 10.0 * np.log10(np.maximum(energy[:, -1] / s.frame, 1e-12))
+        loud = (level_db[out] > ENERGY_FLOOR_DBFS)[:, None]
+        strength[out] = np.where(valid & loud, peak + OCTAVE_COST * np.log2(s.sr / lag[out] / s.fmin), -np.inf)
+        ac_peak[out] = np.max(np.abs(acf), axis=1)
+    return _Candidates(lag, ap, xcorr, strength, level_db, ac_peak)

@@ -46,6 +46,47 @@ def jittery_voice(seed: int, seconds: float = 2.0) -> np.ndarray:
     return x + 0.003 * rng.standard_normal(len(x))
 
 
+def candidate_sets(cand: pitch._Candidates, row: int) -> dict[float, tuple[float, float, float]]:
+    """A frame's candidates that are there (finite strength), by lag: (d', cross-correlation, strength). The
+    order of the candidates after YIN's own pick is numpy's argpartition's, which nothing downstream reads."""
+    return {
+        float(cand.lag[row, c]): (float(cand.ap[row, c]), float(cand.xcorr[row, c]), float(cand.strength[row, c]))
+        for c in range(cand.lag.shape[1])
+        if np.isfinite(cand.strength[row, c])
+    }
+
+
+@pytest.mark.parametrize("source", ["demo", "made", "noise"])
+def test_pitch_candidates_are_the_numpy_ones(source: str) -> None:
+    rng = np.random.default_rng(7)
+    signals = {
+        "demo": demo_speech,
+        "made": lambda: [jittery_voice(seed) for seed in range(4)],
+        "noise": lambda: [0.3 * rng.standard_normal(3 * SR), np.zeros(SR), np.full(SR, 0.5)],
+    }[source]()
+    setup = pitch._setup(SR, *TURN_PITCH[:2], *TURN_PITCH[2:])
+    frames = 0
+    for x in signals:
+        buf = np.concatenate([np.zeros(setup.lead), x, np.zeros(setup.reach)])
+        count = len(x) // setup.hop
+        ours, theirs = pitch._candidates(setup, buf, setup.lead, count), ref._candidates(setup, buf, setup.lead, count)
+        for name in ("level_db", "ac_peak"):
+            assert np.array_equal(getattr(ours, name), getattr(theirs, name)), name
+        assert np.array_equal(ours.lag[:, 0], theirs.lag[:, 0]) and np.array_equal(ours.ap[:, 0], theirs.ap[:, 0])
+        for row in range(count):  # the same candidates, to float noise (the sinc sums: a loop against BLAS)
+            a, b = candidate_sets(ours, row), candidate_sets(theirs, row)
+            assert a.keys() == b.keys(), row
+            assert np.allclose([a[lag] for lag in a], [b[lag] for lag in a], rtol=1e-12, atol=1e-12), row
+        frames += count
+        analysis = pitch_track(x, sr=SR, fmin=TURN_PITCH[0], fmax=TURN_PITCH[1])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pitch, "_candidates", ref._candidates)
+            reference = pitch_track(x, sr=SR, fmin=TURN_PITCH[0], fmax=TURN_PITCH[1])
+        assert np.array_equal(analysis.voiced, reference.voiced)
+        assert np.allclose(analysis.f0, reference.f0, rtol=1e-12, equal_nan=True)
+    assert frames > 200
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     n=st.integers(1, 300),
@@ -123,5 +164,14 @@ def test_bad_shapes_are_refused_not_read_past() -> None:
         _kernels.glottal_run(np.zeros(10), np.zeros(10), np.zeros(2), np.zeros(2), 0.0, 0.0, 9.0, 0.3, np.zeros(4))
     with pytest.raises(ValueError, match="shapes"):
         _kernels.cycle_amplitudes(np.zeros(10), np.zeros(3), np.zeros(3), np.zeros(2), 4, np.zeros(3))
+    z = np.zeros
+    with pytest.raises(ValueError, match="shapes"):  # r shorter than the lags
+        _kernels.yin_dips(z((2, 320)), z((2, 100)), 185, 20, 135, 0.15, *[z((2, 136))] * 3, z((2, 115)), z(2), z(2))
+    idx = np.full((2, 5), 140, dtype=np.intp)  # past the last lag a candidate can have
+    d, ac, out, valid = z((2, 136)), z((2, 540)), z((2, 5)), z((2, 5), dtype=np.uint8)
+    with pytest.raises(ValueError, match="out of range"):
+        _kernels.yin_candidates(
+            idx, d, d, d, z((2, 320)), ac, z(136), z((17, 16)), 17, 20.0, 133.3, out, out, out, out, valid
+        )  # fmt: skip
     with pytest.raises(ValueError, match="contiguous"):  # a strided view: the kernels read C-contiguous memory
         _kernels.cycle_amplitudes(np.zeros(20)[::2], np.zeros(3), np.zeros(3), np.zeros(3), 4, np.zeros(3))
