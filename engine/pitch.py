@@ -202,11 +202,7 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
         at_ac = at + s.ac_offset
         acf = view(buf[at_ac : at_ac + (nb - 1) * s.hop + s.ac_len], s.ac_len)[:: s.hop]
         acf = (acf - acf.mean(axis=1, keepdims=True)) * s.hann
-        # Padded here and the power spectrum made complex before the inverse: the same numbers, but scipy's own
-        # zero-padding and its real-input irfft took ~4x as long at this size (540).
-        padded = np.zeros((nb, s.n_fft_ac))
-        padded[:, : s.ac_len] = acf
-        ac = fft.irfft((np.abs(fft.rfft(padded)) ** 2).astype(np.complex128), s.n_fft_ac)
+        ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)
         # The rest frame by frame, compiled (engine/_kernels.c): YIN's d and d' and their dips; its pick and
         # the next deepest dips (numpy's argpartition, whose choice among equal depths the kernel cannot repeat);
         # their lags refined by a parabola, and the cross-correlation and windowed autocorrelation at each.
