@@ -52,3 +52,4 @@ def yin_candidates(
     peak: _Array,
     valid: _Array,
 ) -> None: ...  # idx: intp; lag, ap, xcorr, peak, valid (uint8) written
+def vad_levels(block: _Array, frames: _Array, levels: _Array) -> None: ...  # int16 in, int16 and float64 out

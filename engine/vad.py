@@ -58,6 +58,8 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from engine import _kernels
+
 FRAME = 160  # samples: 20 ms at 8 kHz
 FRAME_MS = 20
 MIN_LAG, MAX_LAG = 20, 133  # pitch lags in samples at 8 kHz: 400 Hz down to 60 Hz (engine/pitch.py's range)
@@ -226,39 +228,52 @@ class CallVad:
         """Consecutive frames of both tracks (``blocks[track]``: int16, shape ``(n * FRAME,)``, same n) ->
         per frame what ``push`` gives. The per-frame numpy work (offsets, levels) is done for the whole
         block at once: the same figures as frame by frame, a fraction of the calls."""
-        # Both tracks in one pass (the per-frame figures do not mix frames): half the numpy calls per step.
         names = list(blocks)
         if len({len(blocks[name]) for name in names}) != 1:
             raise ValueError(f"blocks of unequal length: { {name: len(b) for name, b in blocks.items()} }")
+        # Both tracks in one pass (the per-frame figures do not mix frames), then each track on its own: a
+        # frame's flag reads only its own track's state and the other track's level.
         all_frames, all_levels, data = _prepare(np.concatenate([blocks[name] for name in names]))
         n = len(all_levels) // len(names)
-        prepared = {
-            name: (all_frames[k * n : (k + 1) * n], all_levels[k * n : (k + 1) * n], k * n * _FRAME_BYTES)
-            for k, name in enumerate(names)
-        }
-        out: list[dict[str, tuple[bool, Span | None]]] = []
-        for i in range(n):
-            flags: dict[str, tuple[bool, Span | None]] = {}
-            for name, (frames, levels, base) in prepared.items():
-                level, noise = levels[i], self._noise[name]
-                loud = level > max(self.floor_db, noise.level_db + self.noise_margin_db)
-                # webrtcvad hears every frame, so its own noise model adapts to the track as it is.
-                at = base + i * _FRAME_BYTES
-                speech = self._vads[name].is_speech(data[at : at + _FRAME_BYTES], 8000) and loud
-                if speech:
-                    self._since_speech[name] = 0
-                elif (
-                    self._since_speech[name] < self.hangover
-                    and level > max(self.voiced_floor_db, noise.level_db + self.noise_margin_db)
-                    and level > prepared[_OTHER[name]][1][i] - self.leak_db  # louder than the other party's leak
-                ):
-                    window = np.concatenate((self._previous[name], frames[i]))
-                    speech = periodicity(window) >= self.voicing
-                self._since_speech[name] += 1
-                noise.update(level)
-                self._previous[name] = frames[i]
-                flags[name] = (speech, self._hysteresis[name].push(speech))
-            out.append(flags)
+        levels = {name: all_levels[k * n : (k + 1) * n] for k, name in enumerate(names)}
+        columns = [self._track(name, all_frames[k * n : (k + 1) * n], levels[name], levels[_OTHER[name]],
+                               data, k * n * _FRAME_BYTES) for k, name in enumerate(names)]  # fmt: skip
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def _track(
+        self,
+        name: str,
+        frames: npt.NDArray[np.int16],
+        levels: list[float],
+        other_levels: list[float],
+        data: bytes,
+        base: int,
+    ) -> list[tuple[bool, Span | None]]:
+        """One track's frames of a block -> (speech flag, span closed) per frame."""
+        vad, noise, hysteresis = self._vads[name], self._noise[name], self._hysteresis[name]
+        since_speech, hangover = self._since_speech[name], self.hangover
+        out: list[tuple[bool, Span | None]] = []
+        for i, level in enumerate(levels):
+            relative = noise.level_db + self.noise_margin_db
+            loud = level > max(self.floor_db, relative)
+            # webrtcvad hears every frame, so its own noise model adapts to the track as it is.
+            at = base + i * _FRAME_BYTES
+            speech = vad.is_speech(data[at : at + _FRAME_BYTES], 8000) and loud
+            if speech:
+                since_speech = 0
+            elif (
+                since_speech < hangover
+                and level > max(self.voiced_floor_db, relative)
+                and level > other_levels[i] - self.leak_db  # louder than the other party's leak
+            ):
+                previous = self._previous[name] if i == 0 else frames[i - 1]
+                speech = periodicity(np.concatenate((previous, frames[i]))) >= self.voicing
+            since_speech += 1
+            noise.update(level)
+            out.append((speech, hysteresis.push(speech)))
+        self._since_speech[name] = since_speech
+        if len(frames):
+            self._previous[name] = frames[-1]
         return out
 
     def flush(self) -> dict[str, Span | None]:
@@ -289,25 +304,17 @@ def periodicity(window: npt.NDArray[np.int16], min_lag: int = MIN_LAG, max_lag: 
 
 
 _FRAME_BYTES = 2 * FRAME
-_FULL_SCALE_POWER = FRAME * 1073741824.0  # FRAME * 32768 ** 2
 
 
 def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[float], bytes]:
     """A block of whole frames -> (the frames, each without its mean when that is 64 or more, i.e. above
     -54 dBFS of offset: a DC offset from a bad line or a cheap ADC is neither level nor speech, shape
-    ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad)."""
-    frames = block.reshape(-1, FRAME)
-    sums = frames.sum(axis=1, dtype=np.int64)
-    means = np.trunc(sums / FRAME).astype(np.int64)  # the mean, truncated toward zero
-    offset = np.abs(means) >= 64
-    if offset.any():
-        frames = frames.copy()
-        shifted = frames[offset].astype(np.int32) - means[offset, None].astype(np.int32)
-        frames[offset] = np.clip(shifted, -32768, 32767).astype(np.int16)
-    x = frames.astype(np.float64)
-    power = np.einsum("ij,ij->i", x, x) / _FULL_SCALE_POWER  # sums of integer squares: exact in float64
-    levels = [10.0 * math.log10(p) if p > 1e-10 else -100.0 for p in power.tolist()]
-    return frames, levels, frames.tobytes()
+    ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad).
+    Compiled (``engine/_kernels.c``): a dozen numpy calls on a few frames each step cost more than the work."""
+    block = np.ascontiguousarray(block, dtype=np.int16)
+    frames, levels = np.empty_like(block), np.empty(len(block) // FRAME)
+    _kernels.vad_levels(block, frames, levels)
+    return frames.reshape(-1, FRAME), levels.tolist(), frames.tobytes()
 
 
 def spans_of(

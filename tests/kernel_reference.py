@@ -1,6 +1,6 @@
 """The numpy code that engine/_kernels.c replaced, kept as the reference its tests compare against: the same
 arithmetic, numpy call by numpy call (engine/pitch.py's candidates and Viterbi, engine/voice_quality.py's
-glottal marks and cycle amplitudes as they were at commit 065cfe7)."""
+glottal marks and cycle amplitudes as they were at commit 065cfe7, engine/vad.py's frame levels at 0f58b2a)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import fft
 
 from engine.pitch import (
@@ -24,6 +25,7 @@ from engine.pitch import (
     _Candidates,
     _sinc_table,
 )
+from engine.vad import FRAME
 from engine.voice_quality import _MIN_PULSE_CORRELATION
 
 
@@ -209,3 +211,24 @@ def _candidates(setup: Any, buf: FloatArray, first: int, count: int) -> _Candida
         strength[out] = np.where(valid & loud, peak + OCTAVE_COST * np.log2(s.sr / lag[out] / s.fmin), -np.inf)
         ac_peak[out] = np.max(np.abs(acf), axis=1)
     return _Candidates(lag, ap, xcorr, strength, level_db, ac_peak)
+
+
+_FULL_SCALE_POWER = FRAME * 1073741824.0  # FRAME * 32768 ** 2
+
+
+def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[float], bytes]:
+    """A block of whole frames -> (the frames, each without its mean when that is 64 or more, i.e. above
+    -54 dBFS of offset: a DC offset from a bad line or a cheap ADC is neither level nor speech, shape
+    ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad)."""
+    frames = block.reshape(-1, FRAME)
+    sums = frames.sum(axis=1, dtype=np.int64)
+    means = np.trunc(sums / FRAME).astype(np.int64)  # the mean, truncated toward zero
+    offset = np.abs(means) >= 64
+    if offset.any():
+        frames = frames.copy()
+        shifted = frames[offset].astype(np.int32) - means[offset, None].astype(np.int32)
+        frames[offset] = np.clip(shifted, -32768, 32767).astype(np.int16)
+    x = frames.astype(np.float64)
+    power = np.einsum("ij,ij->i", x, x) / _FULL_SCALE_POWER  # sums of integer squares: exact in float64
+    levels = [10.0 * math.log10(p) if p > 1e-10 else -100.0 for p in power.tolist()]
+    return frames, levels, frames.tobytes()

@@ -1,5 +1,6 @@
-"""engine/_kernels.c against the numpy code it replaced (tests/kernel_reference.py): the Viterbi path bit for
-bit, glottal marks and cycle amplitudes to float noise, on random scores, the bundled demo call and made voices."""
+"""engine/_kernels.c against the numpy code it replaced (tests/kernel_reference.py): YIN's picks, the Viterbi
+path and the VAD's frame levels bit for bit, the other candidates, glottal marks and cycle amplitudes to float
+noise; on random inputs, the bundled demo call and made voices."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import _kernels, pitch, voice_quality
+from engine import _kernels, pitch, vad, voice_quality
 from engine.pitch import TURN_PITCH, pitch_track
 from tests import kernel_reference as ref
 
@@ -157,6 +158,16 @@ def test_cycle_amplitudes_are_the_numpy_ones_even_at_the_edges(seed: int, count:
     assert np.allclose(ours, ref._cycle_amplitudes(sig, marks, left, right), rtol=1e-12, atol=1e-300)
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), frames=st.integers(0, 12), dc=st.integers(-40000, 40000))
+def test_vad_frame_levels_are_the_numpy_ones_bit_for_bit(seed: int, frames: int, dc: int) -> None:
+    rng = np.random.default_rng(seed)
+    scale = rng.choice([0.0, 1.0, 30.0, 3000.0, 40000.0])  # silence, the offset threshold, speech, clipping
+    x = np.clip(dc + scale * rng.standard_normal(frames * vad.FRAME), -32768, 32767).astype(np.int16)
+    ours, theirs = vad._prepare(x), ref._prepare(x)
+    assert np.array_equal(ours[0], theirs[0]) and ours[1] == theirs[1] and ours[2] == theirs[2]
+
+
 def test_bad_shapes_are_refused_not_read_past() -> None:
     with pytest.raises(ValueError, match="shapes"):
         _kernels.best_path(np.zeros(6), np.zeros(5), 2, 0.35, 0.14, np.zeros(3, dtype=np.intp))
@@ -173,5 +184,7 @@ def test_bad_shapes_are_refused_not_read_past() -> None:
         _kernels.yin_candidates(
             idx, d, d, d, z((2, 320)), ac, z(136), z((17, 16)), 17, 20.0, 133.3, out, out, out, out, valid
         )  # fmt: skip
+    with pytest.raises(ValueError, match="shapes"):  # not whole frames
+        _kernels.vad_levels(np.zeros(170, dtype=np.int16), np.zeros(170, dtype=np.int16), np.zeros(1))
     with pytest.raises(ValueError, match="contiguous"):  # a strided view: the kernels read C-contiguous memory
         _kernels.cycle_amplitudes(np.zeros(20)[::2], np.zeros(3), np.zeros(3), np.zeros(3), 4, np.zeros(3))
