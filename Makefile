@@ -31,8 +31,8 @@ GO ?= $(or $(shell command -v go),$(wildcard /usr/local/go/bin/go),go)
 
 venv: $(STAMP)
 
-# engine/_kernels.c is compiled at install: a C compiler and Python's headers, from apt when missing.
-$(STAMP): pyproject.toml engine/_kernels.c
+# engine/csrc/ is compiled at install: a C compiler and Python's headers, from apt when missing.
+$(STAMP): pyproject.toml $(wildcard engine/csrc/*)
 	@command -v cc >/dev/null && [ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || { \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev >/dev/null; }

@@ -378,7 +378,7 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
     print each side's totals and the ratio of their medians."""
     tree = Path(tempfile.mkdtemp(prefix="mise-compare-")) / "ref"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.compare], check=True)
-    if (tree / "engine" / "_kernels.c").exists():  # its compiled loops, built in place as `pip install -e` does
+    if any((tree / "engine" / name).exists() for name in ("csrc", "_kernels.c")):  # compiled loops: built in place
         subprocess.run([sys.executable, "-c", BUILD_IN_PLACE], cwd=tree, check=True, stdout=subprocess.DEVNULL)
     runs: dict[str, list[dict[str, Any]]] = {"ref": [], "here": []}
     try:

@@ -1,4 +1,4 @@
-# Types of the compiled inner loops (engine/_kernels.c): C-contiguous float64 arrays unless noted.
+# Types of the compiled inner loops (engine/csrc/): C-contiguous float64 arrays unless noted.
 from typing import Any
 
 import numpy.typing as npt

@@ -87,7 +87,7 @@ _SINC_WEIGHTS = _sinc_table()[1]
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
     """Viterbi over (n_frames, n_states), the last state 'unvoiced': maximum strength minus transition costs
     (a jump between voiced states costs ``OCTAVE_JUMP_COST`` per octave, a voicing change
-    ``VOICED_UNVOICED_COST``). Compiled (``engine/_kernels.c``): frame by frame, numpy took ~2 us of calls each."""
+    ``VOICED_UNVOICED_COST``). Compiled (``engine/csrc/pitch.c``): frame by frame, numpy took ~2 us of calls each."""
     n, s = strength.shape
     path = np.empty(n, dtype=np.intp)
     _kernels.best_path(
@@ -203,7 +203,7 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
         acf = view(buf[at_ac : at_ac + (nb - 1) * s.hop + s.ac_len], s.ac_len)[:: s.hop]
         acf = (acf - acf.mean(axis=1, keepdims=True)) * s.hann
         ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)
-        # The rest frame by frame, compiled (engine/_kernels.c): YIN's d and d' and their dips; its pick and
+        # The rest frame by frame, compiled (engine/csrc/pitch.c): YIN's d and d' and their dips; its pick and
         # the next deepest dips (numpy's argpartition, whose choice among equal depths the kernel cannot repeat);
         # their lags refined by a parabola, and the cross-correlation and windowed autocorrelation at each.
         d, dn, e_lag = np.empty((nb, lags)), np.empty((nb, lags)), np.empty((nb, lags))

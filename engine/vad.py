@@ -310,7 +310,7 @@ def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[
     """A block of whole frames -> (the frames, each without its mean when that is 64 or more, i.e. above
     -54 dBFS of offset: a DC offset from a bad line or a cheap ADC is neither level nor speech, shape
     ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad).
-    Compiled (``engine/_kernels.c``): a dozen numpy calls on a few frames each step cost more than the work."""
+    Compiled (``engine/csrc/vad.c``): a dozen numpy calls on a few frames each step cost more than the work."""
     block = np.ascontiguousarray(block, dtype=np.int16)
     frames, levels = np.empty_like(block), np.empty(len(block) // FRAME)
     _kernels.vad_levels(block, frames, levels)

@@ -1,6 +1,6 @@
 """Voice quality of one turn: glottal-cycle marks, local jitter and shimmer, and the harmonics-to-noise ratio.
 
-Numpy, with the cycle-by-cycle loops compiled (``engine/_kernels.c``), no I/O; the pitch track and the
+Numpy, with the cycle-by-cycle loops compiled (``engine/csrc/voice.c``), no I/O; the pitch track and the
 per-frame correlations come from ``engine.pitch``. Jitter and shimmer follow Praat's "Get jitter/shimmer
 (local)": glottal marks found by cross-correlating one period with the next, within the voiced runs of the
 track. The HNR follows Praat's "To Harmonicity (cc)": from the normalised cross-correlation at the pitch
@@ -9,6 +9,7 @@ period of the frames it counts. ``engine.prosody.turn_features`` reports them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -23,40 +24,60 @@ _MIN_PULSE_CORRELATION: Final = 0.3  # a cycle that resembles its neighbour less
 _HNR_SILENCE: Final = 0.1  # HNR frames: r > 2 - (frame peak / turn peak) / this, as Praat's harmonicity
 
 
-def glottal_marks(sig: FloatArray, sr: int, track: PitchTrack) -> list[FloatArray]:
-    """Glottal-cycle marks (fractional sample indices, ascending) in each voiced run of ``track``.
+@dataclass(frozen=True, slots=True)
+class VoicedRun:
+    """One voiced run of a pitch track, in samples: its frames' instants and local periods, the span
+    [lo, hi] its marks may take, and where its marks start (the largest extremum near its middle)."""
 
-    A run starts at its largest extremum near the middle; each next mark, forwards then backwards, is where a
-    one-period window best correlates with the window around the previous mark, 0.8 to 1.25 local periods
-    away, refined by a parabola through the correlation peak. Cycles that correlate less than
-    ``_MIN_PULSE_CORRELATION`` are stepped over without a mark.
-    """
-    sig = np.ascontiguousarray(sig, dtype=np.float64)
-    energy = np.concatenate([[0.0], np.cumsum(sig * sig)])
+    at: FloatArray
+    periods: FloatArray
+    lo: float
+    hi: float
+    anchor: float
+
+
+def voiced_runs(sig: FloatArray, sr: int, track: PitchTrack) -> list[VoicedRun]:
+    """The voiced runs of ``track`` over ``sig`` that are long enough to mark (a few samples or more)."""
     half_hop = (track.times[1] - track.times[0]) * sr / 2 if len(track.times) > 1 else 0.0
     edges = np.flatnonzero(np.diff(np.concatenate([[0], track.voiced.astype(np.int8), [0]])))
-    runs: list[FloatArray] = []
+    runs: list[VoicedRun] = []
     for first, stop in zip(edges[::2], edges[1::2], strict=True):
         at, periods = track.times[first:stop] * sr, sr / track.f0[first:stop]
         lo, hi = max(0.0, at[0] - half_hop), min(len(sig) - 1.0, at[-1] + half_hop)
         middle = (lo + hi) / 2
         half = float(np.interp(middle, at, periods)) / 2
         a, b = max(0, round(middle - half)), min(len(sig), round(middle + half) + 1)
-        if b - a < 3:
-            continue
-        anchor = float(a + int(np.argmax(np.abs(sig[a:b]))))
-        # Compiled (engine/_kernels.c): a cycle took ~10 numpy calls here, and a turn has hundreds of cycles.
-        marks = np.empty(int(hi - lo) + 2)  # marks are over a sample apart and within [lo, hi]
-        count = _kernels.glottal_run(sig, energy, at, periods, anchor, lo, hi, _MIN_PULSE_CORRELATION, marks)
-        if count < 0:
-            raise RuntimeError(f"glottal marks: more than {len(marks)} in a run of {hi - lo:.0f} samples")
-        runs.append(np.sort(marks[:count]))
+        if b - a >= 3:
+            runs.append(VoicedRun(at, periods, lo, hi, float(a + int(np.argmax(np.abs(sig[a:b]))))))
     return runs
+
+
+def glottal_marks(sig: FloatArray, sr: int, track: PitchTrack) -> list[FloatArray]:
+    """Glottal-cycle marks (fractional sample indices, ascending) in each voiced run of ``track``.
+
+    A run starts at its largest extremum near the middle; each next mark, forwards then backwards, is where a
+    one-period window best correlates with the window around the previous mark, 0.8 to 1.25 local periods
+    away, refined by a parabola through the correlation peak. Cycles that correlate less than
+    ``_MIN_PULSE_CORRELATION`` are stepped over without a mark. The walk is compiled (engine/csrc/voice.c): a
+    cycle took ~10 numpy calls, and a turn has hundreds of cycles.
+    """
+    sig = np.ascontiguousarray(sig, dtype=np.float64)
+    energy = np.concatenate([[0.0], np.cumsum(sig * sig)])
+    out: list[FloatArray] = []
+    for run in voiced_runs(sig, sr, track):
+        marks = np.empty(int(run.hi - run.lo) + 2)  # marks are over a sample apart and within [lo, hi]
+        count = _kernels.glottal_run(
+            sig, energy, run.at, run.periods, run.anchor, run.lo, run.hi, _MIN_PULSE_CORRELATION, marks
+        )
+        if count < 0:
+            raise RuntimeError(f"glottal marks: more than {len(marks)} in a run of {run.hi - run.lo:.0f} samples")
+        out.append(np.sort(marks[:count]))
+    return out
 
 
 def _cycle_amplitudes(sig: FloatArray, marks: FloatArray, left: FloatArray, right: FloatArray) -> FloatArray:
     """RMS of ``sig`` around each mark under a Hann window reaching ``left``/``right`` samples either side
-    (compiled: engine/_kernels.c)."""
+    (compiled: engine/csrc/voice.c)."""
     out = np.zeros(len(marks))
     if len(marks) and len(sig):
         width = int(np.max(left + right)) + 2

@@ -1,4 +1,4 @@
-"""The numpy code that engine/_kernels.c replaced, kept as the reference its tests compare against: the same
+"""The numpy code that engine/csrc/ replaced, kept as the reference its tests compare against: the same
 arithmetic, numpy call by numpy call (engine/pitch.py's candidates and Viterbi, engine/voice_quality.py's
 glottal marks and cycle amplitudes as they were at commit 065cfe7, engine/vad.py's frame levels at 0f58b2a)."""
 
@@ -26,7 +26,7 @@ from engine.pitch import (
     _sinc_table,
 )
 from engine.vad import FRAME
-from engine.voice_quality import _MIN_PULSE_CORRELATION
+from engine.voice_quality import _MIN_PULSE_CORRELATION, voiced_runs
 
 
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
@@ -53,26 +53,11 @@ def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
 
 
 def glottal_marks(sig: FloatArray, sr: int, track: PitchTrack) -> list[FloatArray]:
-    """Glottal-cycle marks (fractional sample indices, ascending) in each voiced run of ``track``.
-
-    A run starts at its largest extremum near the middle; each next mark, forwards then backwards, is where a
-    one-period window best correlates with the window around the previous mark, 0.8 to 1.25 local periods
-    away, refined by a parabola through the correlation peak. Cycles that correlate less than
-    ``_MIN_PULSE_CORRELATION`` are stepped over without a mark.
-    """
+    """engine/voice_quality.py's glottal_marks with its walk as it was in numpy (the runs are the engine's)."""
     energy = np.concatenate([[0.0], np.cumsum(sig * sig)])
-    half_hop = (track.times[1] - track.times[0]) * sr / 2 if len(track.times) > 1 else 0.0
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], track.voiced.astype(np.int8), [0]])))
     runs: list[FloatArray] = []
-    for first, stop in zip(edges[::2], edges[1::2], strict=True):
-        at, periods = track.times[first:stop] * sr, sr / track.f0[first:stop]
-        lo, hi = max(0.0, at[0] - half_hop), min(len(sig) - 1.0, at[-1] + half_hop)
-        middle = (lo + hi) / 2
-        half = float(np.interp(middle, at, periods)) / 2
-        a, b = max(0, round(middle - half)), min(len(sig), round(middle + half) + 1)
-        if b - a < 3:
-            continue
-        anchor = float(a + int(np.argmax(np.abs(sig[a:b]))))
+    for run in voiced_runs(sig, sr, track):
+        at, periods, lo, hi, anchor = run.at, run.periods, run.lo, run.hi, run.anchor
         marks = [anchor]
         # Per cycle only a few numpy calls: this loop runs once per glottal cycle of every voiced run.
         at_list, period_list = at.tolist(), periods.tolist()

@@ -1,6 +1,6 @@
-"""engine/_kernels.c against the numpy code it replaced (tests/kernel_reference.py): YIN's picks, the Viterbi
-path and the VAD's frame levels bit for bit, the other candidates, glottal marks and cycle amplitudes to float
-noise; on random inputs, the bundled demo call and made voices."""
+"""engine/csrc/ (engine._kernels) against the numpy code it replaced (tests/kernel_reference.py): YIN's
+picks, the Viterbi path and the VAD's frame levels bit for bit, the other candidates, glottal marks and cycle
+amplitudes to float noise; on random inputs, the bundled demo call and made voices."""
 
 from __future__ import annotations
 

@@ -1,0 +1,45 @@
+/* Shared by engine/csrc's kernels (see module.c): includes, numpy's argmax and np.maximum, and the parabola
+ * vertex, as static inline helpers; the kernels' Python entry points. */
+#ifndef MISE_KERNELS_H
+#define MISE_KERNELS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* numpy's argmax (first maximum; the first NaN if there is one) */
+static inline Py_ssize_t argmax_first(const double *v, Py_ssize_t n) {
+    Py_ssize_t best = 0;
+    if (isnan(v[0])) return 0;
+    for (Py_ssize_t j = 1; j < n; j++) {
+        if (isnan(v[j])) return j;
+        if (v[j] > v[best]) best = j;
+    }
+    return best;
+}
+
+/* Vertex value of the parabola through three equally spaced points (engine/pitch.py's _parabola; offset too) */
+static inline double parabola(double left, double mid, double right, double *offset_out) {
+    double curve = left - 2.0 * mid + right, offset = 0.0;
+    if (curve != 0.0) {
+        offset = 0.5 * (left - right) / curve;
+        if (!isnan(offset)) offset = offset < -1.0 ? -1.0 : offset > 1.0 ? 1.0 : offset;
+    }
+    if (offset_out != NULL) *offset_out = offset;
+    return mid - 0.25 * (left - right) * offset;
+}
+
+static inline double floor_at(double v, double floor) { return v > floor || isnan(v) ? v : floor; } /* np.maximum */
+
+/* Python entry points (arguments and what they write: each kernel's comment) */
+PyObject *best_path(PyObject *self, PyObject *args);
+PyObject *yin_dips(PyObject *self, PyObject *args);
+PyObject *yin_candidates(PyObject *self, PyObject *args);
+PyObject *glottal_run(PyObject *self, PyObject *args);
+PyObject *cycle_amplitudes(PyObject *self, PyObject *args);
+PyObject *vad_levels(PyObject *self, PyObject *args);
+
+#endif
