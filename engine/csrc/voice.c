@@ -48,6 +48,7 @@ PyObject *glottal_run(PyObject *self, PyObject *args) {
         double pos = anchor;
         for (;;) {
             double period = interp1(pos, at, periods, runs);
+            if (!(period >= 1.0 && period <= (double)len)) break; /* (periods are 20-134 samples) no UB cast */
             Py_ssize_t n = (Py_ssize_t)nearbyint(period); /* Python's round(): half to even */
             if (n < 3) n = 3;
             Py_ssize_t near = (Py_ssize_t)ceil(0.8 * period), far = (Py_ssize_t)floor(1.25 * period);
@@ -117,6 +118,10 @@ PyObject *cycle_amplitudes(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t c = 0; c < count; c++) {
         double mark = marks[c], power = 0.0, weights = 0.0;
+        if (!isfinite(mark - left[c])) { /* never from glottal_run's marks; no UB cast of a NaN */
+            out[c] = NAN;
+            continue;
+        }
         Py_ssize_t first = (Py_ssize_t)ceil(mark - left[c]);
         for (Py_ssize_t t = 0; t < width; t++) {
             Py_ssize_t span = first + t;
