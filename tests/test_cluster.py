@@ -57,8 +57,9 @@ def test_a_node_lost_mid_call_its_calls_go_on_on_the_other_node(
         def lose_the_worker_node() -> None:
             hosts: Any = cluster.query(HOSTS_BY_NODE, namespace=srv.namespace)
             on_worker.extend(sid for h in hosts if h["node"] == worker for sid in h["call_sids"])
-            alive = cluster.query(f"print(json.dumps([n['Alive'] for n in ray.nodes() if n['NodeID'] == {worker!r}]))")
-            assert on_worker and len(on_worker) < CALLS, (hosts, f"worker node alive: {alive}")  # calls on both nodes
+            if not on_worker or len(on_worker) == CALLS:  # calls on both nodes, or say why not
+                code = f"print(json.dumps([n['Alive'] for n in ray.nodes() if n['NodeID'] == {worker!r}]))"
+                pytest.fail(f"calls not on both nodes: {hosts}; worker node alive: {cluster.query(code)}")
             assert cluster.lose_worker() > 0
 
         async def run() -> None:
