@@ -51,5 +51,5 @@ def yin_candidates(
     xcorr: _Array,
     peak: _Array,
     valid: _Array,
-) -> None: ...  # idx: intp; lag, ap, xcorr, peak, valid (uint8) written
+) -> None: ...  # idx: intp; lag, ap, xcorr, peak, valid (one byte: bool) written
 def vad_levels(block: _Array, frames: _Array, levels: _Array) -> None: ...  # int16 in, int16 and float64 out

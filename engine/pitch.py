@@ -187,7 +187,7 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
     s, k = setup, _N_DIPS + 1
     assert first - s.lead >= 0 and first + (count - 1) * s.hop + s.reach <= len(buf) if count else True
     lag, ap, xcorr, strength = np.ones((count, k)), np.ones((count, k)), np.zeros((count, k)), np.zeros((count, k))
-    valid, power, ac_peak = np.zeros((count, k), dtype=np.uint8), np.zeros(count), np.zeros(count)
+    valid, power, ac_peak = np.zeros((count, k), dtype=np.bool_), np.zeros(count), np.zeros(count)  # valid: 0/1 bytes
     lags = s.tau_max + 1
     view = np.lib.stride_tricks.sliding_window_view
     for start in range(0, count, _BLOCK):
@@ -219,7 +219,7 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
     # strength holds each candidate's windowed-autocorrelation peak; the octave bonus makes it the path's score.
     level_db = 10.0 * np.log10(np.maximum(power / s.frame, 1e-12))
     loud = (level_db > ENERGY_FLOOR_DBFS)[:, None]
-    strength = np.where(valid.astype(bool) & loud, strength + OCTAVE_COST * np.log2(s.sr / lag / s.fmin), -np.inf)
+    strength = np.where(valid & loud, strength + OCTAVE_COST * np.log2(s.sr / lag / s.fmin), -np.inf)
     return _Candidates(lag, ap, xcorr, strength, level_db, ac_peak)
 
 

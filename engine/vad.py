@@ -252,10 +252,11 @@ class CallVad:
         """One track's frames of a block -> (speech flag, span closed) per frame."""
         vad, noise, hysteresis = self._vads[name], self._noise[name], self._hysteresis[name]
         since_speech, hangover = self._since_speech[name], self.hangover
+        floor, voiced_floor, margin, leak = self.floor_db, self.voiced_floor_db, self.noise_margin_db, self.leak_db
         out: list[tuple[bool, Span | None]] = []
         for i, level in enumerate(levels):
-            relative = noise.level_db + self.noise_margin_db
-            loud = level > max(self.floor_db, relative)
+            relative = noise.level_db + margin
+            loud = level > max(floor, relative)
             # webrtcvad hears every frame, so its own noise model adapts to the track as it is.
             at = base + i * _FRAME_BYTES
             speech = vad.is_speech(data[at : at + _FRAME_BYTES], 8000) and loud
@@ -263,8 +264,8 @@ class CallVad:
                 since_speech = 0
             elif (
                 since_speech < hangover
-                and level > max(self.voiced_floor_db, relative)
-                and level > other_levels[i] - self.leak_db  # louder than the other party's leak
+                and level > max(voiced_floor, relative)
+                and level > other_levels[i] - leak  # louder than the other party's leak
             ):
                 previous = self._previous[name] if i == 0 else frames[i - 1]
                 speech = periodicity(np.concatenate((previous, frames[i]))) >= self.voicing

@@ -4,8 +4,6 @@ amplitudes to float noise; on random inputs, the bundled demo call and made voic
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,8 +12,9 @@ from hypothesis import strategies as st
 from engine import _kernels, pitch, vad, voice_quality
 from engine.pitch import TURN_PITCH, pitch_track
 from tests import kernel_reference as ref
+from tests.support import REPO
 
-DEMO = Path(__file__).resolve().parent.parent / "api" / "demo"
+DEMO = REPO / "api" / "demo"
 SR = 8000
 
 

@@ -34,6 +34,25 @@ static inline double parabola(double left, double mid, double right, double *off
 
 static inline double floor_at(double v, double floor) { return v > floor || isnan(v) ? v : floor; } /* np.maximum */
 
+/* The end of a kernel: every buffer it took, given back */
+#define RELEASE_ALL(...)                                                                                      \
+    do {                                                                                                      \
+        Py_buffer *taken_[] = {__VA_ARGS__};                                                                  \
+        for (size_t b_ = 0; b_ < sizeof(taken_) / sizeof(taken_[0]); b_++) PyBuffer_Release(taken_[b_]);     \
+    } while (0)
+
+/* A kernel refusing its arguments: ValueError "<kernel>: shapes do not match" */
+static inline void shapes_differ(const char *kernel) {
+    PyErr_Format(PyExc_ValueError, "%s: shapes do not match", kernel);
+}
+
+/* A kernel's scratch memory; NULL with MemoryError set when there is none */
+static inline void *scratch(size_t bytes) {
+    void *p = PyMem_RawMalloc(bytes);
+    if (p == NULL) PyErr_NoMemory();
+    return p;
+}
+
 /* Python entry points (arguments and what they write: each kernel's comment) */
 PyObject *best_path(PyObject *self, PyObject *args);
 PyObject *yin_dips(PyObject *self, PyObject *args);

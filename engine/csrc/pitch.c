@@ -33,7 +33,6 @@ PyObject *yin_dips(PyObject *self, PyObject *args) {
                           &d_b, &dn_b, &el_b, &depth_b, &yin_b, &power_b))
         return NULL;
     PyObject *result = NULL;
-    Py_buffer *all[] = {&block_b, &r_b, &d_b, &dn_b, &el_b, &depth_b, &yin_b, &power_b};
     const Py_ssize_t D = (Py_ssize_t)sizeof(double);
     Py_ssize_t nb = power_b.len / D, lags = tau_max + 1, search = tau_max - tau_min;
     Py_ssize_t frame = nb > 0 ? block_b.len / D / nb : 0, n_fft = nb > 0 ? r_b.len / D / nb : 0;
@@ -41,14 +40,11 @@ PyObject *yin_dips(PyObject *self, PyObject *args) {
         block_b.len != nb * frame * D || r_b.len != nb * n_fft * D || d_b.len != nb * lags * D ||
         dn_b.len != d_b.len || el_b.len != d_b.len || depth_b.len != nb * search * D ||
         yin_b.len != nb * (Py_ssize_t)sizeof(Py_ssize_t)) {
-        PyErr_SetString(PyExc_ValueError, "yin_dips: shapes do not match");
+        shapes_differ("yin_dips");
         goto done;
     }
-    double *energy = PyMem_RawMalloc((size_t)(frame + 1) * sizeof(double));
-    if (energy == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    double *energy = scratch((size_t)(frame + 1) * sizeof(double));
+    if (energy == NULL) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t f = 0; f < nb; f++) {
         const double *x = (const double *)block_b.buf + f * frame, *r = (const double *)r_b.buf + f * n_fft;
@@ -87,7 +83,7 @@ PyObject *yin_dips(PyObject *self, PyObject *args) {
     PyMem_RawFree(energy);
     result = Py_NewRef(Py_None);
 done:
-    for (size_t b = 0; b < sizeof(all) / sizeof(all[0]); b++) PyBuffer_Release(all[b]);
+    RELEASE_ALL(&block_b, &r_b, &d_b, &dn_b, &el_b, &depth_b, &yin_b, &power_b);
     return result;
 }
 
@@ -105,7 +101,6 @@ PyObject *yin_candidates(PyObject *self, PyObject *args) {
                           &w_b, &offsets, &lag_min, &lag_max, &lag_b, &ap_b, &xc_b, &peak_b, &valid_b))
         return NULL;
     PyObject *result = NULL;
-    Py_buffer *all[] = {&idx_b, &d_b, &dn_b, &el_b, &r_b, &ac_b, &win_b, &w_b, &lag_b, &ap_b, &xc_b, &peak_b, &valid_b};
     const Py_ssize_t D = (Py_ssize_t)sizeof(double);
     Py_ssize_t lags = win_b.len / D, nb = lags > 0 ? d_b.len / D / lags : 0;
     Py_ssize_t k = nb > 0 ? lag_b.len / D / nb : 0, taps = offsets > 0 ? w_b.len / D / offsets : 0;
@@ -115,7 +110,7 @@ PyObject *yin_candidates(PyObject *self, PyObject *args) {
         n_fft < lags || n_fft_ac < lags || r_b.len != nb * n_fft * D || ac_b.len != nb * n_fft_ac * D ||
         idx_b.len != nb * k * (Py_ssize_t)sizeof(Py_ssize_t) || lag_b.len != nb * k * D || ap_b.len != lag_b.len ||
         xc_b.len != lag_b.len || peak_b.len != lag_b.len || valid_b.len != nb * k) {
-        PyErr_SetString(PyExc_ValueError, "yin_candidates: shapes do not match");
+        shapes_differ("yin_candidates");
         goto done;
     }
     const Py_ssize_t *idx_all = idx_b.buf;
@@ -157,7 +152,7 @@ PyObject *yin_candidates(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    for (size_t b = 0; b < sizeof(all) / sizeof(all[0]); b++) PyBuffer_Release(all[b]);
+    RELEASE_ALL(&idx_b, &d_b, &dn_b, &el_b, &r_b, &ac_b, &win_b, &w_b, &lag_b, &ap_b, &xc_b, &peak_b, &valid_b);
     return result;
 }
 
@@ -173,7 +168,7 @@ PyObject *best_path(PyObject *self, PyObject *args) {
     Py_ssize_t n = s > 0 ? strength.len / (Py_ssize_t)sizeof(double) / s : 0;
     if (s <= 0 || strength.len != n * s * (Py_ssize_t)sizeof(double) || log_f.len != strength.len ||
         path.len != n * (Py_ssize_t)sizeof(Py_ssize_t)) {
-        PyErr_SetString(PyExc_ValueError, "best_path: shapes do not match");
+        shapes_differ("best_path");
         goto done;
     }
     if (n == 0) {
@@ -182,12 +177,10 @@ PyObject *best_path(PyObject *self, PyObject *args) {
     }
     const double *st = strength.buf, *lf = log_f.buf;
     Py_ssize_t *out = path.buf;
-    Py_ssize_t *back = PyMem_RawMalloc((size_t)(n * s) * sizeof(Py_ssize_t));
-    double *score = PyMem_RawMalloc((size_t)s * 3 * sizeof(double));
-    if (back == NULL || score == NULL) {
+    Py_ssize_t *back = scratch((size_t)(n * s) * sizeof(Py_ssize_t));
+    double *score = back != NULL ? scratch((size_t)s * 3 * sizeof(double)) : NULL;
+    if (score == NULL) {
         PyMem_RawFree(back);
-        PyMem_RawFree(score);
-        PyErr_NoMemory();
         goto done;
     }
     double *next = score + s, *total = score + 2 * s;
@@ -215,8 +208,6 @@ PyObject *best_path(PyObject *self, PyObject *args) {
     PyMem_RawFree(score);
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&strength);
-    PyBuffer_Release(&log_f);
-    PyBuffer_Release(&path);
+    RELEASE_ALL(&strength, &log_f, &path);
     return result;
 }

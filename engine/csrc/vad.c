@@ -12,7 +12,7 @@ PyObject *vad_levels(PyObject *self, PyObject *args) {
     const Py_ssize_t frame = 160;
     Py_ssize_t n = levels_b.len / (Py_ssize_t)sizeof(double);
     if (in_b.len != n * frame * 2 || out_b.len != in_b.len || levels_b.len != n * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "vad_levels: shapes do not match");
+        shapes_differ("vad_levels");
         goto done;
     }
     const int16_t *in = in_b.buf;
@@ -41,8 +41,6 @@ PyObject *vad_levels(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&in_b);
-    PyBuffer_Release(&out_b);
-    PyBuffer_Release(&levels_b);
+    RELEASE_ALL(&in_b, &out_b, &levels_b);
     return result;
 }

@@ -34,14 +34,11 @@ PyObject *glottal_run(PyObject *self, PyObject *args) {
     Py_ssize_t capacity = marks_b.len / (Py_ssize_t)sizeof(double), count = 0;
     if (energy_b.len != (len + 1) * (Py_ssize_t)sizeof(double) || periods_b.len != at_b.len || runs == 0 ||
         capacity == 0) {
-        PyErr_SetString(PyExc_ValueError, "glottal_run: shapes do not match");
+        shapes_differ("glottal_run");
         goto done;
     }
-    double *values = PyMem_RawMalloc((size_t)(len + 1) * sizeof(double));
-    if (values == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    double *values = scratch((size_t)(len + 1) * sizeof(double));
+    if (values == NULL) goto done;
     Py_BEGIN_ALLOW_THREADS
     marks[count++] = anchor;
     for (int direction = 1; direction >= -1 && count >= 0; direction -= 2) {
@@ -91,11 +88,7 @@ PyObject *glottal_run(PyObject *self, PyObject *args) {
     PyMem_RawFree(values);
     result = PyLong_FromSsize_t(count);
 done:
-    PyBuffer_Release(&sig_b);
-    PyBuffer_Release(&energy_b);
-    PyBuffer_Release(&at_b);
-    PyBuffer_Release(&periods_b);
-    PyBuffer_Release(&marks_b);
+    RELEASE_ALL(&sig_b, &energy_b, &at_b, &periods_b, &marks_b);
     return result;
 }
 
@@ -110,7 +103,7 @@ PyObject *cycle_amplitudes(PyObject *self, PyObject *args) {
     Py_ssize_t len = sig_b.len / (Py_ssize_t)sizeof(double), count = marks_b.len / (Py_ssize_t)sizeof(double);
     if (len == 0 || left_b.len != marks_b.len || right_b.len != marks_b.len || out_b.len != marks_b.len ||
         width < 0) {
-        PyErr_SetString(PyExc_ValueError, "cycle_amplitudes: shapes do not match");
+        shapes_differ("cycle_amplitudes");
         goto done;
     }
     const double *sig = sig_b.buf, *marks = marks_b.buf, *left = left_b.buf, *right = right_b.buf;
@@ -138,10 +131,6 @@ PyObject *cycle_amplitudes(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&sig_b);
-    PyBuffer_Release(&marks_b);
-    PyBuffer_Release(&left_b);
-    PyBuffer_Release(&right_b);
-    PyBuffer_Release(&out_b);
+    RELEASE_ALL(&sig_b, &marks_b, &left_b, &right_b, &out_b);
     return result;
 }
