@@ -78,11 +78,13 @@ class AudioPump:
         for name in list(self._lanes):
             await self.flush(name)
 
-    def enqueue(self, host_name: str, handle: ActorHandle[Any], item: PushItem) -> None:
+    def enqueue(self, host_name: str, handle: ActorHandle[Any], *items: PushItem) -> None:
+        if not items:
+            return
         lane = self._lanes.get(host_name)
         if lane is None:
             lane = self._lanes[host_name] = _Lane(host_name, handle)
-        lane.pending.append(item)
+        lane.pending += items
         if len(lane.pending) > self._max_pending:
             drop = len(lane.pending) - self._max_pending
             del lane.pending[:drop]

@@ -33,7 +33,7 @@ from api.guard import RateLimits, key_id, who
 from api.leases import Leases
 from api.metrics import Metrics
 from api.recorder import Recorder, Recording
-from api.wsprotocol import DIRECT
+from api.wsprotocol import DIRECT, MediaTuple
 from engine import codec
 from engine.call import CallMeta
 from engine.events import iso_utc
@@ -185,7 +185,11 @@ class Ingest:
                     if self._take(session, placement, refusals, data):
                         stopped.set_result("stop")
 
-            closed: asyncio.Future[int] = deliver(on_message)
+            def on_media(batch: list[MediaTuple]) -> None:
+                if not stopped.done():
+                    self._take_media(session, placement, refusals, batch)
+
+            closed: asyncio.Future[int] = deliver(on_message, on_media, self._max_bytes)
             await asyncio.wait((stopped, closed), return_when=asyncio.FIRST_COMPLETED)
             return "stop" if stopped.done() else _end_reason(closed.result())
         while True:  # under a server without the direct lane
@@ -209,6 +213,31 @@ class Ingest:
         else:
             self._hold(placement, item)
         return False
+
+    def _take_media(
+        self, session: StreamSession, placement: _Placement, refusals: Counter[str], batch: list[MediaTuple]
+    ) -> None:
+        """``_take`` for media messages the socket decoded already (api/wsprotocol.py's media sink): one read's."""
+        tally, call_sid, recording = self._tally, placement.meta.call_sid, placement.recording
+        tally["messages"] += len(batch)
+        arrived = time.time()
+        items: list[PushItem] = []
+        try:
+            for _, stream_sid, track, chunk, timestamp_ms, payload in batch:
+                refused = session.refuse_media(stream_sid, track, chunk)
+                if refused is not None:
+                    self._refused(refused, refusals, call_sid)
+                    continue
+                tally[track] += 1
+                if recording is not None:
+                    recording.add(track, timestamp_ms, payload)
+                items.append((call_sid, track, timestamp_ms, payload, arrived))
+        finally:  # even if a bug stops the loop: what it accepted goes on
+            if placement.moving is None and placement.lost is None:
+                self._pump.enqueue(placement.host_name, placement.host, *items)
+            else:
+                for item in items:
+                    self._hold(placement, item)
 
     async def _receive(self, ws: WebSocket) -> str | bytes | _Closed:
         message = await ws.receive()
@@ -234,12 +263,15 @@ class Ingest:
         if not isinstance(frame, Rejected):
             frame = session.accept(frame)
         if isinstance(frame, Rejected):
-            self._metrics.frames_rejected.labels(frame.reason.value).inc()
-            refusals[frame.reason.value] += 1
-            if refusals[frame.reason.value] <= LOGGED_PER_REASON:
-                log.warning("call %s: refused a message: %s (%s)", call_sid or "-", frame.reason.value, frame.detail)
+            self._refused(frame, refusals, call_sid)
             return None
         return frame
+
+    def _refused(self, refused: Rejected, refusals: Counter[str], call_sid: str | None) -> None:
+        self._metrics.frames_rejected.labels(refused.reason.value).inc()
+        refusals[refused.reason.value] += 1
+        if refusals[refused.reason.value] <= LOGGED_PER_REASON:
+            log.warning("call %s: refused a message: %s (%s)", call_sid or "-", refused.reason.value, refused.detail)
 
     async def _open(self, tenant: str, start: Start) -> _Placement | None:
         meta = CallMeta(

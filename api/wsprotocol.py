@@ -18,7 +18,10 @@ message is passed to ``sink`` from ``data_received`` as it is parsed (text as ``
 ``bytes``), and the future it returns resolves with the close code when the socket closes (the
 ``websocket.disconnect`` the app would have received). Messages the app had not yet taken go to the
 sink first, in order. Sending and closing stay ASGI. Under another server the extension is absent and
-the app reads its messages the usual way.
+the app reads its messages the usual way. ``deliver(sink, media, max_media_bytes)`` also takes a media
+sink: the media messages this class's frame parser finds (below) then reach it already decoded, as lists
+of ``MediaTuple`` (all of one read's, up to its first other message), and every other message reaches
+``sink`` as before, in order with them.
 
 Frames are parsed here too, once the handshake is done: websockets' parser runs a generator per read and
 builds a Frame object per message; this one does neither. It takes the frames a media stream is
@@ -27,7 +30,10 @@ pongs; at the first frame of any other kind (a close, a fragment, anything malfo
 has sent its close, it hands the bytes from that frame on to websockets' parser for good, which then
 does what it always did (close handshakes, 1002, 1009). websockets' parser has seen no byte of the
 stream since the handshake, so it takes over at a frame boundary. A socket that negotiated an
-extension (permessage-deflate) or sent frames before the handshake was answered never uses it.
+extension (permessage-deflate) or sent frames before the handshake was answered never uses it. With a
+media sink, ``engine._wire.scan`` (C) reads a read's frames first: each that is a media message exactly
+as Twilio sends one comes back decoded (``engine.codec.decode``'s Media, as a plain tuple), and it stops
+at the first frame that is not one, which is parsed here as above.
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+
+from engine._wire import HAND_OVER, NEED_MORE, scan
 
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets built without its C extension
     from websockets.utils import apply_mask
-from websockets.http11 import Request
 
 QUEUE_HIGH = 32  # messages queued for the app before reading pauses (~10 KB of media messages)
 DIRECT = "mise.direct"  # the scope extension: {"deliver": Callable[[Sink], asyncio.Future[int]]}
@@ -52,6 +60,8 @@ INTERNAL_ERROR = 1011
 _FAST_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG))
 
 Sink = Callable[[str | bytes], None]
+MediaTuple = tuple[int, str, str, int, int, bytes]  # engine.frames.Media's fields, in its order
+MediaSink = Callable[[list[MediaTuple]], None]
 log = logging.getLogger("mise.ws")
 
 
@@ -77,6 +87,8 @@ class _Disconnects:
 
 class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     sink: Sink | None = None
+    media_sink: MediaSink | None = None
+    max_media_bytes = 0
     fast: bytearray | None = None  # unparsed bytes while this class parses the frames (None: websockets does)
     at_boundary = False  # the handshake request ended exactly where the data read so far ends
 
@@ -130,6 +142,17 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         while end - at >= 6:
             if self.close_sent:  # the app closed, or a handler failed: websockets reads the close through
                 return self._hand_over(at)
+            if self.media_sink is not None:
+                at, found, stopped = scan(buf, at, limit, self.max_media_bytes)
+                if found:
+                    self._media_to_sink(found)
+                if stopped == NEED_MORE:
+                    break
+                if found:
+                    continue  # the sink may have closed the socket
+                if stopped == HAND_OVER:
+                    return self._hand_over(at)
+                # the frame at ``at`` is another message, or a ping or pong: parsed below
             head, length = buf[at], buf[at + 1]
             opcode, start = head & 0x0F, at + 6
             if head & 0xF0 != 0x80 or not length & 0x80 or opcode not in _FAST_OPCODES:
@@ -157,11 +180,12 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.send_receive_event_to_app()
         del buf[:at]
 
-    def deliver(self, sink: Sink) -> asyncio.Future[int]:
-        """Send this socket's messages to ``sink`` from now on; the future resolves with the close code."""
+    def deliver(self, sink: Sink, media: MediaSink | None = None, max_media_bytes: int = 0) -> asyncio.Future[int]:
+        """Send this socket's messages to ``sink`` from now on, and with ``media`` its media messages of at most
+        ``max_media_bytes`` decoded to that; the future resolves with the close code."""
         closed: asyncio.Future[int] = self.loop.create_future()
         waiting, self.queue = self.queue, _Disconnects(closed)  # type: ignore[assignment]
-        self.sink = sink
+        self.sink, self.media_sink, self.max_media_bytes = sink, media, max_media_bytes
         while not waiting.empty():
             message: Any = waiting.get_nowait()
             if message["type"] == "websocket.receive":
@@ -204,12 +228,22 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         try:
             self.sink(data)
         except Exception:
-            # A bug in the app's handling, not bad input (that is the sink's to refuse): this socket
-            # closes with 1011 and its disconnect reaches the app; no other socket is touched.
-            log.exception("a WebSocket message handler failed; closing this socket (1011)")
-            if not self.close_sent and not self.transport.is_closing():
-                self.conn.fail(INTERNAL_ERROR, "internal error")
-                self.transport.write(b"".join(self.conn.data_to_send()))
-                self.close_sent = True
-                self.queue.put_nowait({"type": "websocket.disconnect", "code": INTERNAL_ERROR})
-                self.transport.close()
+            self._handler_failed()
+
+    def _media_to_sink(self, found: list[MediaTuple]) -> None:
+        assert self.media_sink is not None
+        try:
+            self.media_sink(found)
+        except Exception:
+            self._handler_failed()
+
+    def _handler_failed(self) -> None:
+        """A bug in the app's handling, not bad input (that is the sink's to refuse): this socket closes with
+        1011 and its disconnect reaches the app; no other socket is touched."""
+        log.exception("a WebSocket message handler failed; closing this socket (1011)")
+        if not self.close_sent and not self.transport.is_closing():
+            self.conn.fail(INTERNAL_ERROR, "internal error")
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": INTERNAL_ERROR})
+            self.transport.close()

@@ -48,15 +48,24 @@ class StreamSession:
     stop: Stop | None = None
     _chunks: dict[str, _TrackChunks] = field(default_factory=dict)
 
+    def refuse_media(self, stream_sid: str, track: str, chunk: int) -> Rejected | None:
+        """``accept`` for a media frame of a live stream, from the fields it checks: None if it fits (its chunk
+        is then remembered), else why not. The hot path: one call per 20 ms of each track."""
+        start = self.start
+        if start is None or self.phase is not Phase.LIVE:
+            refused = self.accept(Media(None, stream_sid, track, chunk, 0, b"\0"))
+            return refused if isinstance(refused, Rejected) else None
+        if stream_sid and stream_sid != start.stream_sid:
+            return Rejected(Reason.STREAM_MISMATCH, f"streamSid {stream_sid[:40]!r} is not this stream's")
+        chunks = self._chunks.get(track) or self._chunks.setdefault(track, _TrackChunks())
+        if not chunks.add(chunk):
+            return Rejected(Reason.DUPLICATE_CHUNK, f"{track} chunk {chunk} seen before")
+        return None
+
     def accept(self, frame: Frame) -> Frame | Rejected:
         """The frame if it fits the stream's state, else the reason it does not."""
         if type(frame) is Media and self.start is not None and self.phase is Phase.LIVE:  # ~all of them
-            if frame.stream_sid and frame.stream_sid != self.start.stream_sid:
-                return Rejected(Reason.STREAM_MISMATCH, f"streamSid {frame.stream_sid[:40]!r} is not this stream's")
-            chunks = self._chunks.get(frame.track) or self._chunks.setdefault(frame.track, _TrackChunks())
-            if not chunks.add(frame.chunk):
-                return Rejected(Reason.DUPLICATE_CHUNK, f"{frame.track} chunk {frame.chunk} seen before")
-            return frame
+            return self.refuse_media(frame.stream_sid, frame.track, frame.chunk) or frame
         if isinstance(frame, Connected):
             return frame
         if self.phase is Phase.STOPPED:

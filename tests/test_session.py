@@ -42,6 +42,25 @@ def test_refusals() -> None:
     assert reason(s, media(3)) is Reason.AFTER_STOP
 
 
+def test_refuse_media_checks_a_media_frame_from_its_fields_as_accept_does() -> None:
+    """What the socket's decoded media messages go through (api/ingest.py): accept's verdicts, from the fields."""
+
+    def verdict(s: StreamSession, chunk: int, stream: str = "MZ1") -> Reason | None:
+        refused = s.refuse_media(stream, "inbound", chunk)
+        return None if refused is None else refused.reason
+
+    s = StreamSession()
+    assert verdict(s, 1) is Reason.MEDIA_BEFORE_START
+    s.accept(START)
+    assert verdict(s, 1) is None
+    assert verdict(s, 1) is Reason.DUPLICATE_CHUNK
+    assert reason(s, media(1)) is Reason.DUPLICATE_CHUNK  # one memory of the chunks for both
+    assert verdict(s, 2, stream="MZ-other") is Reason.STREAM_MISMATCH
+    assert verdict(s, 2, stream="") is None  # no streamSid: this stream's
+    s.accept(Stop(9, "MZ1", "AC1", "CA1"))
+    assert verdict(s, 3) is Reason.AFTER_STOP
+
+
 def test_out_of_order_chunks_are_not_duplicates_and_memory_stays_bounded() -> None:
     s = StreamSession()
     s.accept(START)

@@ -1,10 +1,12 @@
 """The WebSocket protocol's direct lane (api/wsprotocol.py) on a real uvicorn with a real client: messages
 the app had not yet taken reach the sink first and in order, fragmented and binary messages arrive whole,
-a close reaches the app's future with its code, and a sink that raises closes only its own socket (1011)."""
+a close reaches the app's future with its code, and a sink that raises closes only its own socket (1011).
+With a media sink, media messages reach it decoded (engine/csrc/wire.c), in order with everything else."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import websockets
 from api.wsprotocol import DIRECT, LosslessWebSocketProtocol
 from tests.support import free_port
 
+URL: list[str] = []  # the module's server, for tests that do not take the fixture
 received: dict[str, list[Any]] = {}  # per socket (its path): what the sink got, then ("closed", code)
 
 
@@ -35,9 +38,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             raise RuntimeError("a handler bug")
         got.append(data)
 
+    def media_sink(batch: list[tuple[Any, ...]]) -> None:
+        if any(chunk == 666 for _, _, _, chunk, _, _ in batch):
+            raise RuntimeError("a handler bug")
+        got.append(("media", [chunk for _, _, _, chunk, _, _ in batch]))
+
     deliver = scope["extensions"][DIRECT]["deliver"]
     got.append(("own parser", deliver.__self__.fast is not None))  # frames parsed by the protocol itself
-    closed = deliver(sink)
+    closed = deliver(sink, media_sink, 1000) if name.startswith("media") else deliver(sink)
     got.append(("closed", await closed))
 
 
@@ -52,7 +60,8 @@ def url() -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield f"ws://127.0.0.1:{port}"
+    URL[:] = [f"ws://127.0.0.1:{port}"]
+    yield URL[0]
     server.should_exit = True
     thread.join(10)
 
@@ -138,3 +147,81 @@ def test_a_sink_that_raises_closes_its_own_socket_with_1011(url: str) -> None:
     assert code == 1011
     assert wait_closed("bad")[-1] == ("closed", 1011)
     assert wait_closed("other") == [("asgi", "hello"), ("own parser", True), "still here", ("closed", 1000)]
+
+
+def media(chunk: int) -> str:
+    body = {"track": "outbound", "chunk": str(chunk), "timestamp": str(20 * chunk), "payload": "/w=="}
+    return json.dumps({"event": "media", "sequenceNumber": str(chunk), "media": body, "streamSid": "MZ1"})
+
+
+def test_media_messages_reach_the_media_sink_decoded_and_in_order_with_the_rest() -> None:
+    """All in one write (one read, most likely): each run of media messages is one list, every other message goes
+    to the text sink between them, a ping is answered, a media message over the limit goes to the text sink,
+    and after a fragment websockets' parser delivers everything (media too) to the text sink."""
+    port_url = URL[0]
+    from bench.loadgen import frame
+
+    bad_base64 = media(5).replace("/w==", "/w=")
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port_url.rsplit(":", 1)[1]))
+        writer.write(
+            b"GET /media HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+        writer.write(frame("first"))
+        await asyncio.sleep(0.5)  # the app takes "first" the ASGI way, then hands over to its sinks
+        writer.write(
+            frame(media(1))
+            + frame(media(2))
+            + frame("text")
+            + frame(media(3))
+            + bytes([0x89, 0x82, 0, 0, 0, 0]) + b"hi"  # a ping
+            + frame(media(4))
+            + frame(bad_base64)
+            + frame(media(6) + " " * 1000)  # over the media sink's limit
+            + frame(media(7))
+            + bytes([0x01, 0x82, 0, 0, 0, 0]) + b"fr" + bytes([0x80, 0x82, 0, 0, 0, 0]) + b"ag"  # fragmented
+            + frame(media(8))
+            + bytes([0x88, 0x82, 0, 0, 0, 0]) + (1000).to_bytes(2, "big")
+        )  # fmt: skip
+        await writer.drain()
+        pong = await reader.readexactly(4)
+        assert pong == bytes([0x8A, 2]) + b"hi"
+        await reader.read()
+        writer.close()
+
+    asyncio.run(client())
+    assert wait_closed("media") == [
+        ("asgi", "first"),
+        ("own parser", True),
+        ("media", [1, 2]),
+        "text",
+        ("media", [3]),
+        ("media", [4]),
+        bad_base64,
+        media(6) + " " * 1000,
+        ("media", [7]),
+        "frag",
+        media(8),
+        ("closed", 1000),
+    ]
+
+
+def test_a_media_sink_that_raises_closes_its_own_socket_with_1011() -> None:
+    async def client() -> int | None:
+        async with websockets.connect(f"{URL[0]}/media-bad", compression=None) as ws:
+            await ws.send("first")
+            await asyncio.sleep(0.5)
+            await ws.send(media(1))
+            await asyncio.sleep(0.3)  # its own read: a sink that raises loses the list it was given
+            await ws.send(media(666))
+            await ws.send(media(3))  # after the failure: not delivered
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(client()) == 1011
+    assert wait_closed("media-bad") == [("asgi", "first"), ("own parser", True), ("media", [1]), ("closed", 1011)]
