@@ -66,6 +66,7 @@ class AudioPump:
         self._on_error = on_error
         self._on_events = on_events
         self.on_host_failed = on_host_failed  # set by the ingest, which knows where each call lives
+        self.before_tick: Callable[[], None] = lambda: None  # the ingest reads its polled sockets here
         self.counters = PumpCounters()
 
     def start(self) -> None:
@@ -107,6 +108,10 @@ class AudioPump:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            try:
+                self.before_tick()
+            except Exception:
+                log.exception("reading the sockets before a push failed")
             for lane in list(self._lanes.values()):
                 try:
                     if (lane.pending or lane.awaiting) and not lane.inflight:

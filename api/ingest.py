@@ -33,7 +33,7 @@ from api.guard import RateLimits, key_id, who
 from api.leases import Leases
 from api.metrics import Metrics
 from api.recorder import Recorder, Recording
-from api.wsprotocol import DIRECT, MediaTuple
+from api.wsprotocol import DIRECT, MediaTuple, SocketPoller
 from engine import codec
 from engine.call import CallMeta
 from engine.events import iso_utc
@@ -108,6 +108,9 @@ class Ingest:
         self._live: dict[str, _Placement] = {}  # this process's live calls
         self._dropped_seen = 0
         pump.on_host_failed = self._host_failed
+        # Media sockets are read on the pump's ticks, just before it pushes (api/wsprotocol.py, polled reads).
+        self._poller = SocketPoller()
+        pump.before_tick = self._poller.read_all
         self._start_timeout = start_timeout_s
         self._max_bytes = max_message_bytes
         # Per message only plain integers are counted; /metrics adds them up when scraped (a Prometheus
@@ -189,7 +192,7 @@ class Ingest:
                 if not stopped.done():
                     self._take_media(session, placement, refusals, batch)
 
-            closed: asyncio.Future[int] = deliver(on_message, on_media, self._max_bytes)
+            closed: asyncio.Future[int] = deliver(on_message, on_media, self._max_bytes, self._poller)
             await asyncio.wait((stopped, closed), return_when=asyncio.FIRST_COMPLETED)
             return "stop" if stopped.done() else _end_reason(closed.result())
         while True:  # under a server without the direct lane
@@ -207,7 +210,7 @@ class Ingest:
         self._tally[frame.track] += 1
         if placement.recording is not None:
             placement.recording.add(frame.track, frame.timestamp_ms, frame.payload)
-        item = (placement.meta.call_sid, frame.track, frame.timestamp_ms, frame.payload, time.time())
+        item = (placement.meta.call_sid, frame.track, frame.timestamp_ms, frame.payload, self._arrived())
         if placement.moving is None and placement.lost is None:
             self._pump.enqueue(placement.host_name, placement.host, item)
         else:
@@ -220,7 +223,7 @@ class Ingest:
         """``_take`` for media messages the socket decoded already (api/wsprotocol.py's media sink): one read's."""
         tally, call_sid, recording = self._tally, placement.meta.call_sid, placement.recording
         tally["messages"] += len(batch)
-        arrived = time.time()
+        arrived = self._arrived()
         items: list[PushItem] = []
         try:
             for _, stream_sid, track, chunk, timestamp_ms, payload in batch:
@@ -238,6 +241,10 @@ class Ingest:
             else:
                 for item in items:
                     self._hold(placement, item)
+
+    def _arrived(self) -> float:
+        """When the message being handled arrived: now, or for a polled read when it may have (its earliest)."""
+        return self._poller.since if self._poller.reading else time.time()
 
     async def _receive(self, ws: WebSocket) -> str | bytes | _Closed:
         message = await ws.receive()

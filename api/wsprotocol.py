@@ -34,15 +34,28 @@ extension (permessage-deflate) or sent frames before the handshake was answered 
 media sink, ``engine._wire.scan`` (C) reads a read's frames first: each that is a media message exactly
 as Twilio sends one comes back decoded (``engine.codec.decode``'s Media, as a plain tuple), and it stops
 at the first frame that is not one, which is parsed here as above.
+
+Polled reads: a socket whose messages go to sinks can also be read on a tick instead of as its bytes
+arrive (``deliver(..., poller=)``): the event loop stops watching it, and ``SocketPoller.read_all``
+reads everything it holds in one ``read`` per socket. A media stream sends a message every 10 ms; read
+as they arrive, each cost a wake-up, a read and a call into Python, more than the rest of its handling.
+Ticked by the audio pump just before it pushes (actors/pump.py), the reads add no delay to audio: it
+waited for that push anyway. A socket leaves polled mode (the loop watches it again) when it reaches end
+of file or an error, when websockets' parser takes over, when a close is sent, and when the server
+shuts down, which first reads what the socket still holds: nothing it received is left unread.
+Plain TCP only (never TLS, whose bytes only the transport can read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.utils import is_ssl
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -57,6 +70,7 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 QUEUE_HIGH = 32  # messages queued for the app before reading pauses (~10 KB of media messages)
 DIRECT = "mise.direct"  # the scope extension: {"deliver": Callable[[Sink], asyncio.Future[int]]}
 INTERNAL_ERROR = 1011
+READ_SIZE = 1 << 16  # a polled read (~170 media messages); a socket holding more is read again at once
 _FAST_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG))
 
 Sink = Callable[[str | bytes], None]
@@ -85,7 +99,39 @@ class _Disconnects:
         raise RuntimeError("this socket's messages go to its sink (mise.direct): receive() is not available")
 
 
+class SocketPoller:
+    """The sockets read on a tick (polled reads, above); ``read_all`` reads each once.
+
+    While it reads (``reading``), ``since`` is when the round before began: what it reads now arrived after
+    that, and may have waited since. Stamped with it, audio's measured delay counts the wait in the socket
+    (an upper bound), as it counted the wait for the push when sockets were read as bytes arrived."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[LosslessWebSocketProtocol, int] = {}  # -> its file descriptor
+        self.reading = False
+        self.since = time.time()
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def add(self, protocol: LosslessWebSocketProtocol, fd: int) -> None:
+        self._sockets[protocol] = fd
+
+    def discard(self, protocol: LosslessWebSocketProtocol) -> None:
+        self._sockets.pop(protocol, None)
+
+    def read_all(self) -> None:
+        began = time.time()
+        self.reading = True
+        try:
+            for protocol, fd in list(self._sockets.items()):
+                protocol.read_now(fd)
+        finally:
+            self.reading, self.since = False, began
+
+
 class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
+    poller: SocketPoller | None = None  # set while the socket is read on its ticks
     sink: Sink | None = None
     media_sink: MediaSink | None = None
     max_media_bytes = 0
@@ -131,6 +177,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     def _hand_over(self, at: int) -> None:
         """websockets' parser takes the stream from ``self.fast[at:]`` (a frame boundary) on, for good."""
         assert self.fast is not None
+        self._stop_polling()
         rest, self.fast = bytes(self.fast[at:]), None
         if rest:
             self._websockets_parse(rest)
@@ -180,9 +227,16 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.send_receive_event_to_app()
         del buf[:at]
 
-    def deliver(self, sink: Sink, media: MediaSink | None = None, max_media_bytes: int = 0) -> asyncio.Future[int]:
+    def deliver(
+        self,
+        sink: Sink,
+        media: MediaSink | None = None,
+        max_media_bytes: int = 0,
+        poller: SocketPoller | None = None,
+    ) -> asyncio.Future[int]:
         """Send this socket's messages to ``sink`` from now on, and with ``media`` its media messages of at most
-        ``max_media_bytes`` decoded to that; the future resolves with the close code."""
+        ``max_media_bytes`` decoded to that; with ``poller``, read the socket on its ticks (polled reads). The
+        future resolves with the close code."""
         closed: asyncio.Future[int] = self.loop.create_future()
         waiting, self.queue = self.queue, _Disconnects(closed)  # type: ignore[assignment]
         self.sink, self.media_sink, self.max_media_bytes = sink, media, max_media_bytes
@@ -195,7 +249,47 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
+        socket = self.transport.get_extra_info("socket")
+        plain = socket is not None and not is_ssl(self.transport) and not self.transport.is_closing()
+        if poller is not None and plain and self.fast is not None and not self.close_sent:
+            self.transport.pause_reading()
+            self.poller = poller
+            poller.add(self, socket.fileno())
         return closed
+
+    def read_now(self, fd: int) -> None:
+        """Polled reads: everything the socket holds, as if the loop had read it."""
+        while self.poller is not None:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self._stop_polling()  # the transport reads the error for itself
+            if not data:
+                return self._stop_polling()  # end of file: so does it
+            self.data_received(data)
+            if len(data) < READ_SIZE:
+                return
+
+    def _stop_polling(self, *, resume: bool = True) -> None:
+        if self.poller is not None:
+            self.poller.discard(self)
+            self.poller = None
+            if resume and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_polling(resume=False)
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self.poller is not None:  # what the socket holds is read before the server closes it
+            socket = self.transport.get_extra_info("socket")
+            if socket is not None:
+                self.read_now(socket.fileno())
+            self._stop_polling()
+        super().shutdown()
 
     def send_receive_event_to_app(self) -> None:
         """A whole message (``self.frames``, from either parser): to the sink, or queued for ASGI's receive."""
@@ -242,6 +336,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         1011 and its disconnect reaches the app; no other socket is touched."""
         log.exception("a WebSocket message handler failed; closing this socket (1011)")
         if not self.close_sent and not self.transport.is_closing():
+            self._stop_polling()
             self.conn.fail(INTERNAL_ERROR, "internal error")
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True

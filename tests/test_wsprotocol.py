@@ -1,7 +1,9 @@
 """The WebSocket protocol's direct lane (api/wsprotocol.py) on a real uvicorn with a real client: messages
 the app had not yet taken reach the sink first and in order, fragmented and binary messages arrive whole,
 a close reaches the app's future with its code, and a sink that raises closes only its own socket (1011).
-With a media sink, media messages reach it decoded (engine/csrc/wire.c), in order with everything else."""
+With a media sink, media messages reach it decoded (engine/csrc/wire.c), in order with everything else. A polled
+socket is read on its poller's ticks only, leaves the poller when it ends, and is read to the end when the
+server stops."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import pytest
 import uvicorn
 import websockets
 
-from api.wsprotocol import DIRECT, LosslessWebSocketProtocol
+from api.wsprotocol import DIRECT, LosslessWebSocketProtocol, SocketPoller
 from tests.support import free_port
 
 URL: list[str] = []  # the module's server, for tests that do not take the fixture
+POLLER = SocketPoller()  # read by the tests (``tick``): sockets whose path starts with "polled"
+LOOPS: list[asyncio.AbstractEventLoop] = []  # the servers' event loops
 received: dict[str, list[Any]] = {}  # per socket (its path): what the sink got, then ("closed", code)
 
 
@@ -45,12 +49,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
     deliver = scope["extensions"][DIRECT]["deliver"]
     got.append(("own parser", deliver.__self__.fast is not None))  # frames parsed by the protocol itself
-    closed = deliver(sink, media_sink, 1000) if name.startswith("media") else deliver(sink)
+    LOOPS.append(asyncio.get_running_loop())
+    if name.startswith("polled"):
+        closed = deliver(sink, media_sink, 1000, POLLER)
+    elif name.startswith("media"):
+        closed = deliver(sink, media_sink, 1000)
+    else:
+        closed = deliver(sink)
     got.append(("closed", await closed))
 
 
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
+def serve() -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=LosslessWebSocketProtocol, log_level="warning")
     server = uvicorn.Server(config)
@@ -60,7 +69,13 @@ def url() -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    URL[:] = [f"ws://127.0.0.1:{port}"]
+    return server, thread, f"ws://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    server, thread, address = serve()
+    URL[:] = [address]
     yield URL[0]
     server.should_exit = True
     thread.join(10)
@@ -225,3 +240,83 @@ def test_a_media_sink_that_raises_closes_its_own_socket_with_1011() -> None:
 
     assert asyncio.run(client()) == 1011
     assert wait_closed("media-bad") == [("asgi", "first"), ("own parser", True), ("media", [1]), ("closed", 1011)]
+
+
+def tick() -> None:
+    """One round of the poller, on the server's loop (as the audio pump runs it), and time for it to run."""
+    LOOPS[-1].call_soon_threadsafe(POLLER.read_all)
+    time.sleep(0.3)
+
+
+async def open_raw(address: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    from bench.loadgen import frame
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(address.rsplit(":", 1)[1]))
+    writer.write(
+        f"GET /{path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    writer.write(frame("first"))
+    await asyncio.sleep(0.5)  # the app takes "first" the ASGI way, then hands the socket to its sinks
+    return reader, writer
+
+
+def test_a_polled_socket_is_read_on_the_pollers_ticks_only(url: str) -> None:
+    from bench.loadgen import frame
+
+    async def client() -> None:
+        reader, writer = await open_raw(url, "polled")
+        writer.write(frame(media(1)) + frame("text") + frame(media(2)))
+        await asyncio.sleep(0.3)
+        assert received["polled"] == [("asgi", "first"), ("own parser", True)], "read before its tick"
+        await asyncio.to_thread(tick)
+        assert received["polled"][2:] == [("media", [1]), "text", ("media", [2])]
+        writer.write(frame(media(3)) + bytes([0x88, 0x82, 0, 0, 0, 0]) + (1000).to_bytes(2, "big"))
+        await asyncio.to_thread(tick)  # the close: websockets' parser answers it, the loop reads the rest
+        await reader.read()
+        writer.close()
+
+    asyncio.run(client())
+    assert wait_closed("polled")[5:] == [("media", [3]), ("closed", 1000)]
+    assert len(POLLER) == 0
+
+
+def test_a_polled_socket_that_ends_without_a_close_leaves_the_poller(url: str) -> None:
+    from bench.loadgen import frame
+
+    async def client() -> None:
+        _, writer = await open_raw(url, "polled-eof")
+        writer.write(frame(media(1)))
+        await writer.drain()
+        writer.transport.abort()  # no close frame: the connection just ends
+
+    asyncio.run(client())
+    time.sleep(0.3)
+    assert len(POLLER) == 1 and received["polled-eof"][2:] == []
+    tick()  # the message (a short read: the end of the file is found at the next tick)
+    tick()
+    assert wait_closed("polled-eof")[2:] == [("media", [1]), ("closed", 1005)]
+    assert len(POLLER) == 0
+
+
+def test_a_server_that_stops_first_reads_what_its_polled_sockets_hold() -> None:
+    """Nothing a socket received is left unread: the poller never ticks here, the shutdown reads it all."""
+    from bench.loadgen import frame
+
+    server, thread, address = serve()
+
+    async def client() -> None:
+        reader, writer = await open_raw(address, "polled-stop")
+        writer.write(b"".join(frame(media(chunk)) for chunk in range(1, 41)) + frame("text"))
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        assert received["polled-stop"][2:] == []
+        server.should_exit = True
+        await reader.read()
+        writer.close()
+
+    asyncio.run(client())
+    thread.join(10)
+    got = wait_closed("polled-stop")[2:]
+    assert got == [("media", list(range(1, 41))), "text", ("closed", 1012)]
