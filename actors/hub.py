@@ -1,9 +1,12 @@
 """EventHub: the one named actor through which call events reach every API process.
 
-Call hosts publish (``publish``, fire-and-forget, in each call's event order); every API process runs
-one long poll (``poll``) and fans the events out to its own SSE subscribers. So a WebSocket streaming
-into one uvicorn process is watched from another, and a slow subscriber only ever costs its own
-process a dropped queue, never a host or the hub.
+API processes publish the events their call hosts send back (``publish``, in each call's event order);
+every API process runs one long poll (``poll``) and fans the events out to its own SSE subscribers. So a
+WebSocket streaming into one uvicorn process is watched from another, and a slow subscriber only ever
+costs its own process a dropped queue, never a host or the hub. A publisher that names itself and its
+feed's cursor gets back what a poll would have (its own events with the others since that cursor), and
+its own poll is not woken for them: one Ray call per batch of events instead of two, each of which costs
+a millisecond or more of CPU (docs/density.md).
 
 Every event gets a hub offset, a cursor that only grows: SSE ``id:`` is ``{epoch}-{offset}``, and
 ``Last-Event-ID`` resumes from it. ``epoch`` changes when the hub restarts (a new Ray instance), so a
@@ -42,15 +45,18 @@ class EventHub:
         self._calls_kept = calls_kept
         self._calls: OrderedDict[tuple[str, str], deque[Logged]] = OrderedDict()  # (tenant, call_sid)
         self._last_seq: dict[tuple[str, str, str], int] = {}  # (tenant, call_sid, stream_sid) -> last sequence
-        self._wake: asyncio.Event | None = None
+        self._waiting: list[tuple[str, asyncio.Event]] = []  # (publisher, its wake-up): the pollers waiting
         self.duplicates = 0
         tuning.settle_heap()
 
     async def info(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "next": self._next, "calls": len(self._calls), "duplicates": self.duplicates}
 
-    async def publish(self, batch: list[tuple[str, dict[str, Any]]]) -> int:
-        """Log ``batch`` ((tenant, event) pairs) and wake the pollers; returns the next offset."""
+    async def publish(
+        self, batch: list[tuple[str, dict[str, Any]]], publisher: str = "", after: int | None = None
+    ) -> int | tuple[str, int, list[Logged], bool]:
+        """Log ``batch`` ((tenant, event) pairs) and wake the pollers but ``publisher``'s; returns the next offset,
+        or with ``after`` (the publisher's cursor) what ``poll(after)`` would return at once."""
         for tenant, event in batch:
             call_sid = event.get("call_sid")
             seq = seq_of(event)
@@ -68,10 +74,13 @@ class EventHub:
             self._log.append(item)
             if call_sid is not None:
                 self._remember((tenant, call_sid), item)
-        if self._wake is not None:
-            self._wake.set()
-            self._wake = None
-        return self._next
+        woken = [entry for entry in self._waiting if entry[0] != publisher or not publisher]
+        for entry in woken:
+            entry[1].set()
+            self._waiting.remove(entry)
+        if after is None:
+            return self._next
+        return self.epoch, self._next, *self._since(after)
 
     def _remember(self, call: tuple[str, str], item: Logged) -> None:
         kept = self._calls.get(call)
@@ -97,17 +106,22 @@ class EventHub:
             self._log[i] = (self._log[i][0], "", {})
         return max(len(hits), len(kept or ()))
 
-    async def poll(self, after: int, timeout_s: float = 10.0) -> tuple[str, int, list[Logged], bool]:
-        """Events with offset > ``after``, waiting up to ``timeout_s`` for one. Returns (epoch, next offset,
-        events, gap); ``gap`` is True when some were already gone from the log (the poller lagged)."""
+    async def poll(
+        self, after: int, timeout_s: float = 10.0, publisher: str = ""
+    ) -> tuple[str, int, list[Logged], bool]:
+        """Events with offset > ``after``, waiting up to ``timeout_s`` for one (published by another than
+        ``publisher``, whose own come back to it from ``publish``). Returns (epoch, next offset, events, gap);
+        ``gap`` is True when some were already gone from the log (the poller lagged)."""
         if self._next <= after + 1:
-            if self._wake is None:
-                self._wake = asyncio.Event()
-            wake = self._wake
+            entry = (publisher, asyncio.Event())
+            self._waiting.append(entry)
             try:
-                await asyncio.wait_for(wake.wait(), timeout_s)
+                await asyncio.wait_for(entry[1].wait(), timeout_s)
             except TimeoutError:
                 return self.epoch, self._next, [], False
+            finally:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
         return self.epoch, self._next, *self._since(after)
 
     def _since(self, after: int) -> tuple[list[Logged], bool]:

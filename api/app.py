@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
         step("event hub")
-        events = EventRouter(store=store, metrics=metrics, hub=lambda: feed.hub)
+        events = EventRouter(store=store, metrics=metrics, publish=feed.publish)
         words = TurnWords(store=store, events=events, metrics=metrics, precedence=settings.transcript_precedence)
         posted = ExternalTranscripts(keys=keys, store=store, words=words, redact=settings.redact)
         events.turns_stored = posted.turns_stored

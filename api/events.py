@@ -3,8 +3,9 @@
 Events come back with the replies to this process's audio pushes (and with ``finish``): the one way
 they leave a call host. The router stores every ``turn.ended`` as a turn of its call (for
 ``GET /v1/calls/{sid}/turns``), counts events by type, and hands every event to the event hub
-(``actors/hub.py``), whence the SSE endpoints of every API process serve them: the batches of one turn
-of the event loop in one fire-and-forget Ray call, so a slow or missing hub never holds up audio. Store
+(``actors/hub.py``, through this process's ``api.sse.EventFeed``), whence the SSE endpoints of every API
+process serve them: the batches of one turn of the event loop in one Ray call whose reply nothing waits
+for, so a slow or missing hub never holds up audio. Store
 writes run in a worker thread, never on the event loop; ``drain`` waits for the writes of one call so
 that its record is complete before the call is marked ended.
 """
@@ -18,8 +19,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ray.actor import ActorHandle
-
 from actors.host import Published, Spoken
 from api.metrics import Metrics
 from engine import costs
@@ -32,10 +31,12 @@ _ENVELOPE = ("type", "id")  # a stored turn is the event's payload; these belong
 
 
 class EventRouter:
-    def __init__(self, *, store: CallStore, metrics: Metrics, hub: Callable[[], ActorHandle[Any]] | None) -> None:
+    def __init__(
+        self, *, store: CallStore, metrics: Metrics, publish: Callable[[list[Published]], None] | None
+    ) -> None:
         self._store = store
         self._metrics = metrics
-        self._hub = hub  # the current hub (the feed finds a re-made one by name)
+        self._publish = publish  # to the hub (api.sse.EventFeed.publish)
         self._to_hub: list[Published] = []
         self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._numbers: dict[str, tuple[int, int]] = {}  # call -> (next event sequence, next turn id) seen
@@ -58,19 +59,15 @@ class EventRouter:
 
     def publish(self, events: list[Published]) -> None:
         """Hand events to the hub (SSE), with the others of this turn of the event loop."""
-        if self._hub is not None and events:
+        if self._publish is not None and events:
             if not self._to_hub:
                 asyncio.get_running_loop().call_soon(self._send_to_hub)
             self._to_hub += events
 
     def _send_to_hub(self) -> None:
         batch, self._to_hub = self._to_hub, []
-        assert self._hub is not None
-        try:
-            self._hub().publish.remote(batch)
-        except Exception:
-            self._metrics.event_errors.inc()
-            log.exception("could not hand %d events to the event hub", len(batch))
+        assert self._publish is not None
+        self._publish(batch)
 
     def _dispatch(self, events: list[Published]) -> None:
         turns: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -1,7 +1,9 @@
 """Server-Sent Events: ``GET /v1/events`` (every call of the tenant) and ``GET /v1/calls/{sid}/events``.
 
-One ``EventFeed`` per API process long-polls the cluster's ``EventHub`` (actors/hub.py) and fans each
-event out to this process's subscribers, each with a bounded queue. A subscriber whose queue fills
+One ``EventFeed`` per API process publishes the process's events to the cluster's ``EventHub``
+(actors/hub.py), long-polls it for everyone else's, and fans each event out to this process's
+subscribers, each with a bounded queue. A publish's reply brings the process's own events back (with any
+others since the feed's cursor), and the poll only wakes for other processes' events. A subscriber whose queue fills
 (a client that stopped reading) is dropped, told so in a final comment, and counted; nobody else
 waits for it: not the feed, not other subscribers, never the call hosts.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from actors import runtime
+from actors.host import Published
 from actors.hub import Logged
 from api.auth import KeyRing, key_from_request
 from api.metrics import Metrics
@@ -78,7 +82,8 @@ class EventFeed:
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self.epoch = ""
-        self._after = -1
+        self._after = -1  # the offset of the last event fanned out
+        self.publisher = secrets.token_hex(6)  # this process, to the hub
 
     @property
     def hub(self) -> ActorHandle[Any]:
@@ -93,6 +98,44 @@ class EventFeed:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def publish(self, events: list[Published]) -> None:
+        """Hand this process's events to the hub, in order (Ray runs one caller's calls to an actor in order);
+        the reply, fanned out here as it comes, holds them and any other events since this feed's cursor."""
+        try:
+            reply: Any = self._hub.publish.remote(events, self.publisher, self._after)
+        except Exception:
+            self._metrics.event_errors.inc()
+            log.exception("could not hand %d events to the event hub", len(events))
+            return
+        asyncio.wrap_future(reply.future()).add_done_callback(self._published)
+
+    def _published(self, reply: asyncio.Future[Any]) -> None:
+        error = None if reply.cancelled() else reply.exception()
+        if reply.cancelled() or error is not None:
+            self._metrics.event_errors.inc()
+            log.error("the event hub did not take a batch of events: %s", error or "cancelled")
+            return
+        epoch, _, events, gap = reply.result()
+        if not self._take(epoch, events, gap) and self._task is not None:
+            self._task.cancel()  # the poll waiting on the old hub's offsets starts again, from the new one's first
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="mise-event-feed")
+
+    def _take(self, epoch: str, events: list[Logged], gap: bool) -> bool:
+        """Fan out what a poll or a publish brought that is newer than the cursor; False if the hub is a new one
+        (its offsets start again: the cursor goes back to its first)."""
+        if epoch != self.epoch:
+            log.warning("the event hub restarted (epoch %s -> %s)", self.epoch, epoch)
+            self.epoch, self._after = epoch, -1
+            return False
+        if gap:
+            self._metrics.sse_feed_gaps.inc()
+            log.error("this process fell behind the event hub: some events were not delivered here")
+        for item in events:
+            if item[0] > self._after:  # else fanned out already, from a publish's reply or a poll
+                self._fan_out(item)
+                self._after = item[0]
+        return True
 
     def subscribe(self, sub: Subscriber) -> None:
         self._subscribers.add(sub)
@@ -111,7 +154,7 @@ class EventFeed:
     async def _run(self) -> None:
         while True:
             try:
-                epoch, _, events, gap = await self._hub.poll.remote(self._after, self._poll_s)
+                epoch, _, events, gap = await self._hub.poll.remote(self._after, self._poll_s, self.publisher)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -120,17 +163,7 @@ class EventFeed:
                 with contextlib.suppress(Exception):
                     self._hub = runtime.hub(namespace=self._namespace)
                 continue
-            if epoch != self.epoch:  # a new hub (Ray restarted): its offsets start again
-                log.warning("the event hub restarted (epoch %s -> %s)", self.epoch, epoch)
-                self.epoch, self._after = epoch, -1
-                continue
-            if gap:
-                self._metrics.sse_feed_gaps.inc()
-                log.error("this process fell behind the event hub: some events were not delivered here")
-            for item in events:
-                self._fan_out(item)
-            if events:
-                self._after = events[-1][0]
+            self._take(epoch, events, gap)
 
     def _fan_out(self, item: Logged) -> None:
         _, tenant, event = item

@@ -251,6 +251,30 @@ def test_the_hub_keeps_a_calls_events_in_order_and_drops_repeats() -> None:
     asyncio.run(run())
 
 
+def test_a_publisher_gets_its_events_back_and_its_poll_wakes_only_for_others() -> None:
+    """An API process publishes with its feed's cursor: the reply holds what a poll would (its own events and
+    any others since the cursor), and its waiting poll is not woken by its own publish, only by another's."""
+
+    def event(i: int, call: str) -> tuple[str, dict[str, Any]]:
+        return ("acme", {"type": "t", "call_sid": call, "stream_sid": "MZ1", "id": f"{call}:MZ1:{i:08d}"})
+
+    async def run() -> None:
+        hub = EventHub()
+        mine = asyncio.create_task(hub.poll(-1, 5.0, publisher="A"))
+        theirs = asyncio.create_task(hub.poll(-1, 5.0, publisher="B"))
+        await asyncio.sleep(0.05)
+        epoch, nxt, got, gap = await hub.publish([event(0, "CA1"), event(1, "CA1")], "A", -1)
+        assert (epoch, nxt, [e[0] for e in got], gap) == (hub.epoch, 2, [0, 1], False)
+        await asyncio.sleep(0.05)
+        assert theirs.done() and [e[0] for e in theirs.result()[2]] == [0, 1]
+        assert not mine.done(), "a publisher's own events woke its poll"
+        await hub.publish([event(0, "CA2")], "B", 1)
+        assert [e[0] for e in (await asyncio.wait_for(mine, 1))[2]] == [0, 1, 2]  # the feed skips what it had
+        assert await hub.publish([event(2, "CA1")]) == 4  # anonymous: the next offset, as before
+
+    asyncio.run(run())
+
+
 def test_the_hubs_repeats_are_per_tenant_and_stream() -> None:
     """A call's second stream starts its sequence again, and another tenant may use the same call SID:
     neither is a repeat of the first stream's events."""
