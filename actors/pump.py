@@ -106,8 +106,12 @@ class AudioPump:
             del self._lanes[host_name]
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._interval)
+            # At a fixed rate, not a fixed pause after each tick's work: audio waits one interval at most.
+            due = max(due + self._interval, loop.time() - self._interval)  # behind by more: no burst of ticks
+            await asyncio.sleep(due - loop.time())
             try:
                 self.before_tick()
             except Exception:
