@@ -68,7 +68,7 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
     from websockets.utils import apply_mask
 
 QUEUE_HIGH = 32  # messages queued for the app before reading pauses (~10 KB of media messages)
-DIRECT = "mise.direct"  # the scope extension: {"deliver": Callable[[Sink], asyncio.Future[int]]}
+DIRECT = "mise.direct"  # the scope extension: {"deliver": LosslessWebSocketProtocol.deliver}
 INTERNAL_ERROR = 1011
 READ_SIZE = 1 << 16  # a polled read (~170 media messages); a socket holding more is read again at once
 _FAST_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG))
@@ -125,7 +125,11 @@ class SocketPoller:
         self.reading = True
         try:
             for protocol, fd in list(self._sockets.items()):
-                protocol.read_now(fd)
+                try:
+                    protocol.read_now(fd)
+                except Exception:  # a bug, not bad input: that socket alone goes back to the event loop
+                    log.exception("reading a polled socket failed; the event loop reads it from now on")
+                    protocol.stop_polling()
         finally:
             self.reading, self.since = False, began
 
@@ -177,7 +181,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     def _hand_over(self, at: int) -> None:
         """websockets' parser takes the stream from ``self.fast[at:]`` (a frame boundary) on, for good."""
         assert self.fast is not None
-        self._stop_polling()
+        self.stop_polling()
         rest, self.fast = bytes(self.fast[at:]), None
         if rest:
             self._websockets_parse(rest)
@@ -265,14 +269,15 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return self._stop_polling()  # the transport reads the error for itself
+                return self.stop_polling()  # the transport reads the error for itself
             if not data:
-                return self._stop_polling()  # end of file: so does it
+                return self.stop_polling()  # end of file: so does it
             self.data_received(data)
             if len(data) < READ_SIZE:
                 return
 
-    def _stop_polling(self, *, resume: bool = True) -> None:
+    def stop_polling(self, *, resume: bool = True) -> None:
+        """The event loop reads this socket again (if it is still open)."""
         if self.poller is not None:
             self.poller.discard(self)
             self.poller = None
@@ -280,7 +285,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_polling(resume=False)
+        self.stop_polling(resume=False)
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -288,7 +293,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
             socket = self.transport.get_extra_info("socket")
             if socket is not None:
                 self.read_now(socket.fileno())
-            self._stop_polling()
+            self.stop_polling()
         super().shutdown()
 
     def send_receive_event_to_app(self) -> None:
@@ -336,7 +341,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         1011 and its disconnect reaches the app; no other socket is touched."""
         log.exception("a WebSocket message handler failed; closing this socket (1011)")
         if not self.close_sent and not self.transport.is_closing():
-            self._stop_polling()
+            self.stop_polling()
             self.conn.fail(INTERNAL_ERROR, "internal error")
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
