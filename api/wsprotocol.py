@@ -107,26 +107,26 @@ class SocketPoller:
     (an upper bound), as it counted the wait for the push when sockets were read as bytes arrived."""
 
     def __init__(self) -> None:
-        self._sockets: dict[LosslessWebSocketProtocol, int] = {}  # -> its file descriptor
+        self._sockets: set[LosslessWebSocketProtocol] = set()
         self.reading = False
         self.since = time.time()
 
     def __len__(self) -> int:
         return len(self._sockets)
 
-    def add(self, protocol: LosslessWebSocketProtocol, fd: int) -> None:
-        self._sockets[protocol] = fd
+    def add(self, protocol: LosslessWebSocketProtocol) -> None:
+        self._sockets.add(protocol)
 
     def discard(self, protocol: LosslessWebSocketProtocol) -> None:
-        self._sockets.pop(protocol, None)
+        self._sockets.discard(protocol)
 
     def read_all(self) -> None:
         began = time.time()
         self.reading = True
         try:
-            for protocol, fd in list(self._sockets.items()):
+            for protocol in list(self._sockets):
                 try:
-                    protocol.read_now(fd)
+                    protocol.read_now()
                 except Exception:  # a bug, not bad input: that socket alone goes back to the event loop
                     log.exception("reading a polled socket failed; the event loop reads it from now on")
                     protocol.stop_polling()
@@ -136,6 +136,7 @@ class SocketPoller:
 
 class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     poller: SocketPoller | None = None  # set while the socket is read on its ticks
+    fd = -1  # its file descriptor, while it is
     sink: Sink | None = None
     media_sink: MediaSink | None = None
     max_media_bytes = 0
@@ -257,15 +258,15 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         plain = socket is not None and not is_ssl(self.transport) and not self.transport.is_closing()
         if poller is not None and plain and self.fast is not None and not self.close_sent:
             self.transport.pause_reading()
-            self.poller = poller
-            poller.add(self, socket.fileno())
+            self.poller, self.fd = poller, socket.fileno()
+            poller.add(self)
         return closed
 
-    def read_now(self, fd: int) -> None:
+    def read_now(self) -> None:
         """Polled reads: everything the socket holds, as if the loop had read it."""
         while self.poller is not None:
             try:
-                data = os.read(fd, READ_SIZE)
+                data = os.read(self.fd, READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -290,9 +291,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def shutdown(self) -> None:
         if self.poller is not None:  # what the socket holds is read before the server closes it
-            socket = self.transport.get_extra_info("socket")
-            if socket is not None:
-                self.read_now(socket.fileno())
+            self.read_now()
             self.stop_polling()
         super().shutdown()
 
