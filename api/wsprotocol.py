@@ -4,7 +4,11 @@ with a direct lane for media messages.
 In uvicorn's sans-I/O WebSocket protocol, when one read from the socket holds good messages followed
 by a frame the parser refuses (e.g. over ``ws_max_size``), ``data_received`` sees the parser error
 and closes without handing the app the good messages parsed just before it: accepted audio would be
-lost (tests/test_bad_input.py shows it). This subclass delivers them first, then closes as before.
+lost (tests/test_bad_input.py shows it). This subclass delivers them first, then closes. It also closes
+as RFC 6455 7.1.7 and websockets' sans-I/O layer intend: the close frame, the end of its writing, then the
+peer's bytes read and dropped until the peer ends too (``LINGER_S`` at most). uvicorn closes at once, and
+the kernel answers the bytes it never read with a reset, which can reach a client still sending (the rest
+of a frame too big) before it has read the close frame and its code.
 
 uvicorn also pauses reading the socket after every message it queues for the app and resumes once
 the app has taken it: two epoll changes per 20 ms media message, a visible share of the API process's
@@ -70,6 +74,7 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 QUEUE_HIGH = 32  # messages queued for the app before reading pauses (~10 KB of media messages)
 DIRECT = "mise.direct"  # the scope extension: {"deliver": LosslessWebSocketProtocol.deliver}
 INTERNAL_ERROR = 1011
+LINGER_S = 2.0  # how long a socket this side failed reads and drops what its peer still sends
 READ_SIZE = 1 << 16  # a polled read (~170 media messages); a socket holding more is read again at once
 _FAST_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG))
 
@@ -142,8 +147,11 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     max_media_bytes = 0
     fast: bytearray | None = None  # unparsed bytes while this class parses the frames (None: websockets does)
     at_boundary = False  # the handshake request ended exactly where the data read so far ends
+    lingering: asyncio.TimerHandle | None = None  # this side failed the connection and drops what still comes
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            return
         if self.fast is not None:
             self.fast += data
             return self._parse_fast()
@@ -165,6 +173,28 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handle_events()  # everything parsed before a protocol error reaches the app
         if self.conn.parser_exc is not None:
             self.handle_parser_exception()
+
+    def handle_parser_exception(self) -> None:
+        """As the parent (the close frame goes out, the app hears its code), but the socket lingers."""
+        close = self.conn.close_sent
+        assert close is not None
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+        self._linger()
+
+    def _linger(self) -> None:
+        """This side failed the connection (``conn.fail``: a close frame, then the end of its writing): read and
+        drop what the peer still sends until its end of file, ``LINGER_S`` at most, then close. Closed at once
+        with the peer's bytes unread (as the parent does), the kernel answers them with a reset, and a peer
+        still sending (the rest of a frame too big, say) can lose the close frame and its code with it."""
+        self.stop_polling(resume=False)
+        self.close_sent = True
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.transport.is_closing() or not self.transport.can_write_eof():
+            return self.transport.close()
+        self.transport.write_eof()
+        self.lingering = self.loop.call_later(LINGER_S, self.transport.close)
+        self.read_paused = False
+        self.transport.resume_reading()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -287,6 +317,8 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_polling(resume=False)
+        if self.lingering is not None:
+            self.lingering.cancel()
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -316,7 +348,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
             text = data.decode()
         except UnicodeDecodeError:  # as the parent does: close 1007
             self.logger.exception("Invalid UTF-8 sequence received from client.")
-            self.conn.send_close(1007)
+            self.conn.fail(1007, "invalid UTF-8")
             self.handle_parser_exception()
             return
         self._to_sink(text)
@@ -340,9 +372,6 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         1011 and its disconnect reaches the app; no other socket is touched."""
         log.exception("a WebSocket message handler failed; closing this socket (1011)")
         if not self.close_sent and not self.transport.is_closing():
-            self.stop_polling()
             self.conn.fail(INTERNAL_ERROR, "internal error")
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
             self.queue.put_nowait({"type": "websocket.disconnect", "code": INTERNAL_ERROR})
-            self.transport.close()
+            self._linger()

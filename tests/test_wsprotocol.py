@@ -1,6 +1,7 @@
 """The WebSocket protocol's direct lane (api/wsprotocol.py) on a real uvicorn with a real client: messages
 the app had not yet taken reach the sink first and in order, fragmented and binary messages arrive whole,
-a close reaches the app's future with its code, and a sink that raises closes only its own socket (1011).
+a close reaches the app's future with its code, a sink that raises closes only its own socket (1011), and a
+frame too big is refused with a close frame its sender reads even while it is still sending.
 With a media sink, media messages reach it decoded (engine/csrc/wire.c), in order with everything else. A polled
 socket is read on its poller's ticks only, leaves the poller when it ends, and is read to the end when the
 server stops."""
@@ -162,6 +163,30 @@ def test_a_sink_that_raises_closes_its_own_socket_with_1011(url: str) -> None:
     assert code == 1011
     assert wait_closed("bad")[-1] == ("closed", 1011)
     assert wait_closed("other") == [("asgi", "hello"), ("own parser", True), "still here", ("closed", 1000)]
+
+
+def test_a_frame_too_big_is_refused_with_1009_and_the_peer_reads_it_while_still_sending(url: str) -> None:
+    """The server fails the connection on a frame's header (over ``ws_max_size``, 16 MiB here) while the
+    client is still sending that frame: the client gets the close frame and then the end of the stream, and
+    can go on sending meanwhile, instead of a reset (the kernel's answer to bytes a closed socket never read)
+    that can destroy the close frame before the client reads it."""
+
+    async def client() -> tuple[bytes, bytes]:
+        reader, writer = await open_raw(url, "huge")
+        writer.write(bytes([0x81, 0x80 | 127]) + (17 << 20).to_bytes(8, "big") + bytes(4 + (256 << 10)))
+        head = await asyncio.wait_for(reader.readexactly(2), 5)
+        close = head + await reader.readexactly(head[1])  # the close frame: code and reason
+        for _ in range(32):  # 2 MiB more of the frame, after the server refused it
+            writer.write(bytes(64 << 10))
+            await writer.drain()
+        writer.write_eof()
+        rest = await asyncio.wait_for(reader.read(), 5)  # then the end of the stream: no reset
+        writer.close()
+        return close, rest
+
+    close, rest = asyncio.run(client())
+    assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1009 and rest == b""
+    assert wait_closed("huge") == [("asgi", "first"), ("own parser", True), ("closed", 1009)]
 
 
 def media(chunk: int) -> str:
