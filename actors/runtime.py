@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.asr import ASR_NAME, AsrWorker
 from actors.directory import DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
-from actors.scorer import SCORER_NAME, EmotionScorer
+from actors.scorer import SCORER_NAME, SCORER_THREADS, EmotionScorer
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
 # A shared actor asks for this sliver of a CPU: Ray places a zero-resource actor anywhere, soft node affinity
@@ -136,7 +136,7 @@ def hub(*, namespace: str) -> ActorHandle[Any]:
 def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
     """The cluster's emotion scorer, the only process with torch (``weights``: a file from ``mise train``,
     else the packaged ones)."""
-    return _shared(EmotionScorer, SCORER_NAME, namespace, restart=True, weights=weights)
+    return _shared(EmotionScorer, SCORER_NAME, namespace, restart=True, concurrency=SCORER_THREADS, weights=weights)
 
 
 def asr_workers(
