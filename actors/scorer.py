@@ -138,6 +138,8 @@ class EmotionScorer:
         started = time.perf_counter()
         try:
             results = self._model.score_with_logits([turn.audio for turn in batch])
+            if len(results) != len(batch):  # every turn taken must end done, or its request waits for ever
+                raise RuntimeError(f"the model gave {len(results)} results for {len(batch)} turns")
         except Exception as exc:
             log.exception("scoring a batch of %d turns failed", len(batch))
             for turn in batch:

@@ -147,10 +147,10 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
     max_media_bytes = 0
     fast: bytearray | None = None  # unparsed bytes while this class parses the frames (None: websockets does)
     at_boundary = False  # the handshake request ended exactly where the data read so far ends
-    lingering: asyncio.TimerHandle | None = None  # this side failed the connection and drops what still comes
+    lingering = False  # this side failed the connection and drops what still comes
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering is not None:
+        if self.lingering:
             return
         if self.fast is not None:
             self.fast += data
@@ -185,14 +185,19 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         """This side failed the connection (``conn.fail``: a close frame, then the end of its writing): read and
         drop what the peer still sends until its end of file, ``LINGER_S`` at most, then close. Closed at once
         with the peer's bytes unread (as the parent does), the kernel answers them with a reset, and a peer
-        still sending (the rest of a frame too big, say) can lose the close frame and its code with it."""
+        still sending (the rest of a frame too big, say) can lose the close frame and its code with it. The
+        linger is the parent's ``close_timer``: so the app's task, which closes the socket when it returns
+        unless a close handshake is under way, leaves it to the timer and to the peer's end of file."""
         self.stop_polling(resume=False)
         self.close_sent = True
         self.transport.write(b"".join(self.conn.data_to_send()))
         if self.transport.is_closing() or not self.transport.can_write_eof():
             return self.transport.close()
         self.transport.write_eof()
-        self.lingering = self.loop.call_later(LINGER_S, self.transport.close)
+        self.lingering = True
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)
         self.read_paused = False
         self.transport.resume_reading()
 
@@ -317,9 +322,7 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_polling(resume=False)
-        if self.lingering is not None:
-            self.lingering.cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # which cancels the close timer (a linger's too)
 
     def shutdown(self) -> None:
         if self.poller is not None:  # what the socket holds is read before the server closes it
