@@ -34,6 +34,7 @@ import numpy.typing as npt
 import ray
 
 from actors import runtime
+from bench.model import speechlike
 
 TICKS = os.sysconf("SC_CLK_TCK")
 EVENTS = [("acme", {"type": "turn.ended", "call_sid": f"CA{i}", "features": dict.fromkeys(map(str, range(30)), 1.0)})
@@ -73,13 +74,6 @@ def measure(actor: Any, calls: int) -> tuple[float, float, float]:
         ray.get(actor.call.remote(EVENTS))
     wall = time.perf_counter() - t0
     return ((cpu_s(pid) - actor0) / calls * 1e6, (cpu_s(os.getpid()) - me0) / calls * 1e6, wall / calls * 1e6)
-
-
-def speechlike(seconds: float, rng: np.random.Generator) -> npt.NDArray[np.int16]:
-    """A voiced, syllable-shaped signal (bench/model.py's); the model's cost does not depend on content."""
-    t = np.arange(int(seconds * 8000)) / 8000
-    voice = np.sin(2 * np.pi * 140 * t) + 0.3 * rng.standard_normal(len(t))
-    return np.clip(voice * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * 3000, -32768, 32767).astype(np.int16)
 
 
 def scorer_per_turn(namespace: str, turns: list[npt.NDArray[np.int16]], gap_s: float) -> tuple[float, float]:
