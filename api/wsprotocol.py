@@ -175,19 +175,16 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handle_parser_exception()
 
     def handle_parser_exception(self) -> None:
-        """As the parent (the close frame goes out, the app hears its code), but the socket lingers."""
+        """This side failed the connection (``conn.fail``: a close frame, then the end of its writing): the app
+        hears the close code, as from the parent, but the socket lingers: it reads and drops what the peer
+        still sends until its end of file, ``LINGER_S`` at most, then closes. Closed at once with the peer's
+        bytes unread (as the parent does), the kernel answers them with a reset, and a peer still sending (the
+        rest of a frame too big, say) can lose the close frame and its code with it. The linger is the
+        parent's ``close_timer``: so the app's task, which closes the socket when it returns unless a close
+        handshake is under way, leaves it to the timer and to the peer's end of file."""
         close = self.conn.close_sent
         assert close is not None
         self.queue.put_nowait({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
-        self._linger()
-
-    def _linger(self) -> None:
-        """This side failed the connection (``conn.fail``: a close frame, then the end of its writing): read and
-        drop what the peer still sends until its end of file, ``LINGER_S`` at most, then close. Closed at once
-        with the peer's bytes unread (as the parent does), the kernel answers them with a reset, and a peer
-        still sending (the rest of a frame too big, say) can lose the close frame and its code with it. The
-        linger is the parent's ``close_timer``: so the app's task, which closes the socket when it returns
-        unless a close handshake is under way, leaves it to the timer and to the peer's end of file."""
         self.stop_polling(resume=False)
         self.close_sent = True
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -376,5 +373,4 @@ class LosslessWebSocketProtocol(WebSocketsSansIOProtocol):
         log.exception("a WebSocket message handler failed; closing this socket (1011)")
         if not self.close_sent and not self.transport.is_closing():
             self.conn.fail(INTERNAL_ERROR, "internal error")
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": INTERNAL_ERROR})
-            self._linger()
+            self.handle_parser_exception()

@@ -43,6 +43,20 @@ COLUMNS = (
 )
 
 
+def stat_cpu_s(stat: str) -> float:
+    """User + system CPU seconds from the text of /proc/<pid>/stat."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` has used so far; 0.0 if it is gone."""
+    try:
+        return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, IndexError):
+        return 0.0
+
+
 def role_of(cmdline: str) -> str | None:
     for role, needle in ROLES:
         if needle in cmdline:
@@ -62,12 +76,12 @@ class Snapshot:
                 continue
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                used = stat_cpu_s((entry / "stat").read_text())
             except (OSError, IndexError):
                 continue  # gone meanwhile
             role = role_of(cmdline)
             if role is not None:
-                snap.cpu[int(entry.name)] = (role, (int(fields[11]) + int(fields[12])) / TICKS)
+                snap.cpu[int(entry.name)] = (role, used)
         return snap
 
 

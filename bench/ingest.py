@@ -65,14 +65,6 @@ SPEECH = REPO / "api" / "demo"  # the bundled two-party call; each bench call jo
 MARGIN_S = 12.0  # calls outlive the measuring window by this much
 
 
-def proc_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-    except (OSError, IndexError):
-        return 0.0
-
-
 def proc_rss(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -195,16 +187,16 @@ def run_level(srv: Server, calls: int, *, ramp_rate: float, steady_s: float) -> 
     time.sleep(0.5 + ramp_s + 1.0)  # every call started and placed
     ramp = host_stats(srv, reset=True)
     pids = [srv.process.pid, *(s["pid"] for s in ramp)]
-    cpu0 = {p: proc_cpu_s(p) for p in pids}
+    cpu0 = {p: cpu.proc_cpu_s(p) for p in pids}
     stages0, api0, snap0 = host_stages(ramp), api_stages(srv), cpu.Snapshot.take()
-    busy0, gen0, t0 = machine_busy_s(), proc_cpu_s(gen.pid), time.monotonic()
+    busy0, gen0, t0 = machine_busy_s(), cpu.proc_cpu_s(gen.pid), time.monotonic()
     time.sleep(steady_s / 2)
     rss_mid = sum(proc_rss(p) for p in pids)
     time.sleep(steady_s / 2)
     window = time.monotonic() - t0
     busy = machine_busy_s() - busy0
-    gen_cpu = proc_cpu_s(gen.pid) - gen0
-    server_cpu = sum(max(0.0, proc_cpu_s(p) - c) for p, c in cpu0.items())  # a reclaimed host reads 0
+    gen_cpu = cpu.proc_cpu_s(gen.pid) - gen0
+    server_cpu = sum(max(0.0, cpu.proc_cpu_s(p) - c) for p, c in cpu0.items())  # a reclaimed host reads 0
     roles = cpu.role_cpu(snap0, cpu.Snapshot.take())
     steady = host_stats(srv)
     api1 = api_stages(srv)

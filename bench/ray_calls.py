@@ -34,16 +34,11 @@ import numpy.typing as npt
 import ray
 
 from actors import runtime
+from bench.cpu import proc_cpu_s as cpu_s
 from bench.model import speechlike
 
-TICKS = os.sysconf("SC_CLK_TCK")
 EVENTS = [("acme", {"type": "turn.ended", "call_sid": f"CA{i}", "features": dict.fromkeys(map(str, range(30)), 1.0)})
           for i in range(2)]  # fmt: skip
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 @ray.remote
