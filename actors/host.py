@@ -21,8 +21,8 @@ never inside the event) to the API process's queue of turns waiting for words (`
 
 Isolation: every per-call operation runs under its own ``try``; a call that raises is marked failed
 and logged, and the host and its other calls go on (the measuring thread fails a call the same way).
-``finish`` runs in its own concurrency group, so one call's end (measuring its last turns, waiting for
-their scores) never holds up another call's audio. Torch-free by design (see tests).
+``finish`` runs in its own concurrency group, so one call's end (measuring and scoring its last turns) never
+holds up another call's audio. Torch-free by design: the emotion model is numpy (``models.live``; see tests).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import ray
-from ray.actor import ActorHandle
 
 from actors import allocator, tuning
 from actors.measurer import Measurer
@@ -49,6 +48,7 @@ from engine.call import CallMeta, LiveCall
 from engine.events import CALL_ENDED, CALL_STARTED, TURN_ENDED, CallEvent, iso_utc
 from engine.g711 import decode_ulaw
 from engine.pipeline import AnalysisOptions
+from models.scoring import EmotionScoring
 
 log = logging.getLogger("mise.host")
 
@@ -82,8 +82,7 @@ class CallHost:
         analysis: AnalysisOptions | None = None,
         analyse: bool = True,
         measure_max_delay_s: float = 3.0,
-        scorer: ActorHandle[Any] | None = None,
-        score_timeout_s: float = 10.0,
+        emotion: EmotionScoring | None = None,
     ) -> None:
         allocator.tune()  # numpy temporaries stay mapped between steps (actors/allocator.py)
         self._ring_seconds = ring_seconds
@@ -107,10 +106,9 @@ class CallHost:
             live_calls=self._calls.values,
             release=self._release,
             fail=self._fail_if_held,
-            scorer=scorer,
+            emotion=emotion,
             analysis=analysis or AnalysisOptions(),
             max_delay_s=measure_max_delay_s,
-            score_timeout_s=score_timeout_s,
         )
         tuning.settle_heap()
         # What measuring needs (scipy.signal, ~1.5 s of import), imported meanwhile: the actor is created (and
@@ -297,7 +295,7 @@ class CallHost:
             "latency_max_ms": float(lat.max() * 1000) if lat.size else None,
             "turns_measured": self._measurer.measured,
             "turns_unmeasured": self._measurer.skipped,  # sent without features: the host was over capacity
-            "turns_unscored": self._measurer.unscored,  # no emotion scores: the scorer failed, shed or was late
+            "turns_unscored": self._measurer.unscored,  # no emotion scores: skipped for overload, or the model failed
             "measure_errors": self._measurer.errors,
             "measure_backlog": backlog,
             "turn_event_count": int(delay.size),

@@ -1,4 +1,4 @@
-"""Measurer: a call host's measuring thread, supervised, and its client of the emotion scorer.
+"""Measurer: a call host's measuring thread, supervised: each decided turn's features and emotion scores.
 
 Deciding a turn happens in the host's push; measuring it (prosody: milliseconds per second of turn) happens
 here, off the audio path, so a burst of turns ending together never holds up the next push's audio. Between
@@ -8,9 +8,10 @@ what is left when a turn ends is a few milliseconds. Under overload a turn that 
 memory stay bounded.
 
 Supervised: whatever one turn or call raises fails that turn or call (``measure_errors``), never the thread.
-It never waits for the scorer: a turn's scores are asked for when it is decided, a measured turn whose
-answer is not there yet goes back in the queue when it comes, and one whose answer never comes goes out
-unscored, counted, after ``score_timeout_s``.
+The emotion model (``models.live``: numpy, ~2 ms of CPU per turn) scores each turn right after its features,
+on this thread; a turn skipped for overload goes out unscored too, and one the model fails on goes out
+unscored: both counted (``unscored``). It was a Ray actor of its own, with torch, until that process was found
+to spend ~9 ms of CPU per turn on a model that costs ~2 ms (docs/density.md).
 
 The host owns the calls and the lock; the measurer owns the turns waiting to be measured. It calls back
 into the host with the lock held: to publish what a call can release now, and to fail a call.
@@ -18,7 +19,6 @@ into the host with the lock held: to publish what a call can release now, and to
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import queue
 import threading
@@ -26,17 +26,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import ray
-from ray import ObjectRef
-from ray.actor import ActorHandle
 
 from engine import costs
 from engine.call import LiveCall
 from engine.pending import PendingTurn, TurnScorer
 from engine.pipeline import AnalysisOptions
 from models.caller import CallerScorer
+from models.scoring import EmotionScoring
 
 log = logging.getLogger("mise.host")
 
@@ -53,8 +49,7 @@ class Measure:
     decided: float  # time.monotonic() at the decision
     claimed: bool = False  # taken by the thread or by finish; guarded by the host lock
     done: threading.Event = field(default_factory=threading.Event)
-    scores: ObjectRef[list[dict[str, Any] | None]] | None = None  # the emotion model's answer, on its way
-    measured_at: float | None = None  # time.monotonic() once its features are measured (or skipped)
+    scored: bool = False  # the emotion model's result (or its absence) is set
 
     @property
     def key(self) -> tuple[str, int]:
@@ -69,22 +64,19 @@ class Measurer:
         live_calls: Callable[[], Iterable[LiveCall]],
         release: Callable[[str], None],
         fail: Callable[[str, Exception], bool],
-        scorer: ActorHandle[Any] | None,
+        emotion: EmotionScoring | None,
         analysis: AnalysisOptions,
         max_delay_s: float,
-        score_timeout_s: float,
     ) -> None:
         self._lock = lock
         # Host callbacks, called with the lock held: its live calls; publish what a call can release now
         # (nothing if it is gone); fail a call (False if the host does not hold it).
         self._live_calls, self._release, self._fail = live_calls, release, fail
-        self._scorer = scorer  # the EmotionScorer (actors/scorer.py), when there is one
+        self._emotion = emotion  # the emotion model, when turns are scored
         self.max_delay_s = max_delay_s
-        self.score_timeout_s = score_timeout_s
-        self.speaker_scorer = self._speaker_scoring(scorer, analysis)
+        self.speaker_scorer = self._speaker_scoring(emotion, analysis)
         self._jobs: dict[str, deque[Measure]] = {}  # per call, turns not yet measured, in decision order
         self._queue: queue.SimpleQueue[Measure] = queue.SimpleQueue()
-        self._scoring: dict[tuple[str, int], Measure] = {}  # measured turns waiting for their scores
         self._decided_at: dict[tuple[str, int], float] = {}  # (call, turn_id) of a pending turn -> decision time
         self.measured = self.skipped = self.unscored = 0
         self.errors = 0  # exceptions the thread caught (each failed a turn or a call)
@@ -92,20 +84,15 @@ class Measurer:
 
     @property
     def scoring(self) -> bool:
-        return self._scorer is not None
+        return self._emotion is not None
 
-    def _speaker_scoring(
-        self, scorer: ActorHandle[Any] | None, analysis: AnalysisOptions
-    ) -> Callable[[], TurnScorer] | None:
-        """Each speaker's turns scored with their voice offset removed (``models.caller``), if the scorer's
+    @staticmethod
+    def _speaker_scoring(emotion: EmotionScoring | None, analysis: AnalysisOptions) -> Callable[[], TurnScorer] | None:
+        """Each speaker's turns scored with their voice offset removed (``models.caller``), if the model's
         weights support it and ``analysis.speaker_baseline`` asks for it; else every turn is scored alone."""
-        if scorer is None or not analysis.speaker_baseline:
+        if emotion is None or not analysis.speaker_baseline:
             return None
-        try:
-            spec: Any = ray.get(scorer.caller_spec.remote(), timeout=max(self.score_timeout_s, 30.0))
-        except Exception:
-            log.exception("the emotion scorer gave no per-speaker calibration; every turn is scored alone")
-            return None
+        spec = emotion.caller_spec()
         if spec is None:
             log.info("the emotion weights have no per-speaker calibration; every turn is scored alone")
             return None
@@ -113,12 +100,10 @@ class Measurer:
 
     # --- called by the host, its lock held -------------------------------------------------------------------
     def schedule(self, call: LiveCall, *, queue_them: bool = True) -> None:
-        """Take the call's newly decided turns (their scores asked for at once)."""
+        """Take the call's newly decided turns."""
         now = time.monotonic()
         for pending in call.analyzer.take_pending():
             job = Measure(call.meta.call_sid, pending, now)
-            if self._scorer is not None:  # scored in the scorer's process while this one measures
-                job.scores = self._scorer.score.remote([pending.audio])
             self._jobs.setdefault(job.call_sid, deque()).append(job)
             self._decided_at[job.key] = now
             if queue_them:
@@ -146,15 +131,15 @@ class Measurer:
 
     # --- called by the host's finish, no lock held -------------------------------------------------------------
     def finish_turns(self, jobs: list[Measure]) -> None:
-        """Measure a finishing call's last turns here, in decision order (the speaker baselines depend on it);
-        one the thread has in hand is awaited, at most a turn's measuring and scoring time."""
+        """Measure and score a finishing call's last turns here, in decision order (the speaker baselines depend
+        on it); one the thread has in hand is awaited, at most a turn's measuring and scoring time."""
         for job in jobs:
             with self._lock:
                 mine, job.claimed = not job.claimed, True
             if mine:
                 self._measure(job)
-                self._complete(job, wait_s=self.score_timeout_s)
-            elif not job.done.wait(self.max_delay_s + self.score_timeout_s + 1.0):
+                self._complete(job)
+            elif not job.done.wait(self.max_delay_s + 10.0):
                 # The thread has it and is slower than any turn should be: the call ends without it.
                 log.error("call %s: turn %d was not measured in time; the call ends without it", *job.key)
 
@@ -171,54 +156,27 @@ class Measurer:
                 try:
                     job = self._queue.get(timeout=CATCH_UP_EVERY_S)
                 except queue.Empty:
-                    self._expire_scores()
                     self._catch_up()
                 else:
                     self._handle(job)
-                    self._expire_scores()
                     if self._queue.empty():
                         self._catch_up()
             except Exception as exc:
                 self._supervise(job, exc)
 
     def _handle(self, job: Measure) -> None:
-        """A decided turn to measure, or a measured one whose scores came back (``_await_scores``)."""
-        if job.measured_at is None:
-            with self._lock:
-                if job.claimed:  # its call finished or failed meanwhile
-                    return
-                job.claimed = True
-            self._measure(job)
-            if job.scores is not None:
-                answer = job.scores.future()
-                if not answer.done():
-                    self._await_scores(job, answer)
-                    return
-        if job.done.is_set():  # its scores came after their deadline, or it was completed twice
-            return
+        """A decided turn: measure it, score it, publish what its call can release."""
+        with self._lock:
+            if job.claimed:  # its call finished or failed meanwhile
+                return
+            job.claimed = True
+        self._measure(job)
         self._complete(job)
         with self._lock:
             jobs = self._jobs.get(job.call_sid)
             while jobs and jobs[0].done.is_set():
                 jobs.popleft()
             self._release(job.call_sid)
-
-    def _await_scores(self, job: Measure, answer: concurrent.futures.Future[Any]) -> None:
-        """The thread goes on with other turns while the scorer works: the answer puts the turn back in
-        the queue (``_handle``); one that never comes is given up after ``score_timeout_s``."""
-        with self._lock:
-            self._scoring[job.key] = job
-        answer.add_done_callback(lambda _: self._queue.put(job))
-
-    def _expire_scores(self) -> None:
-        """Measured turns whose scores are later than ``score_timeout_s`` go out unscored (counted)."""
-        if not self._scoring:
-            return
-        now = time.monotonic()
-        with self._lock:
-            late = [j for j in self._scoring.values() if now - (j.measured_at or now) > self.score_timeout_s]
-        for job in late:
-            self._handle(job)  # completes it unscored: its answer is not there
 
     def _supervise(self, job: Measure | None, exc: Exception) -> None:
         """Something raised on the thread: fail the call it was about (its other turns and the host's other
@@ -245,7 +203,8 @@ class Measurer:
                 stream.dead = True
 
     def _measure(self, job: Measure) -> None:
-        """Measure one turn (no lock held), or skip it if it waited too long: the backlog stays bounded."""
+        """Score and measure one turn (no lock held), or skip both if it waited too long: the backlog stays
+        bounded. Scored first: measuring lets the turn's audio go."""
         try:
             if time.monotonic() - job.decided > self.max_delay_s:
                 job.pending.skip("overload")
@@ -255,31 +214,39 @@ class Measurer:
                 if first:
                     log.warning("host over capacity: %d turns sent without features so far", self.skipped)
             else:
+                self._score(job)
                 job.pending.measure()
                 with self._lock:
                     self.measured += 1
         except Exception:
             log.exception("call %s: measuring turn %d failed; it goes out without features", *job.key)
             job.pending.skip("error")
-        finally:
-            job.measured_at = time.monotonic()
 
-    def _complete(self, job: Measure, *, wait_s: float = 0.0) -> None:
-        """Add the emotion model's result to a measured turn (waiting at most ``wait_s`` for it; without
-        one the turn goes out unscored, counted) and mark it done. No lock held."""
-        if job.scores is not None:
-            result, why = None, "no answer in time"
-            try:
-                result = ray.get(job.scores, timeout=wait_s)[0]
-            except Exception as exc:
-                why = f"{type(exc).__name__}: {exc}"
-            if result is None:
-                with self._lock:
-                    self.unscored += 1
-                    first = self.unscored == 1 or self.unscored % 1000 == 0
-                if first:
-                    log.warning("call %s: turn %d has no emotion scores (%s); %d so far", *job.key, why, self.unscored)
+    def _score(self, job: Measure) -> None:
+        """The emotion model's result for the turn; a turn the model fails on goes out unscored, counted."""
+        if self._emotion is None:
+            return
+        try:
+            with costs.stage("emotion"):
+                result = self._emotion.score_with_logits([job.pending.audio])[0]
+        except Exception as exc:
+            log.exception("call %s: scoring turn %d failed", *job.key)
+            self._unscored(job, f"{type(exc).__name__}: {exc}")
+        else:
             job.pending.set_scores(result)
+            job.scored = True
+
+    def _unscored(self, job: Measure, why: str) -> None:
+        job.pending.set_scores(None)
+        job.scored = True
         with self._lock:
-            self._scoring.pop(job.key, None)
+            self.unscored += 1
+            first = self.unscored == 1 or self.unscored % 1000 == 0
+        if first:
+            log.warning("call %s: turn %d has no emotion scores (%s); %d so far", *job.key, why, self.unscored)
+
+    def _complete(self, job: Measure) -> None:
+        """Mark a measured (or skipped) turn done; one skipped before it was scored goes out unscored, counted."""
+        if self._emotion is not None and not job.scored:
+            self._unscored(job, "skipped: the host is over capacity")
         job.done.set()

@@ -22,7 +22,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.asr import ASR_NAME, AsrWorker
 from actors.directory import DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
-from actors.scorer import SCORER_NAME, SCORER_THREADS, EmotionScorer
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
 # A shared actor asks for this sliver of a CPU: Ray places a zero-resource actor anywhere, soft node affinity
@@ -93,7 +92,7 @@ def _shared(
     """The one actor called ``name`` in ``namespace``, created by the first process that asks. Detached:
     it outlives the API process that created it (a restart keeps calls, cursors and loaded weights).
     ``restart``: if its process dies, Ray starts it again under the same handle (its calls retried), so
-    whoever holds the handle goes on; for actors whose state can start over (the hub, the scorer).
+    whoever holds the handle goes on; for actors whose state can start over (the hub, the ASR workers).
     It runs on the node of the process that creates it, if that node lives (soft affinity): in a cluster
     the shared actors stay beside the first API process rather than on a node that may come and go with
     call hosts (a restarted one goes wherever Ray can place it)."""
@@ -131,12 +130,6 @@ def directory(
 def hub(*, namespace: str) -> ActorHandle[Any]:
     """The cluster's event hub (SSE cursors stay valid across API process restarts)."""
     return _shared(EventHub, HUB_NAME, namespace, restart=True)
-
-
-def scorer(*, namespace: str, weights: str | None = None) -> ActorHandle[Any]:
-    """The cluster's emotion scorer, the only process with torch (``weights``: a file from ``mise train``,
-    else the packaged ones)."""
-    return _shared(EmotionScorer, SCORER_NAME, namespace, restart=True, concurrency=SCORER_THREADS, weights=weights)
 
 
 def asr_workers(

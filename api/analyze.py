@@ -21,7 +21,7 @@ from engine.pipeline import AnalysisOptions, analyze
 from models.caller import CallerScorer
 
 if TYPE_CHECKING:
-    from models.emotion import EmotionModel  # torch: imported only when emotion scoring is asked for
+    from models.scoring import EmotionScoring
 
 Int16 = npt.NDArray[np.int16]
 
@@ -38,7 +38,7 @@ def analyze_tracks(
     *,
     call_sid: str,
     options: AnalysisOptions | None = None,
-    emotion: EmotionModel | None = None,
+    emotion: EmotionScoring | None = None,
 ) -> dict[str, Any]:
     """``{"turns": [...], "interruptions": [...], "silences": [...], "summary": {...}, "duration_ms"}``; with
     ``emotion``, each turn scored as live (frustration, emotion; per speaker when the options and weights

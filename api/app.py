@@ -44,6 +44,8 @@ from api.webhooks import Webhooks
 from api.words import TurnWords
 from engine.store.audio import AudioStore, FolderAudio
 from engine.store.sqlite import SqliteStore
+from models import load_emotion_model
+from models.scoring import EmotionScoring
 
 log = logging.getLogger("mise.app")
 
@@ -64,10 +66,20 @@ class _Parts:
     importer: Importer
 
 
+def _emotion_model(weights: str | None) -> EmotionScoring:
+    try:
+        return load_emotion_model(weights)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"MISE_EMOTION_WEIGHTS: cannot use {weights}: {exc}") from None
+
+
 def create_app(settings: Settings) -> Starlette:
     if not settings.api_keys:
         raise ConfigError("no API keys: set MISE_API_KEYS='key:tenant' or MISE_API_KEYS_FILE")
     keys = KeyRing(settings.api_keys)
+    # The emotion model (numpy, no torch) travels to every call host and import task with their options: each
+    # scores its own turns. Read here, so a bad weights file stops the server before it starts.
+    emotion = _emotion_model(settings.emotion_weights) if settings.emotion and settings.analyse else None
     signature = TwilioSignature(settings.twilio_auth_token, settings.public_url) if settings.twilio_auth_token else None
     metrics = Metrics()
     limits = RateLimits(
@@ -99,14 +111,6 @@ def create_app(settings: Settings) -> Starlette:
         runtime.connect(settings.ray_address, namespace=settings.ray_namespace)
         step("ray")
         hub = runtime.hub(namespace=settings.ray_namespace)
-        scorer = (
-            runtime.scorer(namespace=settings.ray_namespace, weights=settings.emotion_weights)
-            if settings.emotion and settings.analyse
-            else None
-        )
-        if scorer is not None:
-            await scorer.ready.remote()  # the weights are loaded before the first call can end a turn
-            step("scorer")
         directory = runtime.directory(
             namespace=settings.ray_namespace,
             calls_per_host=settings.calls_per_actor,
@@ -116,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
                 "analysis": settings.analysis(),
                 "analyse": settings.analyse,
                 "measure_max_delay_s": settings.measure_max_delay_s,
-                "scorer": scorer,
+                "emotion": emotion,
             },
         )
         await directory.ready.remote()
@@ -188,7 +192,7 @@ def create_app(settings: Settings) -> Starlette:
             leases=leases,
             metrics=metrics,
             options=settings.analysis(),
-            scorer=scorer,
+            emotion=emotion,
         )
         parts = _Parts(
             ingest=Ingest(

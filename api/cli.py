@@ -134,7 +134,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if not args.no_emotion:
         from models import load_emotion_model
 
-        emotion = load_emotion_model(args.emotion_weights, threads=os.cpu_count() or 1)
+        emotion = load_emotion_model(args.emotion_weights)
     result = analyze_tracks(caller, agent, call_sid=Path(args.inbound).stem, options=options, emotion=emotion)
     if args.transcribe:
         from api.analyze import transcribe_turns

@@ -22,7 +22,8 @@ import logging
 import time
 from typing import Any
 
-from ray.actor import ActorHandle
+import ray
+from ray import ObjectRef
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +42,7 @@ from engine.call import CallMeta
 from engine.events import TURN_ENDED, iso_utc
 from engine.pipeline import AnalysisOptions
 from engine.store.base import CallStore, StatusCallback
+from models.scoring import EmotionScoring
 
 log = logging.getLogger("mise.import")
 
@@ -84,7 +86,7 @@ class Importer:
         leases: Leases,
         metrics: Metrics,
         options: AnalysisOptions,
-        scorer: ActorHandle[Any] | None,
+        emotion: EmotionScoring | None,
     ) -> None:
         self._keys = keys
         self._store = store
@@ -95,7 +97,8 @@ class Importer:
         self._leases = leases
         self._metrics = metrics
         self._options = options
-        self._scorer = scorer
+        # The emotion model (numpy, ~1 MB) put in Ray's object store once: each import's task reads it from there.
+        self._emotion: ObjectRef[EmotionScoring | None] | None = ray.put(emotion) if emotion is not None else None
         self._busy: set[tuple[str, str]] = set()
 
     async def __call__(self, request: Request) -> Response:
@@ -161,7 +164,7 @@ class Importer:
         await run_in_threadpool(
             lambda: self._store.stream_started(meta, owner=self._leases.owner, lease_until=self._leases.until())
         )
-        analysed = await analyse_recording.remote(inbound, outbound, self._options, self._scorer)
+        analysed = await analyse_recording.remote(inbound, outbound, self._options, self._emotion)
         if self._transcriber is not None:
             await self._transcriber.until_idle()  # an import's turns queue behind nothing: none is skipped for lag
         at = iso_utc(time.time())

@@ -1,9 +1,10 @@
 """Where a running Mise spends its CPU, for bench/ingest.py: per process role and per analysis stage.
 
 Processes are read from /proc and given a role by their command line (the API process, call hosts,
-the emotion scorer, the event hub, Ray's own processes). A window's CPU is the sum of per-process
-deltas, so a host that starts or is reclaimed inside the window never makes a figure negative: a
-new process counts from zero, a vanished one with what it had used when last seen.
+the event hub, Ray's own processes, and the emotion scorer of commits before the hosts scored their own
+turns). A window's CPU is the sum of per-process deltas, so a host that starts or is reclaimed inside the
+window never makes a figure negative: a new process counts from zero, a vanished one with what it had used
+when last seen.
 
 The hosts and the API process also time their own stages (``engine.costs``): the hosts report them in
 ``CallHost.stats()["stages"]``, the API process as ``mise_stage_cpu_seconds_total{stage}`` on /metrics.
@@ -21,7 +22,7 @@ ROLES = (  # (role, what its command line contains); the first match wins
     ("bench", "bench/ingest.py"),
     ("api", "api.cli serve"),
     ("hosts", "ray::CallHost"),
-    ("scorer", "ray::EmotionScorer"),
+    ("scorer", "ray::EmotionScorer"),  # older commits: the emotion model in a process of its own
     ("hub", "ray::EventHub"),
     ("ray", "ray"),  # the directory, raylet, GCS, agents, idle workers
 )
@@ -36,7 +37,7 @@ COLUMNS = (
     ("voice", "hosts: jitter, shimmer, HNR"),
     ("features", "hosts: level, speaking rate, pitch statistics"),
     ("host rest", "hosts' other CPU: Ray calls, serialisation, publishing events"),
-    ("emotion", "the emotion scorer process"),
+    ("emotion", "hosts: the emotion model (older commits: the emotion scorer process)"),
     ("events+store", "API events, call store, index spool and index writes; the event hub process"),
     ("ray", "Ray's own processes: directory, raylet, GCS, agents"),
     ("total", "everything above"),
@@ -113,8 +114,9 @@ def breakdown(
         names = dict(zip(("decode", "vad+turns", "pitch", "voice", "features"), HOST_STAGES, strict=True))
         for column, stage in names.items():
             out[column] = host_stages.get(stage, 0.0) * per
-        out["host rest"] = max(0.0, hosts - sum(host_stages.get(s, 0.0) for s in HOST_STAGES)) * per
-    out["emotion"] = roles.get("scorer", 0.0) * per
+        timed = sum(host_stages.get(s, 0.0) for s in (*HOST_STAGES, "emotion"))
+        out["host rest"] = max(0.0, hosts - timed) * per
+    out["emotion"] = (roles.get("scorer", 0.0) + (host_stages or {}).get("emotion", 0.0)) * per
     out["events+store"] = (roles.get("hub", 0.0) + api_own) * per if api_stages is not None else None
     out["ray"] = roles.get("ray", 0.0) * per
     out["total"] = (api + hosts + roles.get("scorer", 0.0) + roles.get("hub", 0.0) + roles.get("ray", 0.0)) * per

@@ -53,7 +53,7 @@ WORDS_TARGET_S = 5.0  # --asr: a turn's words at p95 within this of the end of i
 
 
 def rss_mb() -> float:
-    """RSS of every Ray worker process (call hosts, hub, scorer, directory) and mise server on this machine."""
+    """RSS of every Ray worker process (call hosts, hub, directory, ASR workers) and mise server on this machine."""
     total = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():

@@ -77,7 +77,7 @@ class PendingTurn:
         return int(self._document["turn_id"])
 
     def set_scores(self, result: dict[str, Any] | None) -> None:
-        """The emotion model's result for this turn (``EmotionModel.score``), or None if it has none. A
+        """The emotion model's result for this turn (``EmotionScoring.score``), or None if it has none. A
         result with the model's raw ``logits`` can be scored again for its speaker (``rescore``)."""
         if result is not None:
             self._document["frustration"] = result["frustration"]

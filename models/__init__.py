@@ -1,6 +1,6 @@
-"""Mise's own models. Importing this package does not import torch: ``load_emotion_model`` does, lazily,
-so call hosts can import the torch-free parts (``models.audio``, ``models.caller``). Training and evaluation are in
-``models.training``, which no server imports."""
+"""Mise's own models. Nothing here imports torch but ``models.net`` and ``models.emotion`` (the torch network,
+for training and evaluation): servers score with ``load_emotion_model`` (numpy, ``models.live``). Training and
+evaluation are in ``models.training``, which no server imports."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from models.emotion import EmotionModel
+    from models.live import LiveEmotionModel
 
 
-def load_emotion_model(path: str | Path | None = None, *, threads: int = 1) -> EmotionModel:
-    """The speech emotion / frustration model (packaged weights unless ``path``), loaded once per process.
-    See ``models.emotion.EmotionModel.score`` and MODEL_CARD.md."""
-    from models.emotion import load
+def load_emotion_model(path: str | Path | None = None) -> LiveEmotionModel:
+    """The speech emotion / frustration model (packaged weights unless ``path``), loaded once per process, torch-free.
+    See ``models.scoring.EmotionScoring.score`` and MODEL_CARD.md."""
+    from models.live import load
 
-    return load(path, threads=threads)
+    return load(path)
 
 
 __all__ = ["load_emotion_model"]

@@ -173,7 +173,7 @@ class Server:
             directory = ray.get_actor("mise-directory", namespace=self.namespace)
             ray.get(directory.shutdown.remote())
             ray.kill(directory)
-        for name in ("mise-hub", "mise-scorer", *(f"mise-asr-{i}" for i in range(8))):
+        for name in ("mise-hub", *(f"mise-asr-{i}" for i in range(8))):
             with contextlib.suppress(ValueError):
                 ray.kill(ray.get_actor(name, namespace=self.namespace))
 

@@ -13,7 +13,8 @@ import pytest
 
 import models
 from models.audio import SAMPLE_RATE, windows
-from models.emotion import WEIGHTS, weights_path
+from models.live import read_weights
+from models.scoring import WEIGHTS, weights_path
 from models.training.data import read_manifest
 from models.training.metrics import chance_ece, confusion, expected_calibration_error, roc_auc, unweighted_accuracy
 from tests.support import REPO, data_path, tiny_manifest
@@ -38,8 +39,9 @@ def read(relative: str) -> np.ndarray:
 
 def test_importing_models_does_not_import_torch() -> None:
     code = (
-        "import sys, models, models.audio, models.caller, models.training, models.training.data,"
-        " models.training.metrics, models.training.augment; print('torch' in sys.modules)"
+        "import sys, numpy, models, models.audio, models.caller, models.training, models.training.data,"
+        " models.training.metrics, models.training.augment, models.live, models.scoring;"
+        " models.load_emotion_model().score([numpy.ones(8000, numpy.int16)]); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -49,7 +51,7 @@ def test_shipped_weights_are_small_and_load_once() -> None:
     assert weights_path(WEIGHTS).stat().st_size < 5_000_000
     model = models.load_emotion_model()
     assert models.load_emotion_model() is model
-    assert sum(p.numel() for p in model.net.parameters()) < 1_000_000
+    assert sum(v.size for v in read_weights(weights_path())["state"].values()) < 1_000_000
     assert {"neutral", "happy", "sad", "angry"} <= set(model.classes)
 
 
@@ -82,9 +84,12 @@ def test_silence_is_neutral_and_unscored() -> None:
 
 
 def test_batching_does_not_change_scores() -> None:
+    """The torch model (training's) batches windows of similar length; each scores as it does alone."""
+    from models.emotion import load
+
     rng = np.random.default_rng(3)
     items = [(rng.standard_normal(n) * 2000).astype(np.int16) for n in (4000, 24000, 24000, 70000)]
-    model = models.load_emotion_model()
+    model = load()
     together = model.score(items)
     for item, batched in zip(items, together, strict=True):
         [alone] = model.score([item])
@@ -315,7 +320,8 @@ def test_periodicity_channels_find_the_pitch() -> None:
     """The lag-gram of a harmonic tone peaks at its period (to within a log-spaced bin)."""
     import torch
 
-    from models.net import FRONT_END, PITCH_HZ, LogMel
+    from models.net import LogMel
+    from models.net_config import FRONT_END, PITCH_HZ
 
     front = LogMel(pitch_bins=32, **FRONT_END)
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE

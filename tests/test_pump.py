@@ -14,6 +14,8 @@ from actors.host import FINISH_CONCURRENCY, CallHost
 from actors.pump import AudioPump
 from engine.call import CallMeta
 from engine.g711 import encode_ulaw
+from models.live import LiveEmotionModel, read_weights
+from models.scoring import weights_path
 from tests.support import data_path
 
 pytestmark = pytest.mark.integration
@@ -84,41 +86,42 @@ def test_a_host_that_stops_answering_costs_bounded_memory_and_is_counted(ray_add
     ray.kill(host)
 
 
-@ray.remote(num_cpus=0)
-class SlowScorer:
-    """Stands in for an overloaded emotion scorer (real Ray, no model): every request takes ``delay`` s."""
-
-    def __init__(self, delay: float) -> None:
-        self._delay = delay
-
-    def caller_spec(self) -> None:
-        return None
-
-    def score(self, items: list[Any]) -> list[None]:
-        time.sleep(self._delay)
-        return [None] * len(items)
-
-
-def test_one_calls_finish_never_holds_up_another_calls_audio(ray_address: str) -> None:
-    """Call A ends while its turns wait for a slow scorer (its finish waits for them, bounded); call B's
-    pushes to the same host are answered meanwhile, before A's finish returns."""
+def dialogue() -> dict[str, bytes]:
     call = data_path("calls/synthetic_dialogue")
-    audio = {t: encode_ulaw(soundfile.read(call / f"{t}.wav", dtype="int16")[0]) for t in ("inbound", "outbound")}
-    scorer = SlowScorer.remote(1.0)
-    host: Any = (
-        ray.remote(concurrency_groups={"finish": FINISH_CONCURRENCY})(CallHost)
-        .options(num_cpus=0)
-        .remote(scorer=scorer, score_timeout_s=1.5)
-    )
-    ray.get([host.open.remote(meta("A")), host.open.remote(meta("B"))])
+    return {t: encode_ulaw(soundfile.read(call / f"{t}.wav", dtype="int16")[0]) for t in ("inbound", "outbound")}
+
+
+def push_call(host: Any, call_sid: str, audio: dict[str, bytes]) -> None:
+    """The whole call's audio, a second per push (faster than real time)."""
     n = len(audio["inbound"]) // 160
-    for k in range(0, n, 50):  # A: the whole call, a second per push
+    for k in range(0, n, 50):
         items = [
-            ("A", t, (k + i) * 20, x[(k + i) * 160 : (k + i + 1) * 160], 0.0)
+            (call_sid, t, (k + i) * 20, x[(k + i) * 160 : (k + i + 1) * 160], 0.0)
             for i in range(min(50, n - k))
             for t, x in audio.items()
         ]
         ray.get(host.push.remote(items))
+
+
+class SlowModel(LiveEmotionModel):
+    """The shipped emotion model, made slow (1 s per turn) as on an overloaded host: a stand-in for load."""
+
+    def score_with_logits(self, items: list[Any]) -> list[dict[str, Any]]:
+        time.sleep(1.0)
+        return super().score_with_logits(items)
+
+
+def test_one_calls_finish_never_holds_up_another_calls_audio(ray_address: str) -> None:
+    """Call A ends while its last turns are still to be scored, slowly (its finish scores them); call B's
+    pushes to the same host are answered meanwhile, before A's finish returns."""
+    audio = dialogue()
+    host: Any = (
+        ray.remote(concurrency_groups={"finish": FINISH_CONCURRENCY})(CallHost)
+        .options(num_cpus=0)
+        .remote(emotion=SlowModel(read_weights(weights_path())), measure_max_delay_s=60.0)
+    )
+    ray.get([host.open.remote(meta("A")), host.open.remote(meta("B"))])
+    push_call(host, "A", audio)
     finishing = host.finish.remote("A")
     answered_first = 0
     for k in range(20):  # B streams on while A finishes
@@ -128,7 +131,27 @@ def test_one_calls_finish_never_holds_up_another_calls_audio(ray_address: str) -
     final = ray.get(finishing, timeout=120)
     assert answered_first == 20, "B's pushes waited for A's finish"
     turns = [e for _, e in final["events"] if e["type"] == "turn.ended"]
-    assert turns and "error" not in final  # A ended whole; its turns unscored (the scorer was too slow), counted
-    assert ray.get(host.stats.remote())["turns_unscored"] >= 1
+    assert turns and "error" not in final  # A ended whole, every turn measured and scored
+    assert all("frustration" in t and "features" in t for t in turns)
+    assert ray.get(host.stats.remote())["turns_unscored"] == 0
     ray.kill(host)
-    ray.kill(scorer)
+
+
+class BrokenModel(LiveEmotionModel):
+    """The shipped emotion model failing on every turn (as on weights it cannot run): a stand-in for a fault."""
+
+    def score_with_logits(self, items: list[Any]) -> list[dict[str, Any]]:
+        raise FloatingPointError("the model failed on this turn")
+
+
+def test_a_turn_the_emotion_model_fails_on_goes_out_measured_and_unscored_counted(ray_address: str) -> None:
+    host: Any = ray.remote(CallHost).options(num_cpus=0).remote(emotion=BrokenModel(read_weights(weights_path())))
+    ray.get(host.open.remote(meta("A")))
+    push_call(host, "A", dialogue())
+    final = ray.get(host.finish.remote("A"), timeout=120)
+    turns = [e for _, e in final["events"] if e["type"] == "turn.ended"]
+    stats = ray.get(host.stats.remote())
+    assert turns and "error" not in final  # the call ended whole
+    assert all("features" in t and "frustration" not in t and "emotion" not in t for t in turns)
+    assert stats["turns_unscored"] >= len(turns) and stats["measure_errors"] == 0
+    ray.kill(host)

@@ -10,7 +10,8 @@ import torch
 
 from models.audio import Audio, trim
 from models.caller import frustration_log_odds, platt_frustration
-from models.net import FRONT_END, LogMel
+from models.net import LogMel
+from models.net_config import FRONT_END
 from models.training.calibrate import fit_platt
 
 L2 = 1e-2  # chosen on the validation speakers (1e-3..1e-1 within 0.02 UA of each other)

@@ -26,7 +26,8 @@ import torchaudio
 from engine.prosody import FEATURE_KEYS, turn_features
 from models.audio import Audio, trim
 from models.emotion import EmotionModel, read_weights, weights_path
-from models.net import FRONT_END, LogMel
+from models.net import LogMel
+from models.net_config import FRONT_END
 from models.training.baseline import fit_logistic
 from models.training.data import CLASSES, FOUR, default_manifest, default_root, load_clips, read_manifest
 from models.training.metrics import confusion, roc_auc, unweighted_accuracy
