@@ -18,6 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# One BLAS thread, as in the processes that score live: Ray gives its workers OMP_NUM_THREADS=1 (their num_cpus
+# or 1), which OpenBLAS obeys. Two threads here cost ~2x the CPU per turn for the numpy model's small products.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.net.parameters())
     print(
         f"emotion model: {model.n_parameters:,} parameters ({n_params:,} with batch norms folded), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread (machine: {os.cpu_count()} cores); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread, OpenBLAS threads "
+        f"{os.environ['OPENBLAS_NUM_THREADS']} (machine: {os.cpu_count()} cores); "
         "CPU time from time.process_time"
     )
     rng = np.random.default_rng(0)
     front = model.net.front  # log-mel and periodicity channels
-    print(f"{'input':<34}{'CPU ms/call':>12}{'ms per s audio':>16}{'x real time':>13}")
+    print(f"{'input':<44}{'CPU ms/call':>12}{'ms per s audio':>16}{'x real time':>13}")
 
     def row(name: str, cost: float, audio_s: float) -> None:
-        print(f"{name:<34}{cost * 1e3:>12.2f}{cost / audio_s * 1e3:>16.3f}{audio_s / cost:>13.0f}")
+        print(f"{name:<44}{cost * 1e3:>12.2f}{cost / audio_s * 1e3:>16.3f}{audio_s / cost:>13.0f}")
 
     for seconds in (1.0, 3.0, 6.0):
         turn = speechlike(seconds, rng)

@@ -2,9 +2,10 @@
 in float32, one window at a time, no torch (tests/test_live_model.py holds it to the torch network's logits).
 
 Why not torch: a call host scoring its own turns keeps torch (~500 MiB of RSS per process) out of every host,
-and a window of a turn costs ~1.5 ms of CPU here, where a separate torch process cost ~9 ms per turn
-with its Ray call (docs/density.md). Batch norms are folded into the layers before them, as
-``EmotionNet.fuse`` does.
+and a turn costs ~1 ms of CPU per second of audio here (``bench/model.py``), where the separate torch process
+it replaces spent ~9 ms per turn, most of it on its Ray call (docs/density.md). Batch norms are folded into the layers before them, as
+``EmotionNet.fuse`` does. Its matrix products are small: they want one BLAS thread, which Ray's workers have
+(Ray sets OMP_NUM_THREADS to their CPUs, 1 for a call host, and OpenBLAS obeys it); two threads cost ~2x the CPU.
 """
 
 from __future__ import annotations
