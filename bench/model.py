@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import models
+    from actors import allocator
     from models import emotion
+
+    allocator.tune()  # as every call host does: numpy's temporaries stay mapped between calls
 
     model = emotion.load(args.weights)
     live = models.load_emotion_model(args.weights)

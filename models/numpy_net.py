@@ -54,9 +54,14 @@ class NumpyEmotionNet:
             x = np.pad(x, (0, self.n_fft - len(x)))
         frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft)[:: self.hop] * self.window
         spectrum = fft.rfft(frames, axis=1)  # scipy's: in float32, ~6x numpy's (float64) for these frames
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # (T, n_fft // 2 + 1)
-        spec = 10.0 * np.log10(power @ self.fb + np.float32(1e-10))  # (T, n_mels)
-        energy = 10.0 * np.log10(np.sum(10.0 ** (spec / 10.0), axis=1) + np.float32(1e-10))
+        power = spectrum.real**2 + spectrum.imag**2  # (T, n_fft // 2 + 1), float32
+        mel = power @ self.fb
+        mel += np.float32(1e-10)
+        spec = np.log10(mel)
+        spec *= np.float32(10.0)  # (T, n_mels), dB
+        # The torch network takes the frame's energy as 10 log10 of the sum of 10 ** (spec / 10): the mel powers
+        # again, to rounding (float noise; tests/test_live_model.py). Summed directly, without a power per value.
+        energy = 10.0 * np.log10(mel.sum(axis=1) + np.float32(1e-10))
         level = np.float32(np.quantile(energy, 0.9))
         spec = np.maximum(spec - level, np.float32(-FLOOR_DB)) + np.float32(FLOOR_DB / 2)
         if self.cmn:
@@ -70,13 +75,19 @@ class NumpyEmotionNet:
     def __call__(self, x: F32) -> npt.NDArray[np.float64]:
         h = self.features(x)
         for (w, b, stride, dilation), k in zip(self.convs, self.kernels, strict=True):
-            h = np.maximum(_conv(h, w, b, k, stride, dilation), 0.0)
+            h = _conv_relu(h, w, b, k, stride, dilation)
         (w1, b1), (w2, b2) = self.attn
-        logits = w2 @ np.tanh(w1 @ h + b1[:, None]) + b2[:, None]
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        hidden = w1 @ h
+        hidden += b1[:, None]
+        weights = w2 @ np.tanh(hidden, out=hidden)  # attention logits, then (in place) their softmax over time
+        weights += b2[:, None]
+        weights -= weights.max(axis=1, keepdims=True)
+        np.exp(weights, out=weights)
         weights /= weights.sum(axis=1, keepdims=True)
-        mean = (weights * h).sum(axis=1)
-        var = (weights * h * h).sum(axis=1) - mean * mean
+        weighted = weights * h
+        mean = weighted.sum(axis=1)
+        weighted *= h
+        var = weighted.sum(axis=1) - mean * mean
         z = np.concatenate([mean, np.sqrt(np.maximum(var, np.float32(1e-5)))])
         (w1, b1), (w2, b2) = self.head
         return np.asarray(w2 @ np.maximum(w1 @ z + b1, 0.0) + b2, dtype=np.float64)
@@ -94,18 +105,27 @@ def _fold(w: F32, b: F32, norm: tuple[F32, F32]) -> tuple[F32, F32]:
     return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
-def _conv(x: F32, w: F32, b: F32, k: int, stride: int, dilation: int) -> F32:
-    """``conv1d`` of ``x`` ``(C, T)`` with padding ``dilation * (k - 1) // 2``, as one matrix product."""
+def _conv_relu(x: F32, w: F32, b: F32, k: int, stride: int, dilation: int) -> F32:
+    """``relu(conv1d(x))`` of ``x`` ``(C, T)`` with padding ``dilation * (k - 1) // 2``, as one matrix product
+    over the shifted copies of ``x`` (written straight into one array: ``np.pad`` and ``np.stack`` cost more
+    than the copying here)."""
+    c, t = x.shape
     pad = dilation * (k - 1) // 2
-    t_out = (x.shape[1] + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    t_out = (t + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     if k == 1 and stride == 1:
         cols = x
     else:
-        xp = np.pad(x, ((0, 0), (pad, pad)))
+        xp = np.zeros((c, t + 2 * pad), np.float32)
+        xp[:, pad : pad + t] = x
         span = stride * (t_out - 1) + 1
-        cols = np.stack([xp[:, j * dilation : j * dilation + span : stride] for j in range(k)], axis=1)
-        cols = cols.reshape(-1, t_out)  # (C * K, T): row c * K + j, as the weight's (O, C, K) flattens
-    return np.asarray(w @ cols + b[:, None], dtype=np.float32)
+        shifted = np.empty((c, k, t_out), np.float32)  # row c * K + j, as the weight's (O, C, K) flattens
+        for j in range(k):
+            shifted[:, j] = xp[:, j * dilation : j * dilation + span : stride]
+        cols = shifted.reshape(c * k, t_out)
+    out: F32 = w @ cols
+    out += b[:, None]
+    np.maximum(out, 0.0, out=out)
+    return out
 
 
 def lag_transform(bins: int, n_fft: int, win_length: int) -> tuple[F32, F32]:
