@@ -22,7 +22,7 @@ from models.scoring import NO_EMODB_WEIGHTS, WEIGHTS, weights_path
 from models.training.data import read_manifest
 from tests.support import REPO, data_path
 
-LOGIT_TOLERANCE = 1e-4  # float32 arithmetic in another order: observed 7e-6 at most
+LOGIT_TOLERANCE = 1e-4  # float32 arithmetic in another order: observed 7.5e-6 at most
 
 
 def speech() -> list[np.ndarray]:
