@@ -38,6 +38,8 @@ def _rebuild_tensor(
     storage: npt.NDArray[Any], offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
 ) -> npt.NDArray[Any]:
     """``torch._utils._rebuild_tensor_v2``: a view of ``storage`` (strides in elements), copied out."""
+    if offset < 0 or any(s < 0 for s in stride) or any(n < 0 for n in size):
+        raise WeightsFileError("a tensor with a negative offset, size or stride")
     if not size:
         return np.array(storage[offset])
     end = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
@@ -87,5 +89,8 @@ def load(path: str | Path) -> Any:
             if order in archive.namelist() and archive.read(order).strip() != b"little":
                 raise WeightsFileError(f"{path} is big-endian")
             return _Unpickler(archive, prefix).load()
-    except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError) as exc:
+    except WeightsFileError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError, IndexError) as exc:
+        # a damaged archive, or a pickle whose calls do not fit what they call
         raise WeightsFileError(f"{path} is not a readable torch.save archive: {exc}") from exc

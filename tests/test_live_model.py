@@ -118,3 +118,15 @@ def _zip_without_pickle() -> bytes:
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("x/data/0", b"\0" * 8)
     return out.getvalue()
+
+
+def test_a_server_given_a_bad_weights_file_stops_with_the_variable_named(tmp_path: Path) -> None:
+    from api.app import _emotion_model
+    from api.settings import ConfigError
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip")
+    for path in (str(bad), str(tmp_path / "missing.pt")):
+        with pytest.raises(ConfigError, match="MISE_EMOTION_WEIGHTS"):
+            _emotion_model(path)
+    assert _emotion_model(None).classes == live.load().classes  # the packaged weights
