@@ -26,7 +26,13 @@ _EPS = 1e-5  # torch's BatchNorm1d default, which the network uses
 class NumpyEmotionNet:
     """``__call__(window)``: a window of 8 kHz audio (float32 in [-1, 1)) -> its logits ``(n_classes,)``."""
 
-    def __init__(self, state: dict[str, npt.NDArray[Any]], *, cmn: bool = False, pitch_bins: int = 0, **_: Any):
+    def __init__(self, state: dict[str, npt.NDArray[Any]], *, cmn: bool = False, pitch_bins: int = 0, **other: Any):
+        """``state``: the torch network's state dict as arrays; then its options (``EmotionNet``'s). ``width``
+        and ``embed`` are read from the weights' shapes and ``dropout`` does nothing at inference; any other
+        option would change the arithmetic, so it is refused rather than ignored."""
+        unknown = sorted(set(other) - {"width", "embed", "dropout"})
+        if unknown:
+            raise ValueError(f"network option(s) {unknown} are not supported by the numpy model (models/numpy_net.py)")
         s = {k: np.asarray(v, dtype=np.float32) for k, v in state.items() if np.asarray(v).dtype.kind == "f"}
         self.cmn, self.pitch_bins = cmn, pitch_bins
         self.n_fft, self.hop = int(FRONT_END["n_fft"]), int(FRONT_END["hop_length"])

@@ -82,7 +82,10 @@ def test_every_network_option_gives_the_torch_networks_logits(config: dict) -> N
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.5, 0.5)
-    twin = NumpyEmotionNet({k: v.numpy() for k, v in net.state_dict().items()}, **config)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    twin = NumpyEmotionNet(state, **config)
+    with pytest.raises(ValueError, match="not supported"):  # an option it does not know is refused, not ignored
+        NumpyEmotionNet(state, **config, spectral_gate=True)
     net.fuse()
     for item in speech()[:12]:
         x = (item[:24000] / 32768.0).astype(np.float32)
