@@ -37,6 +37,7 @@ from models.scoring import EmotionScoring
 log = logging.getLogger("mise.host")
 
 CATCH_UP_EVERY_S = 0.1  # an idle measuring thread looks for turns in progress this often
+TURN_WORK_S = 10.0  # far more than measuring and scoring one turn takes: past it, a call's finish stops waiting
 CATCH_UP_FRAMES = 100  # ... and analyses a track's pitch frames once this many (10 ms each) are waiting
 
 
@@ -49,7 +50,6 @@ class Measure:
     decided: float  # time.monotonic() at the decision
     claimed: bool = False  # taken by the thread or by finish; guarded by the host lock
     done: threading.Event = field(default_factory=threading.Event)
-    scored: bool = False  # the emotion model's result (or its absence) is set
 
     @property
     def key(self) -> tuple[str, int]:
@@ -139,7 +139,7 @@ class Measurer:
             if mine:
                 self._measure(job)
                 self._complete(job)
-            elif not job.done.wait(self.max_delay_s + 10.0):
+            elif not job.done.wait(self.max_delay_s + TURN_WORK_S):
                 # The thread has it and is slower than any turn should be: the call ends without it.
                 log.error("call %s: turn %d was not measured in time; the call ends without it", *job.key)
 
@@ -234,11 +234,9 @@ class Measurer:
             self._unscored(job, f"{type(exc).__name__}: {exc}")
         else:
             job.pending.set_scores(result)
-            job.scored = True
 
     def _unscored(self, job: Measure, why: str) -> None:
         job.pending.set_scores(None)
-        job.scored = True
         with self._lock:
             self.unscored += 1
             first = self.unscored == 1 or self.unscored % 1000 == 0
@@ -247,6 +245,6 @@ class Measurer:
 
     def _complete(self, job: Measure) -> None:
         """Mark a measured (or skipped) turn done; one skipped before it was scored goes out unscored, counted."""
-        if self._emotion is not None and not job.scored:
+        if not job.pending.scored:
             self._unscored(job, "skipped: the host is over capacity")
         job.done.set()

@@ -3,11 +3,10 @@
     .venv/bin/python bench/ray_calls.py              # ~30 s on 2 cores
     .venv/bin/python bench/ray_calls.py --calls 5000
 
-An async actor (as the event hub is) and a threaded one (as the call hosts are), each
-called ``--calls`` times in a row with a small argument (two events' worth) and the reply awaited; CPU is read
-from /proc for the actor's process and for this one (the caller) over the calls, after a warm-up. This is why
-Mise batches its Ray calls per host per tick, and why a batch of events costs one call to the hub rather than
-two (docs/density.md).
+An async actor (as the event hub is) and a threaded one (as the call hosts are), each called ``--calls`` times
+in a row with a small argument (two events' worth) and the reply awaited; CPU is read from /proc for the actor's
+process and for this one (the caller) over the calls, after a warm-up. This is why Mise batches its Ray calls
+per host per tick, and why a batch of events costs one call to the hub rather than two (docs/density.md).
 
 Its ``--scorer`` option (up to d85f9c3) measured the emotion scorer actor per turn: ~9 ms of CPU against ~2 ms
 for the model alone, which is why call hosts now score their own turns (docs/density.md; bench/model.py).

@@ -69,6 +69,11 @@ class PendingTurn:
         return self._samples is None and self._scored
 
     @property
+    def scored(self) -> bool:
+        """The emotion model's result (or its absence) is set, or the turn needs none."""
+        return self._scored
+
+    @property
     def speaker(self) -> str:
         return str(self._document["speaker"])
 

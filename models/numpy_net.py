@@ -41,15 +41,13 @@ class NumpyEmotionNet:
         self.window = np.zeros(self.n_fft, np.float32)
         self.window[left : left + len(window)] = window
         self.fb = s["front.mel.mel_scale.fb"]  # (n_fft // 2 + 1, n_mels)
-        self.n_mels = self.fb.shape[1]
         if pitch_bins:
             self.lag_matrix, self.lag0 = lag_transform(pitch_bins, self.n_fft, len(window))
         self.norm = _affine(s, "norm")
-        self.convs: list[tuple[F32, F32, int, int]] = []  # (weight (O, C * K), bias, stride, dilation)
+        self.convs: list[tuple[F32, F32, int, int, int]] = []  # (weight (O, C * K), bias, K, stride, dilation)
         for i, (stride, dilation) in enumerate([(2, 1), (1, 2), (1, 3), (1, 1)]):
             w, b = _fold(s[f"frames.{i}.0.weight"], s[f"frames.{i}.0.bias"], _affine(s, f"frames.{i}.1"))
-            self.convs.append((w.reshape(w.shape[0], -1), b, stride, dilation))
-        self.kernels = [int(s[f"frames.{i}.0.weight"].shape[2]) for i in range(4)]
+            self.convs.append((w.reshape(w.shape[0], -1), b, w.shape[2], stride, dilation))
         self.attn = [(s[f"pool.attn.{i}.weight"][:, :, 0], s[f"pool.attn.{i}.bias"]) for i in (0, 2)]
         hidden = _fold(s["head.1.weight"], s["head.1.bias"], _affine(s, "head.2"))
         self.head = [hidden, (s["head.5.weight"], s["head.5.bias"])]
@@ -80,7 +78,7 @@ class NumpyEmotionNet:
 
     def __call__(self, x: F32) -> npt.NDArray[np.float64]:
         h = self.features(x)
-        for (w, b, stride, dilation), k in zip(self.convs, self.kernels, strict=True):
+        for w, b, k, stride, dilation in self.convs:
             h = _conv_relu(h, w, b, k, stride, dilation)
         (w1, b1), (w2, b2) = self.attn
         hidden = w1 @ h

@@ -78,7 +78,7 @@ class EmotionScoring:
 
     def score_with_logits(self, items: list[npt.ArrayLike]) -> list[dict[str, Any]]:
         """``score``, each result with the raw ``logits`` a speaker's scorer needs to score the turn again
-        (``engine.pending.PendingTurn.rescore``): what the live scorer answers, and ``mise analyze`` uses."""
+        (``engine.pending.PendingTurn.rescore``): what call hosts, imports and ``mise analyze`` use."""
         logits, counts = self.logits([as_float(x) for x in items])
         return [self.result(z, n) | {"logits": [float(v) for v in z]} for z, n in zip(logits, counts, strict=True)]
 
