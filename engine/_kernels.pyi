@@ -20,6 +20,9 @@ def glottal_run(
     marks: _Array,
 ) -> int: ...  # marks written; returns how many, -1 if they did not fit
 def cycle_amplitudes(sig: _Array, marks: _Array, left: _Array, right: _Array, width: int, out: _Array) -> None: ...
+def centred_frames(
+    buf: _Array, first: int, hop: int, length: int, window: _Array, out: _Array, peak: _Array
+) -> None: ...  # out (count, length) and peak (count) written; empty window or peak: none
 def yin_dips(
     block: _Array,
     r: _Array,
@@ -53,3 +56,19 @@ def yin_candidates(
     valid: _Array,
 ) -> None: ...  # idx: intp; lag, ap, xcorr, peak, valid (one byte: bool) written
 def vad_levels(block: _Array, frames: _Array, levels: _Array) -> None: ...  # int16 in, int16 and float64 out
+def vad_decide(
+    levels: _Array,
+    other: _Array,
+    heard: bytes,
+    state: _Array,
+    floor_db: float,
+    margin_db: float,
+    voiced_floor_db: float,
+    leak_db: float,
+    rise_db: float,
+    hangover: int,
+    codes: _Array,
+) -> int: ...  # codes: uint8, written; state: float64 (2,), updated; returns how many frames got code 2
+def hysteresis(
+    flags: _Array | bytes, state: _Array, onset: int, hangover: int, out: _Array
+) -> None: ...  # state: int64 (5,), updated; out: int64 (n, 3), written

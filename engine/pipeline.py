@@ -219,13 +219,19 @@ class CallAnalyzer:
             ring = rings[track]
             lo, hi = max(start, ring.oldest), min(end, ring.head)
             if hi > lo:
-                self._arrived_analysed[track] += int(np.count_nonzero(ring.arrived(lo, hi)))
-        for flags in self._vad.push_block(blocks):
-            self._next += 1
-            decided = self._tracker.push({track: speech for track, (speech, _) in flags.items()})
-            if decided:
-                self._decided(rings, decided)
-            self._announce_starts()
+                self._arrived_analysed[track] += ring.arrived_count(lo, hi)
+        decided, opens = self._tracker.push_block(self._vad.decide(blocks))
+        # Tracks with a turn open in the block, or announced before it: only they can announce or forget one.
+        turning = [
+            (track, opens[track]) for track in TRACKS if self._started[track] is not None or max(opens[track]) >= 0
+        ]
+        first = self._next
+        for i in range(until - first):  # what each frame decided, at that frame's time
+            self._next = first + i + 1
+            if i in decided:
+                self._decided(rings, decided[i])
+            if turning:
+                self._announce_starts([(track, starts[i]) for track, starts in turning])
         if not self._inline:  # once per step: a turn's end is decided hold_ms after its audio, fed by then
             self._follow(rings)
 
@@ -276,16 +282,17 @@ class CallAnalyzer:
         for track in TRACKS:
             ring = rings[track]
             lo = max(self._next * FRAME, ring.oldest)
-            pending = int(np.count_nonzero(ring.arrived(lo, ring.head))) if ring.head > lo else 0
+            pending = ring.arrived_count(lo, ring.head) if ring.head > lo else 0
             out[track] = (ring.received - pending - self._arrived_analysed[track]) / SAMPLES_PER_MS
         return out
 
-    def _announce_starts(self) -> None:
-        """``turn.started`` once an open turn outlasts a blip (so it is a turn, or a backchannel)."""
+    def _announce_starts(self, open_starts: list[tuple[str, int]]) -> None:
+        """``turn.started`` once an open turn outlasts a blip (so it is a turn, or a backchannel); given each
+        track's open turn's first frame now (-1: none)."""
         now_ms = self._next * FRAME_MS
-        for track in TRACKS:
-            start = self._tracker.open_start_ms(track)
-            if start is None:
+        for track, start_frame in open_starts:
+            start = start_frame * FRAME_MS
+            if start_frame < 0:
                 self._started[track] = None
             elif self._started[track] != start and now_ms - start >= self.options.min_turn_ms:
                 self._started[track] = start
@@ -372,8 +379,10 @@ class CallAnalyzer:
 
 def _read(ring: RingBuffer, start: int, end: int) -> npt.NDArray[np.int16]:
     """Samples [start, end) of a ring; what it does not hold (too old, or not yet there) is silence."""
-    out = np.zeros(end - start, dtype=np.int16)
     lo, hi = max(start, ring.oldest), min(end, ring.head)
+    if lo == start and hi == end:  # the common case: all of it held
+        return ring.read(start, end)
+    out = np.zeros(end - start, dtype=np.int16)
     if hi > lo:
         out[lo - start : hi - start] = ring.read(lo, hi)
     return out

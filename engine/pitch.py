@@ -82,6 +82,7 @@ def _sinc_table(half: int = 8, steps: int = 8) -> tuple[IntArray, FloatArray]:
 
 
 _SINC_WEIGHTS = _sinc_table()[1]
+_NONE = np.empty(0)  # no window, no peaks (_kernels.centred_frames)
 
 
 def _best_path(strength: FloatArray, log_f: FloatArray) -> IntArray:
@@ -189,19 +190,20 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
     lag, ap, xcorr, strength = np.ones((count, k)), np.ones((count, k)), np.zeros((count, k)), np.zeros((count, k))
     valid, power, ac_peak = np.zeros((count, k), dtype=np.bool_), np.zeros(count), np.zeros(count)  # valid: 0/1 bytes
     lags = s.tau_max + 1
-    view = np.lib.stride_tricks.sliding_window_view
+    buf = np.ascontiguousarray(buf, dtype=np.float64)
     for start in range(0, count, _BLOCK):
         nb = min(_BLOCK, count - start)
         out = slice(start, start + nb)
         at = first + start * s.hop
-        block = view(buf[at : at + (nb - 1) * s.hop + s.frame], s.frame)[:: s.hop]
-        block = block - block.mean(axis=1, keepdims=True)
+        # Each frame without its mean (compiled: numpy's mean bit for bit, without a temporary per step).
+        block = np.empty((nb, s.frame))
+        _kernels.centred_frames(buf, at, s.hop, s.frame, _NONE, block, _NONE)
         # YIN steps 1-3 need r(tau) = sum_{j<W} x[j] x[j+tau], by FFT (no wrap-around while n_fft >= frame).
         r = fft.irfft(np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft), s.n_fft)
-        # Strength: the Hann-windowed autocorrelation, divided by the window's own, at each candidate's lag.
-        at_ac = at + s.ac_offset
-        acf = view(buf[at_ac : at_ac + (nb - 1) * s.hop + s.ac_len], s.ac_len)[:: s.hop]
-        acf = (acf - acf.mean(axis=1, keepdims=True)) * s.hann
+        # Strength: the Hann-windowed autocorrelation, divided by the window's own, at each candidate's lag. The
+        # windowed span's peak goes to ac_peak.
+        acf = np.empty((nb, s.ac_len))
+        _kernels.centred_frames(buf, at + s.ac_offset, s.hop, s.ac_len, s.hann, acf, ac_peak[out])
         ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)
         # The rest frame by frame, compiled (engine/csrc/pitch.c): YIN's d and d' and their dips; its pick and
         # the next deepest dips (numpy's argpartition, whose choice among equal depths the kernel cannot repeat);
@@ -215,7 +217,6 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
             idx, d, dn, e_lag, r, ac, s.window_ac, _SINC_WEIGHTS, len(_SINC_WEIGHTS), s.sr / s.fmax, s.sr / s.fmin,
             lag[out], ap[out], xcorr[out], strength[out], valid[out],
         )  # fmt: skip
-        ac_peak[out] = np.max(np.abs(acf), axis=1)
     # strength holds each candidate's windowed-autocorrelation peak; the octave bonus makes it the path's score.
     level_db = 10.0 * np.log10(np.maximum(power / s.frame, 1e-12))
     loud = (level_db > ENERGY_FLOOR_DBFS)[:, None]

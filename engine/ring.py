@@ -91,19 +91,19 @@ class RingBuffer:
         """Samples ``[start, end)`` as a new array; never-arrived samples are 0 (silence)."""
         if start < self.oldest or end > self.head or start > end:
             raise IndexError(f"[{start}, {end}) is outside the held window [{self.oldest}, {self.head})")
+        lo = start % self.capacity
+        if lo + end - start <= self.capacity:  # the common case: one slice of the ring
+            return self._pcm[lo : lo + end - start].copy()
         out = np.empty(end - start, dtype=np.int16)
         for lo, hi, dst in self._spans(start, end):
             out[dst : dst + hi - lo] = self._pcm[lo:hi]
         return out
 
-    def arrived(self, start: int, end: int) -> npt.NDArray[np.bool_]:
-        """Which samples of ``[start, end)`` actually arrived (False: silence-filled gap)."""
+    def arrived_count(self, start: int, end: int) -> int:
+        """How many samples of ``[start, end)`` actually arrived."""
         if start < self.oldest or end > self.head or start > end:
             raise IndexError(f"[{start}, {end}) is outside the held window [{self.oldest}, {self.head})")
-        out = np.empty(end - start, dtype=np.bool_)
-        for lo, hi, dst in self._spans(start, end):
-            out[dst : dst + hi - lo] = self._arrived[lo:hi]
-        return out
+        return sum(int(np.count_nonzero(self._arrived[lo:hi])) for lo, hi, _ in self._spans(start, end))
 
     def _clear(self, start: int, end: int) -> None:
         for lo, hi, _ in self._spans(start, end):

@@ -18,6 +18,7 @@ events out, on the stream clock (frame k = [20 k, 20 k + 20) ms).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +85,6 @@ class TurnTracker:
     _floor: dict[str, Hysteresis] = field(init=False, default_factory=dict)
     _turns: dict[str, list[Turn]] = field(init=False, default_factory=dict)  # the last few finished turns, in order
     _next_id: int = field(init=False, default=0)
-    _frame: int = field(init=False, default=0)
     _quiet_since_ms: int = field(init=False, default=0)  # end of the latest turn of anyone (or 0)
 
     def __post_init__(self) -> None:
@@ -105,18 +105,43 @@ class TurnTracker:
 
     def push(self, speech: dict[str, bool]) -> list[Event]:
         """One frame of VAD flags per track (``{"inbound": bool, "outbound": bool}``)."""
-        self._frame += 1
-        events: list[Event] = []
-        was_open = {t: self._floor[t].active for t in TRACKS}
-        closed = {t: self._floor[t].push(speech.get(t, False)) for t in TRACKS}
+        decided, _ = self.push_block({track: b"\x01" if speech.get(track, False) else b"\x00" for track in TRACKS})
+        return decided.get(0, [])
+
+    def push_block(
+        self, speech: Mapping[str, bytes | npt.NDArray[np.uint8]]
+    ) -> tuple[dict[int, list[Event]], dict[str, list[int]]]:
+        """Consecutive frames of VAD flags per track (same length; nonzero: speech) -> the events decided, by
+        the frame (index in the block) that decided them, only frames that did; and per track, the first frame
+        of the turn it holds after each frame (-1: none). A frame's starts come before its ends, inbound before
+        outbound, as one frame at a time would give them."""
+        n = len(next(iter(speech.values()))) if speech else 0
+        before = {track: self._floor[track].open_start for track in TRACKS}
+        rows = {track: self._floor[track].run(speech.get(track, bytes(n))).tolist() for track in TRACKS}
+        opens = {track: [row[0] for row in rows[track]] for track in TRACKS}
+        starts: dict[str, set[int]] = {track: set() for track in TRACKS}
+        ends: dict[str, dict[int, tuple[int, int]]] = {track: {} for track in TRACKS}
         for track in TRACKS:
-            if not was_open[track] and self._floor[track].active:
-                events += self._on_start(track)
-        for track in TRACKS:
-            span = closed[track]
-            if span is not None:
-                events += self._on_end(track, span.start * FRAME_MS, span.end * FRAME_MS)
-        return events
+            was_open = before[track] is not None
+            for i, (open_start, closed_start, closed_end) in enumerate(rows[track]):
+                if open_start >= 0 and not was_open:
+                    starts[track].add(i)
+                if closed_start >= 0:
+                    ends[track][i] = (closed_start * FRAME_MS, closed_end * FRAME_MS)
+                was_open = open_start >= 0
+        decided: dict[int, list[Event]] = {}
+        for i in sorted(set().union(*starts.values(), *ends.values())):
+            events: list[Event] = []
+            for track in TRACKS:
+                if i in starts[track]:
+                    events += self._on_start(opens[track][i] * FRAME_MS, other_open=opens[OTHER[track]][i] >= 0)
+            for track in TRACKS:
+                if i in ends[track]:
+                    other_open = opens[OTHER[track]][i]
+                    events += self._on_end(track, *ends[track][i], None if other_open < 0 else other_open * FRAME_MS)
+            if events:
+                decided[i] = events
+        return decided, opens
 
     def continue_from(self, turn_id: int) -> None:
         """Number the next turn ``turn_id`` (or higher): a call that went on from another host."""
@@ -132,29 +157,29 @@ class TurnTracker:
         ``idle``. Same result as pushing that many silent frames: an idle tracker decides nothing."""
         for h in self._floor.values():
             h.skip(frames)
-        self._frame += frames
 
     def flush(self) -> list[Event]:
         events: list[Event] = []
         for track in TRACKS:
             span = self._floor[track].flush()
             if span is not None:
-                events += self._on_end(track, span.start * FRAME_MS, span.end * FRAME_MS)
+                events += self._on_end(
+                    track, span.start * FRAME_MS, span.end * FRAME_MS, self.open_start_ms(OTHER[track])
+                )
         return events
 
-    def _on_start(self, track: str) -> list[Event]:
-        start = self.open_start_ms(track)
-        assert start is not None
-        other_open = self._floor[OTHER[track]].active
+    def _on_start(self, start: int, other_open: bool) -> list[Event]:
+        """A turn opened at ``start`` (ms); ``other_open``: the other party holds the floor then."""
         if not other_open and start - self._quiet_since_ms >= self.silence_ms:
             return [Silence(self._quiet_since_ms, start)]
         return []
 
-    def _on_end(self, track: str, start: int, end: int) -> list[Event]:
+    def _on_end(self, track: str, start: int, end: int, other_open: int | None) -> list[Event]:
+        """``track``'s turn from ``start`` to ``end`` (ms) closed; ``other_open``: when the turn the other party
+        holds then started (None: it holds none)."""
         if end - start < self.min_turn_ms:
             return []
         other = OTHER[track]
-        other_open = self.open_start_ms(other)
         other_spans: list[tuple[int, int, Turn | None]] = [(t.start_ms, t.end_ms, t) for t in self._turns[other]]
         if other_open is not None:
             other_spans.append((other_open, end, None))  # the other party still holds the floor

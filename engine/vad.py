@@ -89,82 +89,58 @@ def frame_db(frame: npt.NDArray[np.int16]) -> float:
     return 10.0 * math.log10(power) if power > 1e-10 else -100.0
 
 
-@dataclass
 class Hysteresis:
-    """Frame flags in, closed speech spans out (streaming)."""
+    """Frame flags in, speech spans out (streaming): a span opens after ``onset`` consecutive speech frames
+    (backdated to the first of them) and closes after ``hangover`` non-speech frames (it ends after its last
+    speech frame). Compiled (``engine/csrc/vad.c``): ``run`` takes a block of frames in one call."""
 
-    onset: int = 2
-    hangover: int = 10
-    _frame: int = field(init=False, default=0)
-    _run: int = field(init=False, default=0)  # consecutive speech frames
-    _quiet: int = field(init=False, default=0)  # consecutive non-speech frames while active
-    _start: int | None = field(init=False, default=None)  # start of the open span
-    _last_speech: int = field(init=False, default=0)
+    def __init__(self, onset: int = 2, hangover: int = 10) -> None:
+        self.onset, self.hangover = onset, hangover
+        # frames fed, consecutive speech frames, non-speech frames while open, the open span's first frame
+        # (-1: none), its last speech frame
+        self._state = np.array([0, 0, 0, -1, 0], dtype=np.int64)
 
     @property
     def active(self) -> bool:
-        return self._start is not None
+        return bool(self._state[3] >= 0)
 
     @property
     def open_start(self) -> int | None:
         """First frame of the span open now, if any."""
-        return self._start
+        start = int(self._state[3])
+        return None if start < 0 else start
 
     @property
     def open_end(self) -> int | None:
         """The frame after the open span's last speech frame (where the span ends if no speech follows)."""
-        return None if self._start is None else self._last_speech + 1
+        return None if self._state[3] < 0 else int(self._state[4]) + 1
+
+    def run(self, flags: bytes | npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Feed the next ``len(flags)`` frames (nonzero: speech) -> int64 ``(n, 3)``: per frame, the first
+        frame of the span open after it (-1: none) and the span it closed, first and end frame (-1: none)."""
+        out = np.empty((len(flags), 3), dtype=np.int64)
+        _kernels.hysteresis(flags, self._state, self.onset, self.hangover, out)
+        return out
 
     def push(self, speech: bool) -> Span | None:
-        """Feed frame ``k`` (in order); returns a span when one closes."""
-        k = self._frame
-        self._frame += 1
-        closed = None
-        if speech:
-            self._run += 1
-            self._quiet = 0
-            self._last_speech = k
-            if self._start is None and self._run >= self.onset:
-                self._start = k - self.onset + 1
-        else:
-            self._run = 0
-            if self._start is not None:
-                self._quiet += 1
-                if self._quiet >= self.hangover:
-                    closed = Span(self._start, self._last_speech + 1)
-                    self._start = None
-        return closed
+        """Feed one frame; returns a span when one closes."""
+        _, start, end = self.run(b"\x01" if speech else b"\x00")[0].tolist()
+        return Span(start, end) if start >= 0 else None
 
     def skip(self, frames: int) -> None:
         """Advance the clock by ``frames`` non-speech frames at once; only while no span is open."""
-        if self._start is not None:
+        if self.active:
             raise RuntimeError("skip() while a span is open")
-        self._frame += frames
-        self._run = 0
+        self._state[0] += frames
+        self._state[1] = 0
 
     def flush(self) -> Span | None:
         """Close the open span at the end of the stream."""
-        if self._start is None:
+        start, end = self.open_start, self.open_end
+        if start is None or end is None:
             return None
-        span = Span(self._start, self._last_speech + 1)
-        self._start = None
-        return span
-
-
-@dataclass
-class NoiseFloor:
-    """A track's background level in dB, tracked causally: it drops at once to any quieter frame and
-    otherwise creeps up by ``rise_db`` a frame (a minimum-statistics tracker; speech raises it only
-    slowly, and each pause pulls it back to the noise)."""
-
-    level_db: float
-    rise_db: float = 0.02  # per 20 ms frame: 1 dB/s
-
-    def update(self, frame_level_db: float) -> None:
-        if frame_level_db < self.level_db:
-            self.level_db = frame_level_db
-        else:
-            self.level_db += self.rise_db
+        self._state[3] = -1
+        return Span(start, end)
 
 
 @dataclass
@@ -174,7 +150,12 @@ class CallVad:
     noise floor + ``noise_margin_db`` (relative); or, when that test fails, when the frame is voiced
     (``periodicity`` of it and the frame before >= ``voicing``), above ``voiced_floor_db`` and the same
     relative floor, and louder than the other track's level - ``leak_db`` (so not the other party's
-    voice leaking in). ``hangover``: non-speech frames that close a span."""
+    voice leaking in). ``hangover``: non-speech frames that close a span.
+
+    The noise floor is a minimum-statistics tracker: it drops at once to any quieter frame and otherwise
+    creeps up by ``noise_rise_db`` a frame, so speech raises it only slowly and each pause pulls it back to
+    the noise. Frame by frame, the test and the floor are compiled (``engine/csrc/vad.c``: ``vad_decide``);
+    webrtcvad hears every frame, and the voicing test runs only on the frames that reach it."""
 
     mode: int = 1
     onset: int = 2
@@ -187,18 +168,17 @@ class CallVad:
     leak_db: float = 20.0
     _vads: dict[str, webrtcvad.Vad] = field(init=False, default_factory=dict)
     _hysteresis: dict[str, Hysteresis] = field(init=False, default_factory=dict)
-    _noise: dict[str, NoiseFloor] = field(init=False, default_factory=dict)
+    # Per track: its noise floor (dB) and the frames since the strict test last passed
+    _state: dict[str, npt.NDArray[np.float64]] = field(init=False, default_factory=dict)
     _previous: dict[str, npt.NDArray[np.int16]] = field(init=False, default_factory=dict)  # last frame heard
-    _since_speech: dict[str, int] = field(init=False, default_factory=dict)  # frames since the strict test passed
 
     def __post_init__(self) -> None:
         for name in ("inbound", "outbound"):
             self._vads[name] = webrtcvad.Vad(self.mode)
             self._hysteresis[name] = Hysteresis(self.onset, self.hangover)
             # Until it has heard the track's background, the relative floor equals the absolute one.
-            self._noise[name] = NoiseFloor(self.floor_db - self.noise_margin_db, self.noise_rise_db)
+            self._state[name] = np.array([self.floor_db - self.noise_margin_db, float(self.hangover)])
             self._previous[name] = np.zeros(FRAME, dtype=np.int16)
-            self._since_speech[name] = self.hangover
 
     @property
     def idle(self) -> bool:
@@ -212,11 +192,11 @@ class CallVad:
             h.skip(frames)
         for name in self._previous:  # the frame before the next one heard is missing audio
             self._previous[name] = np.zeros(FRAME, dtype=np.int16)
-            self._since_speech[name] = self.hangover
+            self._state[name][1] = self.hangover
 
     def noise_db(self, track: str) -> float:
         """The tracked noise floor of ``track`` now, dBFS."""
-        return self._noise[track].level_db
+        return float(self._state[track][0])
 
     def push(
         self, inbound: npt.NDArray[np.int16], outbound: npt.NDArray[np.int16]
@@ -226,55 +206,48 @@ class CallVad:
 
     def push_block(self, blocks: dict[str, npt.NDArray[np.int16]]) -> list[dict[str, tuple[bool, Span | None]]]:
         """Consecutive frames of both tracks (``blocks[track]``: int16, shape ``(n * FRAME,)``, same n) ->
-        per frame what ``push`` gives. The per-frame numpy work (offsets, levels) is done for the whole
-        block at once: the same figures as frame by frame, a fraction of the calls."""
+        per frame what ``push`` gives."""
+        decided = self._decide(blocks)
+        columns = [
+            [(bool(code), Span(start, end) if start >= 0 else None) for code, (_, start, end) in rows]
+            for rows in (zip(codes.tolist(), spans.tolist(), strict=True) for codes, spans in decided.values())
+        ]
+        return [dict(zip(decided, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def decide(self, blocks: dict[str, npt.NDArray[np.int16]]) -> dict[str, npt.NDArray[np.uint8]]:
+        """``push_block`` without the spans: per track, each frame's speech flag (uint8, 1: speech)."""
+        return {name: codes for name, (codes, _) in self._decide(blocks).items()}
+
+    def _decide(
+        self, blocks: dict[str, npt.NDArray[np.int16]]
+    ) -> dict[str, tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
+        """Per track (speech flags, ``Hysteresis.run``'s rows) for a block. The per-frame numpy work (offsets,
+        levels) is done for both tracks at once; a frame's flag reads only its own track's state and the other
+        track's level."""
         names = list(blocks)
         if len({len(blocks[name]) for name in names}) != 1:
             raise ValueError(f"blocks of unequal length: { {name: len(b) for name, b in blocks.items()} }")
-        # Both tracks in one pass (the per-frame figures do not mix frames), then each track on its own: a
-        # frame's flag reads only its own track's state and the other track's level.
         all_frames, all_levels, data = _prepare(np.concatenate([blocks[name] for name in names]))
         n = len(all_levels) // len(names)
         levels = {name: all_levels[k * n : (k + 1) * n] for k, name in enumerate(names)}
-        columns = [self._track(name, all_frames[k * n : (k + 1) * n], levels[name], levels[_OTHER[name]],
-                               data, k * n * _FRAME_BYTES) for k, name in enumerate(names)]  # fmt: skip
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-
-    def _track(
-        self,
-        name: str,
-        frames: npt.NDArray[np.int16],
-        levels: list[float],
-        other_levels: list[float],
-        data: bytes,
-        base: int,
-    ) -> list[tuple[bool, Span | None]]:
-        """One track's frames of a block -> (speech flag, span closed) per frame."""
-        vad, noise, hysteresis = self._vads[name], self._noise[name], self._hysteresis[name]
-        since_speech, hangover = self._since_speech[name], self.hangover
-        floor, voiced_floor, margin, leak = self.floor_db, self.voiced_floor_db, self.noise_margin_db, self.leak_db
-        out: list[tuple[bool, Span | None]] = []
-        for i, level in enumerate(levels):
-            relative = noise.level_db + margin
-            loud = level > max(floor, relative)
+        out = {}
+        for k, name in enumerate(names):
+            frames, base, vad = all_frames[k * n : (k + 1) * n], k * n * _FRAME_BYTES, self._vads[name]
             # webrtcvad hears every frame, so its own noise model adapts to the track as it is.
-            at = base + i * _FRAME_BYTES
-            speech = vad.is_speech(data[at : at + _FRAME_BYTES], 8000) and loud
-            if speech:
-                since_speech = 0
-            elif (
-                since_speech < hangover
-                and level > max(voiced_floor, relative)
-                and level > other_levels[i] - leak  # louder than the other party's leak
-            ):
-                previous = self._previous[name] if i == 0 else frames[i - 1]
-                speech = periodicity(np.concatenate((previous, frames[i]))) >= self.voicing
-            since_speech += 1
-            noise.update(level)
-            out.append((speech, hysteresis.push(speech)))
-        self._since_speech[name] = since_speech
-        if len(frames):
-            self._previous[name] = frames[-1]
+            starts = range(base, base + n * _FRAME_BYTES, _FRAME_BYTES)
+            heard = bytes([vad.is_speech(data[at : at + _FRAME_BYTES], 8000) for at in starts])
+            codes = np.empty(n, dtype=np.uint8)
+            voiced = _kernels.vad_decide(
+                levels[name], levels[_OTHER[name]], heard, self._state[name], self.floor_db, self.noise_margin_db,
+                self.voiced_floor_db, self.leak_db, self.noise_rise_db, self.hangover, codes,
+            )  # fmt: skip
+            if voiced:  # code 2: speech if voiced (over it and the frame before)
+                for i in np.flatnonzero(codes == 2).tolist():
+                    previous = self._previous[name] if i == 0 else frames[i - 1]
+                    codes[i] = periodicity(np.concatenate((previous, frames[i]))) >= self.voicing
+            if n:
+                self._previous[name] = frames[-1]
+            out[name] = codes, self._hysteresis[name].run(codes)
         return out
 
     def flush(self) -> dict[str, Span | None]:
@@ -307,7 +280,7 @@ def periodicity(window: npt.NDArray[np.int16], min_lag: int = MIN_LAG, max_lag: 
 _FRAME_BYTES = 2 * FRAME
 
 
-def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[float], bytes]:
+def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float64], bytes]:
     """A block of whole frames -> (the frames, each without its mean when that is 64 or more, i.e. above
     -54 dBFS of offset: a DC offset from a bad line or a cheap ADC is neither level nor speech, shape
     ``(n, FRAME)``; each frame's level in dBFS as ``frame_db`` gives it; the frames' bytes for webrtcvad).
@@ -315,7 +288,7 @@ def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[
     block = np.ascontiguousarray(block, dtype=np.int16)
     frames, levels = np.empty_like(block), np.empty(len(block) // FRAME)
     _kernels.vad_levels(block, frames, levels)
-    return frames.reshape(-1, FRAME), levels.tolist(), frames.tobytes()
+    return frames.reshape(-1, FRAME), levels, frames.tobytes()
 
 
 def spans_of(

@@ -1,6 +1,7 @@
 """The numpy code that engine/csrc/ replaced, kept as the reference its tests compare against: the same
 arithmetic, numpy call by numpy call (engine/pitch.py's candidates and Viterbi, engine/voice_quality.py's
-glottal marks and cycle amplitudes as they were at commit 065cfe7, engine/vad.py's frame levels at 0f58b2a)."""
+glottal marks and cycle amplitudes as they were at commit 065cfe7, engine/vad.py's frame levels at 0f58b2a, and
+its per-frame test, noise floor and hysteresis at 625a4a2)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from engine.pitch import (
     _Candidates,
     _sinc_table,
 )
-from engine.vad import FRAME
+from engine.vad import FRAME, Span, periodicity
 from engine.voice_quality import _MIN_PULSE_CORRELATION, voiced_runs
 
 
@@ -217,3 +218,74 @@ def _prepare(block: npt.NDArray[np.int16]) -> tuple[npt.NDArray[np.int16], list[
     power = np.einsum("ij,ij->i", x, x) / _FULL_SCALE_POWER  # sums of integer squares: exact in float64
     levels = [10.0 * math.log10(p) if p > 1e-10 else -100.0 for p in power.tolist()]
     return frames, levels, frames.tobytes()
+
+
+class Hysteresis:
+    """Frame flags in, closed speech spans out (streaming)."""
+
+    def __init__(self, onset: int = 2, hangover: int = 10) -> None:
+        self.onset, self.hangover = onset, hangover
+        self._frame = self._run = self._quiet = self._last_speech = 0
+        self._start: int | None = None
+
+    @property
+    def open_start(self) -> int | None:
+        return self._start
+
+    def push(self, speech: bool) -> Span | None:
+        k = self._frame
+        self._frame += 1
+        closed = None
+        if speech:
+            self._run += 1
+            self._quiet = 0
+            self._last_speech = k
+            if self._start is None and self._run >= self.onset:
+                self._start = k - self.onset + 1
+        else:
+            self._run = 0
+            if self._start is not None:
+                self._quiet += 1
+                if self._quiet >= self.hangover:
+                    closed = Span(self._start, self._last_speech + 1)
+                    self._start = None
+        return closed
+
+
+class NoiseFloor:
+    def __init__(self, level_db: float, rise_db: float = 0.02) -> None:
+        self.level_db, self.rise_db = level_db, rise_db
+
+    def update(self, frame_level_db: float) -> None:
+        if frame_level_db < self.level_db:
+            self.level_db = frame_level_db
+        else:
+            self.level_db += self.rise_db
+
+
+def vad_flags(
+    tracks: dict[str, npt.NDArray[np.int16]], hangover: int = 15, voicing: float = 0.85, mode: int = 1
+) -> dict[str, list[bool]]:
+    """engine/vad.py's CallVad over two whole tracks, frame by frame in Python: each frame's speech flag."""
+    import webrtcvad
+
+    n = min(len(x) for x in tracks.values()) // FRAME
+    prepared = {name: _prepare(x[: n * FRAME]) for name, x in tracks.items()}
+    other = dict(zip(tracks, reversed(list(tracks)), strict=True))
+    out: dict[str, list[bool]] = {}
+    for name, (frames, levels, data) in prepared.items():
+        vad, noise = webrtcvad.Vad(mode), NoiseFloor(-72.0)
+        since, previous, flags = hangover, np.zeros(FRAME, dtype=np.int16), []
+        for i, level in enumerate(levels):
+            relative = noise.level_db + 12.0
+            loud = level > max(-60.0, relative)
+            speech = vad.is_speech(data[i * 2 * FRAME : (i + 1) * 2 * FRAME], 8000) and loud
+            if speech:
+                since = 0
+            elif since < hangover and level > max(-70.0, relative) and level > prepared[other[name]][1][i] - 20.0:
+                speech = periodicity(np.concatenate((previous if i == 0 else frames[i - 1], frames[i]))) >= voicing
+            since += 1
+            noise.update(level)
+            flags.append(bool(speech))
+        out[name] = flags
+    return out

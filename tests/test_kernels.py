@@ -1,18 +1,22 @@
-"""engine/csrc/ (engine._kernels) against the numpy code it replaced (tests/kernel_reference.py): YIN's
-picks, the Viterbi path and the VAD's frame levels bit for bit, the other candidates, glottal marks and cycle
-amplitudes to float noise; on random inputs, the bundled demo call and made voices."""
+"""engine/csrc/ (engine._kernels) against the numpy and Python code it replaced (tests/kernel_reference.py):
+YIN's picks, the Viterbi path, the frames' means, the VAD's frame levels, speech flags and hysteresis bit for bit,
+the other candidates, glottal marks and cycle amplitudes to float noise; on random inputs, the bundled demo call,
+an AMI call and made voices."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import _kernels, pitch, vad, voice_quality
 from engine.pitch import TURN_PITCH, pitch_track
 from tests import kernel_reference as ref
-from tests.support import REPO
+from tests.support import REPO, data_path
 
 DEMO = REPO / "api" / "demo"
 SR = 8000
@@ -164,7 +168,81 @@ def test_vad_frame_levels_are_the_numpy_ones_bit_for_bit(seed: int, frames: int,
     scale = rng.choice([0.0, 1.0, 30.0, 3000.0, 40000.0])  # silence, the offset threshold, speech, clipping
     x = np.clip(dc + scale * rng.standard_normal(frames * vad.FRAME), -32768, 32767).astype(np.int16)
     ours, theirs = vad._prepare(x), ref._prepare(x)
-    assert np.array_equal(ours[0], theirs[0]) and ours[1] == theirs[1] and ours[2] == theirs[2]
+    assert np.array_equal(ours[0], theirs[0]) and ours[1].tolist() == theirs[1] and ours[2] == theirs[2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 140), length=st.integers(1, 420), hop=st.integers(1, 90))
+def test_centred_frames_are_numpys_bit_for_bit(seed: int, count: int, length: int, hop: int) -> None:
+    """Each frame without numpy's own mean (its pairwise sum), windowed, and its peak: the same bits."""
+    rng = np.random.default_rng(seed)
+    buf = rng.standard_normal(3 + max(0, count - 1) * hop + length) * rng.choice([1e-6, 1.0, 1e6]) + rng.normal()
+    window = rng.uniform(0, 1, length)
+    frames = np.lib.stride_tricks.sliding_window_view(buf[3:], length)[::hop][:count]
+    centred = frames - frames.mean(axis=1, keepdims=True)
+    plain, windowed, peak = np.empty((count, length)), np.empty((count, length)), np.empty(count)
+    _kernels.centred_frames(buf, 3, hop, length, np.empty(0), plain, np.empty(0))
+    _kernels.centred_frames(buf, 3, hop, length, window, windowed, peak)
+    assert np.array_equal(plain, centred)
+    assert np.array_equal(windowed, centred * window)
+    assert np.array_equal(peak, np.max(np.abs(centred * window), axis=1, initial=0.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    flags=st.lists(st.booleans(), max_size=120),
+    onset=st.integers(1, 4),
+    hangover=st.integers(1, 30),
+    cuts=st.lists(st.integers(0, 120), max_size=6),
+)
+def test_hysteresis_is_the_python_one_in_blocks_of_any_size(
+    flags: list[bool], onset: int, hangover: int, cuts: list[int]
+) -> None:
+    """The compiled hysteresis, fed in blocks cut anywhere, gives per frame the open span and the spans closed
+    that the Python one (frame by frame) gives."""
+    theirs = ref.Hysteresis(onset, hangover)
+    expected = []
+    for flag in flags:
+        closed = theirs.push(flag)
+        expected.append((-1 if theirs.open_start is None else theirs.open_start, closed))
+    ours, got = vad.Hysteresis(onset, hangover), []
+    bounds = [0, *sorted(min(c, len(flags)) for c in cuts), len(flags)]
+    for lo, hi in itertools.pairwise(bounds):
+        for open_start, start, end in ours.run(bytes(flags[lo:hi])).tolist():
+            got.append((open_start, vad.Span(start, end) if start >= 0 else None))
+    assert got == expected
+
+
+@pytest.mark.parametrize("source", ["demo", "ami", "noise"])
+def test_vad_flags_are_the_python_ones(source: str) -> None:
+    """CallVad's compiled per-frame test, noise floor and voicing fallback, fed in steps of any size, flag the
+    frames the Python loop flagged, on real calls (the demo, AMI's leaky tracks) and noise with tones."""
+    if source == "demo":
+        tracks = {t: soundfile.read(DEMO / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")}
+    elif source == "ami":
+        call = data_path("calls/ami_es2004_a/turns.csv").parent
+        tracks = {t: soundfile.read(call / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound")}
+    else:
+        rng = np.random.default_rng(11)
+        t = np.arange(20 * SR) / SR
+        hum = 300 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 0.3 * t) > 0)
+        tracks = {
+            "inbound": np.clip(rng.normal(0, 40, len(t)) + hum, -32768, 32767).astype(np.int16),
+            "outbound": np.clip(rng.normal(0, 5, len(t)) + 2000 * (rng.random(len(t)) < 0.01), -32768, 32767),
+        }
+        tracks = {name: x.astype(np.int16) for name, x in tracks.items()}
+    n = min(len(x) for x in tracks.values()) // vad.FRAME
+    expected = ref.vad_flags(tracks)
+    ours, got = vad.CallVad(), {name: [] for name in tracks}
+    rng, at = np.random.default_rng(5), 0
+    while at < n:
+        step = min(n - at, int(rng.integers(1, 12)))
+        block = {name: x[at * vad.FRAME : (at + step) * vad.FRAME] for name, x in tracks.items()}
+        for name, flags in ours.decide(block).items():
+            got[name] += [bool(f) for f in flags]
+        at += step
+    assert got == expected
+    assert sum(map(sum, expected.values())) > (0 if source == "noise" else n // 10)
 
 
 def test_bad_shapes_are_refused_not_read_past() -> None:
@@ -185,5 +263,15 @@ def test_bad_shapes_are_refused_not_read_past() -> None:
         )  # fmt: skip
     with pytest.raises(ValueError, match="shapes"):  # not whole frames
         _kernels.vad_levels(np.zeros(170, dtype=np.int16), np.zeros(170, dtype=np.int16), np.zeros(1))
+    with pytest.raises(ValueError, match="shapes"):  # frames past the end of the signal
+        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.empty(0), np.zeros((7, 50)), np.empty(0))
+    with pytest.raises(ValueError, match="shapes"):  # a window of another length
+        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.zeros(49), np.zeros((2, 50)), np.empty(0))
+    with pytest.raises(ValueError, match="shapes"):  # codes for fewer frames than levels
+        _kernels.vad_decide(
+            np.zeros(5), np.zeros(5), bytes(5), np.zeros(2), -60.0, 12.0, -70.0, 20.0, 0.02, 15, z(4, dtype=np.uint8)
+        )
+    with pytest.raises(ValueError, match="shapes"):  # state of the wrong size
+        _kernels.hysteresis(bytes(4), np.zeros(4, dtype=np.int64), 2, 3, np.zeros((4, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="contiguous"):  # a strided view: the kernels read C-contiguous memory
         _kernels.cycle_amplitudes(np.zeros(20)[::2], np.zeros(3), np.zeros(3), np.zeros(3), 4, np.zeros(3))

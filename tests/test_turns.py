@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
+import numpy as np
 import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.frames import TRACKS
 from engine.turns import Interruption, Silence, Turn, TurnTracker, track_call
 from tests.support import data_path
 
@@ -76,3 +81,31 @@ def test_the_scripted_call() -> None:
     answer = next(t for t in turns if abs(t.start_ms - 23394) <= 150)
     assert answer.response_latency_ms is not None and abs(answer.response_latency_ms - 2500) <= 150
     assert [t.turn_id for t in turns] == list(range(10))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    frames=st.integers(0, 400),
+    cuts=st.lists(st.integers(0, 400), max_size=10),
+    speechy=st.floats(0.05, 0.95),
+)
+def test_blocks_decide_what_frames_decide(seed: int, frames: int, cuts: list[int], speechy: float) -> None:
+    """``push_block`` cut anywhere: the same events, at the same frames, and the same open turn after every
+    frame, as one frame at a time (random runs of speech on both tracks, so turns overlap, interrupt and
+    leave silences)."""
+    rng = np.random.default_rng(seed)
+    runs = {t: np.repeat(rng.random(frames) < speechy, rng.integers(1, 60, frames))[:frames] for t in TRACKS}
+    options = {"hold_ms": 200, "silence_ms": 600, "min_turn_ms": 60}
+    one, expected = TurnTracker(**options), []
+    for k in range(frames):
+        events = one.push({t: bool(runs[t][k]) for t in TRACKS})
+        expected.append((events, {t: one.open_start_ms(t) for t in TRACKS}))
+    blocks, got = TurnTracker(**options), []
+    bounds = [0, *sorted(min(c, frames) for c in cuts), frames]
+    for lo, hi in itertools.pairwise(bounds):
+        decided, opens = blocks.push_block({t: runs[t][lo:hi].astype(np.uint8) for t in TRACKS})
+        for i in range(hi - lo):
+            got.append((decided.get(i, []), {t: None if opens[t][i] < 0 else opens[t][i] * 20 for t in TRACKS}))
+    assert got == expected
+    assert one.flush() == blocks.flush()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from engine.vad import FRAME, CallVad, Hysteresis, NoiseFloor, Span, frame_db, periodicity, spans_of
+from engine.vad import FRAME, CallVad, Hysteresis, Span, frame_db, periodicity, spans_of
 from tests.support import data_path
 
 
@@ -110,12 +110,15 @@ def test_quiet_voiced_tail_extends_speech_but_never_starts_it() -> None:
 
 
 def test_noise_floor_falls_at_once_and_rises_slowly() -> None:
-    floor = NoiseFloor(-70.0, rise_db=0.5)
-    floor.update(-80.0)
-    assert floor.level_db == -80.0  # a quieter frame is the new floor at once
+    square = np.tile([1, -1], FRAME // 2).astype(np.int16)  # a frame's level is exactly its amplitude's
+    quiet, loud = 3 * square, 3000 * square
+    vad = CallVad(noise_rise_db=0.5)
+    vad.push(quiet, quiet)
+    assert vad.noise_db("inbound") == frame_db(quiet)  # a quieter frame is the new floor at once
     for _ in range(4):
-        floor.update(-30.0)  # speech only nudges it up
-    assert floor.level_db == -78.0
+        vad.push(loud, quiet)  # speech only nudges it up
+    assert abs(vad.noise_db("inbound") - (frame_db(quiet) + 2.0)) < 1e-9
+    assert vad.noise_db("outbound") == frame_db(quiet)
 
 
 def test_call_vad_learns_each_tracks_background() -> None:

@@ -32,6 +32,29 @@ static inline double parabola(double left, double mid, double right, double *off
     return mid - 0.25 * (left - right) * offset;
 }
 
+/* numpy's pairwise sum of n contiguous doubles (its add.reduce along a contiguous axis: 8 partial sums in blocks
+ * of up to 128, halves above), so a mean taken here is numpy's bit for bit */
+static inline double pairwise_sum(const double *a, Py_ssize_t n) {
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        Py_ssize_t i;
+        for (int j = 0; j < 8; j++) r[j] = a[j];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    Py_ssize_t half = n / 2;
+    half -= half % 8;
+    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
+}
+
 static inline double floor_at(double v, double floor) { return v > floor || isnan(v) ? v : floor; } /* np.maximum */
 
 /* The end of a kernel: every buffer it took, given back */
@@ -55,10 +78,13 @@ static inline void *scratch(size_t bytes) {
 
 /* Python entry points (arguments and what they write: each kernel's comment) */
 PyObject *best_path(PyObject *self, PyObject *args);
+PyObject *centred_frames(PyObject *self, PyObject *args);
 PyObject *yin_dips(PyObject *self, PyObject *args);
 PyObject *yin_candidates(PyObject *self, PyObject *args);
 PyObject *glottal_run(PyObject *self, PyObject *args);
 PyObject *cycle_amplitudes(PyObject *self, PyObject *args);
 PyObject *vad_levels(PyObject *self, PyObject *args);
+PyObject *vad_decide(PyObject *self, PyObject *args);
+PyObject *hysteresis(PyObject *self, PyObject *args);
 
 #endif

@@ -1,6 +1,7 @@
 /* Compiled inner loops of the turn analysis: the ones that walk frame by frame, lag by lag or cycle by cycle,
  * where numpy takes dozens of calls and temporaries per step (engine/pitch.py's candidates after their FFTs and
- * its Viterbi path; engine/voice_quality.py's glottal marks and cycle amplitudes; engine/vad.py's frame levels).
+ * its Viterbi path; engine/voice_quality.py's glottal marks and cycle amplitudes; engine/vad.py's frame levels,
+ * per-frame speech test and hysteresis).
  * Each does the arithmetic of the numpy code it replaced (tests/kernel_reference.py), in the same order, so
  * YIN's d, d' and picks, the Viterbi path and the frame levels are bit-identical; sums over taps and samples
  * (numpy took them from BLAS or its pairwise sum) differ in the last bits.
@@ -18,9 +19,12 @@
 static PyMethodDef methods[] = {
     {"best_path", best_path, METH_VARARGS, "Viterbi over (n, states) scores; see engine/pitch.py _best_path."},
     {"glottal_run", glottal_run, METH_VARARGS, "Glottal marks of one voiced run; see engine/voice_quality.py."},
+    {"centred_frames", centred_frames, METH_VARARGS, "Frames without their mean, windowed; see engine/pitch.py."},
     {"yin_dips", yin_dips, METH_VARARGS, "YIN's d, d' and dips after the FFTs; see engine/pitch.py."},
     {"yin_candidates", yin_candidates, METH_VARARGS, "Pitch candidates at given lags; see engine/pitch.py."},
     {"vad_levels", vad_levels, METH_VARARGS, "Frame offsets and levels for the VAD; see engine/vad.py."},
+    {"vad_decide", vad_decide, METH_VARARGS, "A track's per-frame speech test for the VAD; see engine/vad.py."},
+    {"hysteresis", hysteresis, METH_VARARGS, "Speech flags to spans, onset and hangover; see engine/vad.py."},
     {"cycle_amplitudes", cycle_amplitudes, METH_VARARGS, "Hann-weighted RMS around marks; see voice_quality.py."},
     {NULL, NULL, 0, NULL},
 };

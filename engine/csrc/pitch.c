@@ -19,6 +19,46 @@ static double interpolated_peak(const double *at, const double *weights, Py_ssiz
 
 static double fold(double v) { return v > 1.0 ? 1.0 / (v > 1e-12 ? v : 1e-12) : v; } /* overshoot above 1 */
 
+/* centred_frames(buf, first, hop, length, window, out, peak): engine/pitch.py's framing before its FFTs. Frame f
+ * is buf[first + f hop : first + f hop + length] minus its mean (numpy's, bit for bit), times window (float64,
+ * length; empty: none), into out (count x length); with peak (count; empty: none), each frame's largest
+ * absolute value after that. The frames must lie inside buf. */
+PyObject *centred_frames(PyObject *self, PyObject *args) {
+    Py_buffer buf_b, win_b, out_b, peak_b;
+    Py_ssize_t first, hop, length;
+    if (!PyArg_ParseTuple(args, "y*nnny*w*w*", &buf_b, &first, &hop, &length, &win_b, &out_b, &peak_b)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t D = (Py_ssize_t)sizeof(double);
+    Py_ssize_t count = length > 0 ? out_b.len / D / length : 0;
+    if (length < 1 || hop < 1 || first < 0 || out_b.len != count * length * D ||
+        (win_b.len != 0 && win_b.len != length * D) || (peak_b.len != 0 && peak_b.len != count * D) ||
+        (count > 0 && first + (count - 1) * hop + length > buf_b.len / D)) {
+        shapes_differ("centred_frames");
+        goto done;
+    }
+    const double *buf = buf_b.buf, *window = win_b.len ? win_b.buf : NULL;
+    double *out = out_b.buf, *peak = peak_b.len ? peak_b.buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t f = 0; f < count; f++) {
+        const double *x = buf + first + f * hop;
+        double *y = out + f * length;
+        double mean = pairwise_sum(x, length) / (double)length, top = 0.0;
+        for (Py_ssize_t j = 0; j < length; j++) {
+            double v = x[j] - mean;
+            if (window != NULL) v *= window[j];
+            y[j] = v;
+            double a = fabs(v);
+            if (a > top) top = a;
+        }
+        if (peak != NULL) peak[f] = top;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    RELEASE_ALL(&buf_b, &win_b, &out_b, &peak_b);
+    return result;
+}
+
 /* yin_dips(block, r, width, tau_min, tau_max, threshold, d, dn, e_lag, depth, yin, power): engine/pitch.py's
  * _candidates after its FFTs, YIN's steps 1-4 frame by frame. block: (nb, frame) mean-removed frames; r:
  * (nb, n_fft) their YIN cross-correlation. Writes d(tau) = e(0) + e(tau) - 2 r(tau) (floored at 0), d'(tau) =
