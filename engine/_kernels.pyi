@@ -21,8 +21,8 @@ def glottal_run(
 ) -> int: ...  # marks written; returns how many, -1 if they did not fit
 def cycle_amplitudes(sig: _Array, marks: _Array, left: _Array, right: _Array, width: int, out: _Array) -> None: ...
 def centred_frames(
-    buf: _Array, first: int, hop: int, length: int, window: _Array, out: _Array, peak: _Array
-) -> None: ...  # out (count, length) and peak (count) written; empty window or peak: none
+    buf: _Array, first: int, hop: int, length: int, window: _Array, out: _Array, row: int, peak: _Array
+) -> None: ...  # out (count, row >= length) and peak (count) written; empty window or peak: none
 def yin_dips(
     block: _Array,
     r: _Array,

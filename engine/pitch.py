@@ -197,14 +197,15 @@ def _candidates(setup: _Setup, buf: FloatArray, first: int, count: int) -> _Cand
         at = first + start * s.hop
         # Each frame without its mean (compiled: numpy's mean bit for bit, without a temporary per step).
         block = np.empty((nb, s.frame))
-        _kernels.centred_frames(buf, at, s.hop, s.frame, _NONE, block, _NONE)
+        _kernels.centred_frames(buf, at, s.hop, s.frame, _NONE, block, s.frame, _NONE)
         # YIN steps 1-3 need r(tau) = sum_{j<W} x[j] x[j+tau], by FFT (no wrap-around while n_fft >= frame).
-        r = fft.irfft(np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft), s.n_fft)
+        cross = np.conj(fft.rfft(block[:, : s.width], s.n_fft)) * fft.rfft(block, s.n_fft)
+        r = fft.irfft(cross, s.n_fft, overwrite_x=True)
         # Strength: the Hann-windowed autocorrelation, divided by the window's own, at each candidate's lag. The
-        # windowed span's peak goes to ac_peak.
-        acf = np.empty((nb, s.ac_len))
-        _kernels.centred_frames(buf, at + s.ac_offset, s.hop, s.ac_len, s.hann, acf, ac_peak[out])
-        ac = fft.irfft(np.abs(fft.rfft(acf, s.n_fft_ac)) ** 2, s.n_fft_ac)
+        # windowed spans come zero-padded to the FFT's length; their peaks go to ac_peak.
+        acf = np.empty((nb, s.n_fft_ac))
+        _kernels.centred_frames(buf, at + s.ac_offset, s.hop, s.ac_len, s.hann, acf, s.n_fft_ac, ac_peak[out])
+        ac = fft.irfft(np.abs(fft.rfft(acf)) ** 2, s.n_fft_ac, overwrite_x=True)
         # The rest frame by frame, compiled (engine/csrc/pitch.c): YIN's d and d' and their dips; its pick and
         # the next deepest dips (numpy's argpartition, whose choice among equal depths the kernel cannot repeat);
         # their lags refined by a parabola, and the cross-correlation and windowed autocorrelation at each.

@@ -172,19 +172,26 @@ def test_vad_frame_levels_are_the_numpy_ones_bit_for_bit(seed: int, frames: int,
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 140), length=st.integers(1, 420), hop=st.integers(1, 90))
-def test_centred_frames_are_numpys_bit_for_bit(seed: int, count: int, length: int, hop: int) -> None:
-    """Each frame without numpy's own mean (its pairwise sum), windowed, and its peak: the same bits."""
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    count=st.integers(0, 140),
+    length=st.integers(1, 420),
+    hop=st.integers(1, 90),
+    pad=st.integers(0, 150),
+)
+def test_centred_frames_are_numpys_bit_for_bit(seed: int, count: int, length: int, hop: int, pad: int) -> None:
+    """Each frame without numpy's own mean (its pairwise sum), windowed, zero-padded, and its peak: the same
+    bits."""
     rng = np.random.default_rng(seed)
     buf = rng.standard_normal(3 + max(0, count - 1) * hop + length) * rng.choice([1e-6, 1.0, 1e6]) + rng.normal()
     window = rng.uniform(0, 1, length)
     frames = np.lib.stride_tricks.sliding_window_view(buf[3:], length)[::hop][:count]
     centred = frames - frames.mean(axis=1, keepdims=True)
-    plain, windowed, peak = np.empty((count, length)), np.empty((count, length)), np.empty(count)
-    _kernels.centred_frames(buf, 3, hop, length, np.empty(0), plain, np.empty(0))
-    _kernels.centred_frames(buf, 3, hop, length, window, windowed, peak)
+    plain, windowed, peak = np.empty((count, length)), np.full((count, length + pad), np.nan), np.empty(count)
+    _kernels.centred_frames(buf, 3, hop, length, np.empty(0), plain, length, np.empty(0))
+    _kernels.centred_frames(buf, 3, hop, length, window, windowed, length + pad, peak)
     assert np.array_equal(plain, centred)
-    assert np.array_equal(windowed, centred * window)
+    assert np.array_equal(windowed[:, :length], centred * window) and not windowed[:, length:].any()  # padded
     assert np.array_equal(peak, np.max(np.abs(centred * window), axis=1, initial=0.0))
 
 
@@ -264,9 +271,11 @@ def test_bad_shapes_are_refused_not_read_past() -> None:
     with pytest.raises(ValueError, match="shapes"):  # not whole frames
         _kernels.vad_levels(np.zeros(170, dtype=np.int16), np.zeros(170, dtype=np.int16), np.zeros(1))
     with pytest.raises(ValueError, match="shapes"):  # frames past the end of the signal
-        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.empty(0), np.zeros((7, 50)), np.empty(0))
+        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.empty(0), np.zeros((7, 50)), 50, np.empty(0))
     with pytest.raises(ValueError, match="shapes"):  # a window of another length
-        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.zeros(49), np.zeros((2, 50)), np.empty(0))
+        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.zeros(49), np.zeros((2, 50)), 50, np.empty(0))
+    with pytest.raises(ValueError, match="shapes"):  # rows shorter than a frame
+        _kernels.centred_frames(np.zeros(100), 0, 10, 50, np.empty(0), np.zeros((2, 40)), 40, np.empty(0))
     with pytest.raises(ValueError, match="shapes"):  # codes for fewer frames than levels
         _kernels.vad_decide(
             np.zeros(5), np.zeros(5), bytes(5), np.zeros(2), -60.0, 12.0, -70.0, 20.0, 0.02, 15, z(4, dtype=np.uint8)

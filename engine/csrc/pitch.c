@@ -21,16 +21,17 @@ static double fold(double v) { return v > 1.0 ? 1.0 / (v > 1e-12 ? v : 1e-12) : 
 
 /* centred_frames(buf, first, hop, length, window, out, peak): engine/pitch.py's framing before its FFTs. Frame f
  * is buf[first + f hop : first + f hop + length] minus its mean (numpy's, bit for bit), times window (float64,
- * length; empty: none), into out (count x length); with peak (count; empty: none), each frame's largest
- * absolute value after that. The frames must lie inside buf. */
+ * length; empty: none), into row f of out (count x row, row >= length: zeros after the frame, the FFT's padding);
+ * with peak (count; empty: none), each frame's largest absolute value after that. The frames must lie in buf. */
 PyObject *centred_frames(PyObject *self, PyObject *args) {
     Py_buffer buf_b, win_b, out_b, peak_b;
-    Py_ssize_t first, hop, length;
-    if (!PyArg_ParseTuple(args, "y*nnny*w*w*", &buf_b, &first, &hop, &length, &win_b, &out_b, &peak_b)) return NULL;
+    Py_ssize_t first, hop, length, row;
+    if (!PyArg_ParseTuple(args, "y*nnny*w*nw*", &buf_b, &first, &hop, &length, &win_b, &out_b, &row, &peak_b))
+        return NULL;
     PyObject *result = NULL;
     const Py_ssize_t D = (Py_ssize_t)sizeof(double);
-    Py_ssize_t count = length > 0 ? out_b.len / D / length : 0;
-    if (length < 1 || hop < 1 || first < 0 || out_b.len != count * length * D ||
+    Py_ssize_t count = row > 0 ? out_b.len / D / row : 0;
+    if (length < 1 || hop < 1 || first < 0 || row < length || out_b.len != count * row * D ||
         (win_b.len != 0 && win_b.len != length * D) || (peak_b.len != 0 && peak_b.len != count * D) ||
         (count > 0 && first + (count - 1) * hop + length > buf_b.len / D)) {
         shapes_differ("centred_frames");
@@ -41,7 +42,7 @@ PyObject *centred_frames(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t f = 0; f < count; f++) {
         const double *x = buf + first + f * hop;
-        double *y = out + f * length;
+        double *y = out + f * row;
         double mean = pairwise_sum(x, length) / (double)length, top = 0.0;
         for (Py_ssize_t j = 0; j < length; j++) {
             double v = x[j] - mean;
@@ -50,6 +51,7 @@ PyObject *centred_frames(PyObject *self, PyObject *args) {
             double a = fabs(v);
             if (a > top) top = a;
         }
+        for (Py_ssize_t j = length; j < row; j++) y[j] = 0.0;
         if (peak != NULL) peak[f] = top;
     }
     Py_END_ALLOW_THREADS
