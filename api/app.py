@@ -128,7 +128,9 @@ def create_app(settings: Settings) -> Starlette:
         feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
         await feed.start()
         step("event hub")
-        events = EventRouter(store=store, metrics=metrics, publish=feed.publish)
+        events = EventRouter(
+            store=store, metrics=metrics, publish=feed.publish, hub_interval_s=settings.event_flush_ms / 1000
+        )
         words = TurnWords(store=store, events=events, metrics=metrics, precedence=settings.transcript_precedence)
         posted = ExternalTranscripts(keys=keys, store=store, words=words, redact=settings.redact)
         events.turns_stored = posted.turns_stored
@@ -247,6 +249,7 @@ def create_app(settings: Settings) -> Starlette:
             await leases.stop()
             await feed.stop()
             await pump.stop()
+            events.flush()  # the last push replies' events, waiting for their interval
             await recorder.stop()
             if transcriber is not None:
                 await transcriber.stop()

@@ -4,8 +4,10 @@ Events come back with the replies to this process's audio pushes (and with ``fin
 they leave a call host. The router stores every ``turn.ended`` as a turn of its call (for
 ``GET /v1/calls/{sid}/turns``), counts events by type, and hands every event to the event hub
 (``actors/hub.py``, through this process's ``api.sse.EventFeed``), whence the SSE endpoints of every API
-process serve them: the batches of one turn of the event loop in one Ray call whose reply nothing waits
-for, so a slow or missing hub never holds up audio. Store
+process serve them: in one Ray call whose reply nothing waits for, so a slow or missing hub never holds up
+audio, at most one every ``hub_interval_s`` (100 ms by default, ``MISE_EVENT_FLUSH_MS``): an event after a
+quiet spell leaves at once, and under load the events of that interval go together (a hub call costs ~1 ms
+of CPU, caller and hub together; docs/density.md). Store
 writes run in a worker thread, never on the event loop; ``drain`` waits for the writes of one call so
 that its record is complete before the call is marked ended.
 """
@@ -32,12 +34,20 @@ _ENVELOPE = ("type", "id")  # a stored turn is the event's payload; these belong
 
 class EventRouter:
     def __init__(
-        self, *, store: CallStore, metrics: Metrics, publish: Callable[[list[Published]], None] | None
+        self,
+        *,
+        store: CallStore,
+        metrics: Metrics,
+        publish: Callable[[list[Published]], None] | None,
+        hub_interval_s: float = 0.1,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._publish = publish  # to the hub (api.sse.EventFeed.publish)
+        self._hub_interval = hub_interval_s
         self._to_hub: list[Published] = []
+        self._hub_due = 0.0  # the event loop's time before which the next hand-over waits
+        self._hub_timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._writes: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._numbers: dict[str, tuple[int, int]] = {}  # call -> (next event sequence, next turn id) seen
         # Where turns' audio goes (the transcriber): (tenant, call_sid, turn_id, first ms, PCM bytes)
@@ -58,14 +68,28 @@ class EventRouter:
                         self.on_clip(tenant, call_sid, turn_id, first_ms, pcm)
 
     def publish(self, events: list[Published]) -> None:
-        """Hand events to the hub (SSE), with the others of this turn of the event loop."""
+        """Hand events to the hub (SSE): with the others of this turn of the event loop, or of this interval
+        if the last hand-over was less than ``hub_interval_s`` ago."""
         if self._publish is not None and events:
             if not self._to_hub:
-                asyncio.get_running_loop().call_soon(self._send_to_hub)
+                loop = asyncio.get_running_loop()
+                wait = self._hub_due - loop.time()
+                if wait > 0:
+                    self._hub_timer = loop.call_later(wait, self._send_to_hub)
+                else:
+                    self._hub_timer = loop.call_soon(self._send_to_hub)
             self._to_hub += events
 
+    def flush(self) -> None:
+        """Hand what waits to the hub now (the server is stopping)."""
+        if self._hub_timer is not None:
+            self._hub_timer.cancel()
+        if self._to_hub:
+            self._send_to_hub()
+
     def _send_to_hub(self) -> None:
-        batch, self._to_hub = self._to_hub, []
+        batch, self._to_hub, self._hub_timer = self._to_hub, [], None
+        self._hub_due = asyncio.get_running_loop().time() + self._hub_interval
         assert self._publish is not None
         self._publish(batch)
 

@@ -41,8 +41,9 @@ class Settings:
     silence_ms: int = AnalysisOptions.silence_ms
     measure_max_delay_s: float = 3.0  # a turn waiting longer to be measured goes out without features
     sse_heartbeat_s: float = 15.0
+    event_flush_ms: int = 100  # the most often this process hands events to the event hub (one Ray call each)
     analyse: bool = True  # off: audio is received and stored, no turns or features (an ingest-only server)
-    emotion: bool = True  # score every turn with the emotion model (its own Ray actor, the only one with torch)
+    emotion: bool = True  # score every turn with the emotion model (in the call hosts, numpy: models/live.py)
     emotion_weights: str | None = None  # weights from `mise train`; default: the packaged ones
     emotion_per_speaker: bool = AnalysisOptions.speaker_baseline  # scores relative to each speaker's own voice
     alert_on: float = AnalysisOptions.alert_on
@@ -113,6 +114,7 @@ class Settings:
             silence_ms=_int(env, "MISE_SILENCE_MS", cls.silence_ms, 500, 600_000),
             measure_max_delay_s=_float(env, "MISE_MEASURE_MAX_DELAY_S", cls.measure_max_delay_s, 0.0, 600.0),
             sse_heartbeat_s=_float(env, "MISE_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1, 3600.0),
+            event_flush_ms=_int(env, "MISE_EVENT_FLUSH_MS", cls.event_flush_ms, 0, 1000),
             analyse=_bool(env, "MISE_ANALYSIS", cls.analyse),
             emotion=_bool(env, "MISE_EMOTION", cls.emotion),
             emotion_weights=env.get("MISE_EMOTION_WEIGHTS") or None,

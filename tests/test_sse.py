@@ -6,6 +6,7 @@ A call streamed at 10x real time; subscribers per call and per tenant read it as
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ import pytest
 import websockets
 
 from actors.hub import EventHub
+from api.events import EventRouter
 from api.metrics import Metrics
 from api.simulate import load_jsonl, with_fresh_sids
 from api.sse import EventFeed, Subscriber
+from engine.store.sqlite import SqliteStore
 from tests.support import (
     API_KEY,
     OTHER_KEY,
@@ -310,3 +313,41 @@ def test_the_documented_examples_follow_the_schema() -> None:
     assert {e["type"] for e in examples} >= kinds
     for example in examples:
         assert list(validator.iter_errors(example)) == [], example["type"]
+
+
+def test_events_reach_the_hub_at_once_after_a_quiet_spell_and_batched_under_load(tmp_path: Path) -> None:
+    """The router's hand-over to the hub (in-process, a real EventHub): a lone event goes in the same turn of
+    the event loop; events every 10 ms go at most once per interval, all of them, in order; ``flush`` sends
+    what waits at once."""
+
+    async def run() -> None:
+        hub, loop = EventHub(), asyncio.get_running_loop()
+        calls: list[tuple[float, list[Any]]] = []
+
+        def publish(batch: list[Any]) -> None:
+            calls.append((loop.time(), batch))
+            loop.create_task(hub.publish(batch))
+
+        router = EventRouter(
+            store=SqliteStore(tmp_path / "m.db"), metrics=Metrics(), publish=publish, hub_interval_s=0.1
+        )
+        event = lambda i: ("acme", {"type": "t", "call_sid": "CA1", "stream_sid": "MZ1", "id": f"CA1:MZ1:{i:08d}"})  # noqa: E731
+        began = loop.time()
+        router.publish([event(0)])
+        await asyncio.sleep(0)
+        assert len(calls) == 1 and calls[0][0] - began < 0.02  # alone: no wait
+        for i in range(1, 60):
+            router.publish([event(i)])
+            await asyncio.sleep(0.01)
+        router.publish([event(60)])
+        router.flush()  # stopping: what waits goes now
+        at = [t for t, _ in calls]
+        assert all(b - a >= 0.099 for a, b in itertools.pairwise(at[:-1]))  # the flush may come sooner
+        assert 6 <= len(calls) <= 10  # ~0.6 s of events every 10 ms: one hand-over per 100 ms
+        sent = [e["id"] for _, batch in calls for _, e in batch]
+        assert sent == [event(i)[1]["id"] for i in range(61)]
+        await asyncio.sleep(0.01)
+        _, nxt, logged, _ = await hub.replay("acme", "CA1", -1)
+        assert [e["id"] for _, _, e in logged] == sent and nxt == 61
+
+    asyncio.run(run())
