@@ -3,7 +3,7 @@
 Two stages, each one idea:
 1. A frame is speech when ``webrtcvad`` (C, ~2 us a frame; aggressiveness 1) says it sounds like speech
    AND its level clears two floors: an absolute one (-60 dBFS) and one relative to the track's own
-   background, ``NoiseFloor`` + 12 dB. The background is tracked causally per track (minimum
+   background, its noise floor + 12 dB. The background is tracked causally per track (minimum
    statistics: falls at once to a quieter frame, creeps up 1 dB/s otherwise), so a track with a higher
    background (the AMI inbound track) needs proportionally more level, while the absolute floor keeps
    digital-silence tracks from reacting to any stray sound. Until a track's background is heard, the
