@@ -1,9 +1,11 @@
 """CallHost: the Ray actor process that holds up to ``MISE_CALLS_PER_ACTOR`` live calls.
 
 Each call is its own ``LiveCall`` (state, lifecycle) inside the host; the host is its mailbox. The API
-process sends the audio of every call bound for one host in ONE Ray call per tick (``push``), so Ray's
-per-call cost (~2.5 ms of CPU) is paid per host and tick, not per frame. With 1 call per host this is
-the plain "a Ray actor per call"; with N it multiplexes N calls in one process.
+process sends the audio of every call bound for one host in ONE push per tick (``push``), so the cost of a
+call between processes is paid per host and tick, not per frame. An API process on the host's own node pushes
+over a local socket (``actors/channel.py``, the address from ``channel``); one on another node through a Ray
+call. With 1 call per host this is the plain "a Ray actor per call"; with N it multiplexes N calls in one
+process.
 
 After writing a push's audio, the host advances each touched call's analysis: deciding turns, pauses
 and interruptions costs microseconds per frame and happens in the push. Measuring a decided turn does
@@ -42,6 +44,8 @@ import numpy.typing as npt
 import ray
 
 from actors import allocator, tuning
+from actors.channel import Address, ChannelServer
+from actors.channel import available as channel_available
 from actors.measurer import Measurer
 from engine import costs, prosody
 from engine.call import CallMeta, LiveCall
@@ -83,6 +87,7 @@ class CallHost:
         analyse: bool = True,
         measure_max_delay_s: float = 3.0,
         emotion: EmotionScoring | None = None,
+        channel: bool = False,
     ) -> None:
         allocator.tune()  # numpy temporaries stay mapped between steps (actors/allocator.py)
         self._ring_seconds = ring_seconds
@@ -115,6 +120,12 @@ class CallHost:
         # the directory that created it goes on) at once, and ``ready`` answers once it is done, before any call.
         self._warm = threading.Thread(target=prosody.warm, name="mise-warm", daemon=True)
         self._warm.start()
+        # Pushes from API processes on this node come over a local socket rather than a Ray call (actors/channel.py).
+        self._channel = (
+            ChannelServer(self._channel_push, node=ray.get_runtime_context().get_node_id())
+            if channel and channel_available()
+            else None
+        )
 
     def ready(self) -> int:
         self._warm.join()
@@ -152,6 +163,14 @@ class CallHost:
             if not moved:
                 call.analyzer.note(CALL_STARTED, started)
             self._publish(call, call.analyzer.release())
+
+    def channel(self) -> Address | None:
+        """Where API processes on this host's node can push without Ray (None: through Ray only)."""
+        return None if self._channel is None else self._channel.address
+
+    def _channel_push(self, request: bytes) -> bytes:
+        items, poll = pickle.loads(request)  # from an API process that had the channel's token from Ray
+        return pickle.dumps(self.push(items, poll), protocol=pickle.HIGHEST_PROTOCOL)
 
     def push(self, items: list[PushItem] | bytes, poll: list[str] | None = None) -> PushAck:
         """Write ``items`` (or the pickled list of them, as ``AudioPump`` sends it); reply with the events

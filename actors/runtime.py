@@ -144,5 +144,10 @@ def asr_workers(
     return workers
 
 
+def node_id() -> str:
+    """The Ray node this process runs on."""
+    return str(ray.get_runtime_context().get_node_id())
+
+
 def gcs_address() -> str:
     return str(ray.get_runtime_context().gcs_address)

@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
                 "analyse": settings.analyse,
                 "measure_max_delay_s": settings.measure_max_delay_s,
                 "emotion": emotion,
+                "channel": settings.push_channel,
             },
         )
         await directory.ready.remote()
@@ -166,6 +167,8 @@ def create_app(settings: Settings) -> Starlette:
             on_push=metrics.count_push,
             on_error=metrics.push_errors.inc,
             on_events=events.dispatch,
+            on_channel_lost=metrics.push_channels_lost.inc,
+            channels_on=runtime.node_id() if settings.push_channel else None,
         )
         pump.start()
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)

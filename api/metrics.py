@@ -57,7 +57,17 @@ class Metrics:
             "mise_streams_total", "Streams that reached start, by how they ended", ["end_reason"], registry=r
         )
         self.live_calls = Gauge("mise_live_calls", "Calls streaming into this process now", registry=r)
-        self.pushes = Counter("mise_actor_pushes_total", "Batched Ray calls carrying audio to call hosts", registry=r)
+        self.pushes = Counter(
+            "mise_actor_pushes_total", "Batched pushes carrying audio to call hosts (Ray calls or local)", registry=r
+        )
+        self.pushes_local = Counter(
+            "mise_actor_pushes_local_total", "Of those pushes, the ones over a host's node-local socket", registry=r
+        )
+        self.push_channels_lost = Counter(
+            "mise_push_channels_lost_total",
+            "Node-local push sockets found closed (a host died, or the socket failed): pushes go through Ray",
+            registry=r,
+        )
         self.frames_pushed = Counter("mise_frames_pushed_total", "Media frames carried by those pushes", registry=r)
         self.push_errors = Counter("mise_actor_push_errors_total", "Pushes to call hosts that failed", registry=r)
         self.frames_dropped = Counter(
@@ -150,9 +160,11 @@ class Metrics:
         )
         r.register(_StageCosts())
 
-    def count_push(self, frames: int) -> None:
+    def count_push(self, frames: int, local: bool) -> None:
         self.pushes.inc()
         self.frames_pushed.inc(frames)
+        if local:
+            self.pushes_local.inc()
 
     def on_scrape(self, flush: Callable[[], None]) -> None:
         """``flush`` adds counts kept elsewhere (plain integers on a hot path) to the counters before each

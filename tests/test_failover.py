@@ -1,5 +1,6 @@
 """Failover: a call host killed (SIGKILL) mid-call; its calls go on on another host from the next frame,
 the lost span is recorded as missing audio with an error note, and no new call goes to the dead host.
+The audio reaches the host over its local socket (actors/channel.py) until the kill closes it.
 Real server, real Ray, real WebSocket clients speaking Twilio's protocol."""
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def test_a_killed_host_s_calls_go_on_elsewhere_and_say_what_was_lost(
         asyncio.run(run())
         after = srv.metrics()
         assert metric_delta(before, after, "mise_failovers_total") == 2
+        # The pushes went over the host's local socket; the kill closed it, Ray then said the host was dead.
+        assert metric_delta(before, after, "mise_actor_pushes_local_total") > 100
+        assert metric_delta(before, after, "mise_push_channels_lost_total") >= 1
         assert metric_delta(before, after, "mise_frames_dropped_total") == 0  # no accepted audio dropped
         for sid in sids:
             call = srv.wait_call(sid)
