@@ -1,4 +1,4 @@
-"""A node-local socket between an API process and a call host, for the pushes: no Ray call per tick.
+"""A node-local socket between an API process and a call host (or the event hub): no Ray call per tick.
 
 A Ray actor call costs ~0.55 ms of CPU on each side here (``bench/ray_calls.py``), and the pump makes one per
 host per 50 ms tick. When a host runs on the API process's own node, the pushes go over a Unix socket instead:
@@ -9,6 +9,9 @@ Host side, ``ChannelServer``: a listening socket in Linux's abstract namespace (
 process is killed), named and guarded by random tokens that only a Ray call to the host reveals (the first
 thing a client sends is the token; anything else closes the connection). One thread per connection reads
 requests and answers them in order, so one API process's pushes apply in the order it sent them, as Ray's do.
+
+The event hub, an asyncio actor, serves the same requests on its event loop (``LoopServer``): an API process's
+publish of a batch of events, every 100 ms under load, then costs no Ray call either.
 
 API side, ``HostChannel``: an asyncio protocol; ``request`` writes one frame and returns the future of its
 reply. If the connection is lost, every request waiting on it fails with ``ChannelClosed``: the caller cannot
@@ -69,8 +72,7 @@ class ChannelServer:
     def __init__(self, handler: Callable[[bytes], bytes], *, node: str, name: str = "mise-host") -> None:
         self._handler = handler
         self._token = secrets.token_bytes(TOKEN_BYTES)
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(b"\0" + f"{name}-{os.getpid()}-{secrets.token_hex(8)}".encode())
+        self._listener = _bound(name)
         self._listener.listen(16)
         self.address = Address(node, self._listener.getsockname(), self._token)
         self._closed = False
@@ -122,6 +124,13 @@ class ChannelServer:
                     return
 
 
+def _bound(name: str) -> socket.socket:
+    """A Unix socket bound to a fresh name in the abstract namespace."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(b"\0" + f"{name}-{os.getpid()}-{secrets.token_hex(8)}".encode())
+    return sock
+
+
 def _read_exact(conn: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -139,12 +148,103 @@ def _read_frame(conn: socket.socket) -> bytes:
     return _read_exact(conn, n)
 
 
+class _Frames:
+    """Length-prefixed frames out of a byte stream, as it comes."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def push(self, data: bytes) -> None:
+        self._buf += data
+
+    def frames(self) -> list[bytes]:
+        """Every whole frame received so far; ValueError for one announced over ``MAX_FRAME``."""
+        out = []
+        while len(self._buf) >= _LEN.size:
+            (n,) = _LEN.unpack_from(self._buf)
+            if n > MAX_FRAME:
+                raise ValueError(f"frame of {n} bytes is over the limit")
+            if len(self._buf) < _LEN.size + n:
+                break
+            out.append(bytes(self._buf[_LEN.size : _LEN.size + n]))
+            del self._buf[: _LEN.size + n]
+        return out
+
+    def take(self, n: int) -> bytes | None:
+        """The first ``n`` raw bytes once they are here (a token before the frames)."""
+        if len(self._buf) < n:
+            return None
+        head = bytes(self._buf[:n])
+        del self._buf[:n]
+        return head
+
+
+class LoopServer:
+    """``ChannelServer`` for an asyncio actor (the event hub): requests handled on its event loop, in order,
+    by ``handler(request bytes) -> reply bytes`` (synchronous: nothing else of the actor runs meanwhile)."""
+
+    def __init__(self, handler: Callable[[bytes], bytes], *, node: str, name: str) -> None:
+        self._handler = handler
+        self._token = secrets.token_bytes(TOKEN_BYTES)
+        self._sock = _bound(name)
+        self.address = Address(node, self._sock.getsockname(), self._token)
+        self._server: asyncio.AbstractServer | None = None
+        self.connections = 0
+        self.refused = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Served(self), sock=self._sock)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+class _Served(asyncio.Protocol):
+    def __init__(self, server: LoopServer) -> None:
+        self._server = server
+        self._frames = _Frames()
+        self._transport: asyncio.Transport | None = None
+        self._trusted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        try:
+            self._frames.push(data)
+            if not self._trusted:
+                token = self._frames.take(TOKEN_BYTES)
+                if token is None:
+                    return
+                if not hmac.compare_digest(token, self._server._token):
+                    self._server.refused += 1
+                    log.warning("a connection to the event channel gave a wrong token: closed")
+                    self._transport.close()
+                    return
+                self._trusted = True
+                self._server.connections += 1
+            requests = self._frames.frames()
+        except ValueError as exc:
+            log.warning("event channel connection dropped: %s", exc)
+            self._transport.close()
+            return
+        for request in requests:
+            try:
+                reply = OK + self._server._handler(request)
+            except Exception as exc:
+                log.exception("a request over the event channel failed")
+                reply = FAILED + f"{type(exc).__name__}: {exc}".encode()
+            self._transport.writelines((_LEN.pack(len(reply)), reply))
+
+
 class HostChannel(asyncio.Protocol):
     """The API process's end: requests answered in the order they were written."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
+        self._frames = _Frames()
         self._waiting: deque[asyncio.Future[bytes]] = deque()
         self.closed = False
 
@@ -161,13 +261,13 @@ class HostChannel(asyncio.Protocol):
         return future
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while len(self._buf) >= _LEN.size:
-            (n,) = _LEN.unpack_from(self._buf)
-            if len(self._buf) < _LEN.size + n:
-                return
-            frame = bytes(self._buf[_LEN.size : _LEN.size + n])
-            del self._buf[: _LEN.size + n]
+        try:
+            self._frames.push(data)
+            frames = self._frames.frames()
+        except ValueError:
+            self.close()
+            return
+        for frame in frames:
             if not self._waiting:  # a reply nobody asked for: this connection cannot be trusted any more
                 self.close()
                 return

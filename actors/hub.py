@@ -8,6 +8,9 @@ feed's cursor gets back what a poll would have (its own events with the others s
 its own poll is not woken for them: one Ray call per batch of events instead of two, each of which costs
 a millisecond or more of CPU (docs/density.md).
 
+An API process on the hub's node publishes over the hub's local socket (``channel``, ``actors/channel.py``)
+rather than a Ray call: the same ``publish``, answered on the hub's event loop in the order sent.
+
 Every event gets a hub offset, a cursor that only grows: SSE ``id:`` is ``{epoch}-{offset}``, and
 ``Last-Event-ID`` resumes from it. ``epoch`` changes when the hub restarts (a new Ray instance), so a
 cursor from an older hub is recognised instead of being misread.
@@ -21,11 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import secrets
 from collections import OrderedDict, deque
 from typing import Any
 
+import ray
+
 from actors import tuning
+from actors.channel import Address, LoopServer
+from actors.channel import available as channel_available
 from engine.events import seq_of
 
 log = logging.getLogger("mise.hub")
@@ -47,16 +55,34 @@ class EventHub:
         self._last_seq: dict[tuple[str, str, str], int] = {}  # (tenant, call_sid, stream_sid) -> last sequence
         self._waiting: list[tuple[str, asyncio.Event]] = []  # (publisher, its wake-up): the pollers waiting
         self.duplicates = 0
+        self._channel: LoopServer | None = None
         tuning.settle_heap()
 
     async def info(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "next": self._next, "calls": len(self._calls), "duplicates": self.duplicates}
+
+    async def channel(self) -> Address | None:
+        """Where API processes on this node can publish without a Ray call (``actors/channel.py``)."""
+        if self._channel is None and channel_available():
+            server = LoopServer(self._channel_publish, node=ray.get_runtime_context().get_node_id(), name="mise-hub")
+            await server.start()
+            self._channel = server
+        return None if self._channel is None else self._channel.address
+
+    def _channel_publish(self, request: bytes) -> bytes:
+        batch, publisher, after = pickle.loads(request)  # from an API process that had the token from Ray
+        return pickle.dumps(self._publish(batch, publisher, after), protocol=pickle.HIGHEST_PROTOCOL)
 
     async def publish(
         self, batch: list[tuple[str, dict[str, Any]]], publisher: str = "", after: int | None = None
     ) -> int | tuple[str, int, list[Logged], bool]:
         """Log ``batch`` ((tenant, event) pairs) and wake the pollers but ``publisher``'s; returns the next offset,
         or with ``after`` (the publisher's cursor) what ``poll(after)`` would return at once."""
+        return self._publish(batch, publisher, after)
+
+    def _publish(
+        self, batch: list[tuple[str, dict[str, Any]]], publisher: str, after: int | None
+    ) -> int | tuple[str, int, list[Logged], bool]:
         for tenant, event in batch:
             call_sid = event.get("call_sid")
             seq = seq_of(event)

@@ -121,12 +121,12 @@ def create_app(settings: Settings) -> Starlette:
                 "analyse": settings.analyse,
                 "measure_max_delay_s": settings.measure_max_delay_s,
                 "emotion": emotion,
-                "channel": settings.push_channel,
+                "channel": settings.local_channels,
             },
         )
         await directory.ready.remote()
         step("call hosts")
-        feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics)
+        feed = EventFeed(hub=hub, namespace=settings.ray_namespace, metrics=metrics, channels=settings.local_channels)
         await feed.start()
         step("event hub")
         events = EventRouter(
@@ -168,7 +168,7 @@ def create_app(settings: Settings) -> Starlette:
             on_error=metrics.push_errors.inc,
             on_events=events.dispatch,
             on_channel_lost=metrics.push_channels_lost.inc,
-            channels_on=runtime.node_id() if settings.push_channel else None,
+            channels_on=runtime.node_id() if settings.local_channels else None,
         )
         pump.start()
         app.state.close_streams = feed.close_all  # called when a stop begins (api/cli.py)

@@ -35,7 +35,7 @@ class Settings:
     calls_per_actor: int = DEFAULT_CALLS_PER_ACTOR
     spare_hosts: int = 1
     push_interval_ms: int = 50
-    push_channel: bool = True  # push to hosts on this node over a local socket, not a Ray call (actors/channel.py)
+    local_channels: bool = True  # pushes and hub publishes over a local socket on one node (actors/channel.py)
     ring_seconds: float = 60.0
     start_timeout_s: float = 10.0
     hold_ms: int = AnalysisOptions.hold_ms
@@ -109,7 +109,7 @@ class Settings:
             calls_per_actor=_int(env, "MISE_CALLS_PER_ACTOR", DEFAULT_CALLS_PER_ACTOR, 1, 10_000),
             spare_hosts=_int(env, "MISE_SPARE_HOSTS", cls.spare_hosts, 0, 100),
             push_interval_ms=_int(env, "MISE_PUSH_INTERVAL_MS", cls.push_interval_ms, 5, 1000),
-            push_channel=_bool(env, "MISE_PUSH_CHANNEL", cls.push_channel),
+            local_channels=_bool(env, "MISE_LOCAL_CHANNELS", cls.local_channels),
             ring_seconds=_float(env, "MISE_RING_SECONDS", cls.ring_seconds, 1.0, 3600.0),
             start_timeout_s=_float(env, "MISE_START_TIMEOUT_S", cls.start_timeout_s, 0.1, 600.0),
             hold_ms=_int(env, "MISE_HOLD_MS", cls.hold_ms, 100, 5000),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from actors import channel as local
 from actors import runtime
 from actors.host import Published
 from actors.hub import Logged
@@ -42,6 +44,7 @@ from engine.store.base import CallStore
 log = logging.getLogger("mise.sse")
 
 RETRY_MS = 3000
+CONNECT_TIMEOUT_S = 10.0
 QUEUE_SIZE = 2000
 CLOSING: tuple[int, bytes] = (-1, b"")  # put in every queue when the server stops: streams end, clients reconnect
 SPEAKERS = ("caller", "agent")
@@ -74,7 +77,9 @@ class Subscriber:
 class EventFeed:
     """This process's one subscription to the hub, shared by all its SSE clients."""
 
-    def __init__(self, *, hub: ActorHandle[Any], namespace: str, metrics: Metrics, poll_s: float = 10.0) -> None:
+    def __init__(
+        self, *, hub: ActorHandle[Any], namespace: str, metrics: Metrics, poll_s: float = 10.0, channels: bool = True
+    ) -> None:
         self._hub = hub
         self._namespace = namespace
         self._metrics = metrics
@@ -84,6 +89,13 @@ class EventFeed:
         self.epoch = ""
         self._after = -1  # the offset of the last event fanned out
         self.publisher = secrets.token_hex(6)  # this process, to the hub
+        # Publishes go over the hub's local socket when it runs on this node (actors/channel.py), else through Ray.
+        # In order either way: the transport changes only with nothing in flight on the other one.
+        self._local = channels  # may use the hub's local socket
+        self._channel: local.HostChannel | None = None
+        self._in_flight = {True: 0, False: 0}  # publishes awaiting their reply, over the channel / through Ray
+        self._lost: list[Published] = []  # batches in flight when the channel closed, to go again through Ray
+        self._held: list[Published] = []  # published meanwhile: they go after those
 
     @property
     def hub(self) -> ActorHandle[Any]:
@@ -92,31 +104,83 @@ class EventFeed:
     async def start(self) -> None:
         info = await self._hub.info.remote()
         self.epoch, self._after = info["epoch"], info["next"] - 1
+        await self._connect()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mise-event-feed")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None:
+            self._channel.close()
+
+    async def _connect(self) -> None:
+        """Open the hub's local socket if the hub runs on this node; else (or until then) publish through Ray."""
+        if not self._local:
+            return
+        try:
+            address: local.Address | None = await asyncio.wait_for(self._hub.channel.remote(), CONNECT_TIMEOUT_S)
+            if address is not None and address.node == runtime.node_id():
+                self._channel = await asyncio.wait_for(local.connect(address), CONNECT_TIMEOUT_S)
+        except Exception as exc:  # an older hub, a refused socket: Ray it is
+            log.warning("no local channel to the event hub (%s: %s); events go through Ray", type(exc).__name__, exc)
 
     def publish(self, events: list[Published]) -> None:
-        """Hand this process's events to the hub, in order (Ray runs one caller's calls to an actor in order);
-        the reply, fanned out here as it comes, holds them and any other events since this feed's cursor."""
+        """Hand this process's events to the hub, in order; the reply, fanned out here as it comes, holds them and
+        any other events since this feed's cursor. (In order: one socket answers in order, Ray runs one caller's
+        calls to an actor in order, and the transport changes only with nothing in flight on the other.)"""
+        channel = self._channel
+        if channel is not None and channel.closed:
+            channel = self._channel = None
+            log.warning("the event hub's local channel closed; events go through Ray")
+        if channel is None and self._in_flight[True]:
+            self._held += events  # behind the lost channel's batches, which go again through Ray first
+            return
+        if channel is not None and not self._in_flight[False]:
+            self._in_flight[True] += 1
+            request = channel.request(pickle.dumps((events, self.publisher, self._after), pickle.HIGHEST_PROTOCOL))
+            request.add_done_callback(lambda reply: self._over_channel(reply, events))
+            return
         try:
             reply: Any = self._hub.publish.remote(events, self.publisher, self._after)
         except Exception:
             self._metrics.event_errors.inc()
             log.exception("could not hand %d events to the event hub", len(events))
             return
-        asyncio.wrap_future(reply.future()).add_done_callback(self._published)
+        self._in_flight[False] += 1
+        asyncio.wrap_future(reply.future()).add_done_callback(self._over_ray)
 
-    def _published(self, reply: asyncio.Future[Any]) -> None:
+    def _over_channel(self, reply: asyncio.Future[bytes], events: list[Published]) -> None:
+        self._in_flight[True] -= 1
+        error = None if reply.cancelled() else reply.exception()
+        if isinstance(error, local.ChannelClosed):
+            # Taken or not, the batch goes again through Ray: the hub drops what it has already (by sequence).
+            # The batches in flight fail together, in the order they were sent; they go again in that order.
+            self._channel = None
+            self._lost += events
+        elif reply.cancelled() or error is not None:
+            self._failed(error)
+        else:
+            self._published(pickle.loads(reply.result()))  # from our own hub, found through Ray
+        if not self._in_flight[True] and (self._lost or self._held):
+            log.warning("the event hub's local channel closed; %d events go again through Ray", len(self._lost))
+            again, self._lost, self._held = self._lost + self._held, [], []
+            self.publish(again)
+
+    def _over_ray(self, reply: asyncio.Future[Any]) -> None:
+        self._in_flight[False] -= 1
         error = None if reply.cancelled() else reply.exception()
         if reply.cancelled() or error is not None:
-            self._metrics.event_errors.inc()
-            log.error("the event hub did not take a batch of events: %s", error or "cancelled")
+            self._failed(error)
             return
-        epoch, _, events, gap = reply.result()
+        self._published(reply.result())
+
+    def _failed(self, error: BaseException | None) -> None:
+        self._metrics.event_errors.inc()
+        log.error("the event hub did not take a batch of events: %s", error or "cancelled")
+
+    def _published(self, result: tuple[str, int, list[Logged], bool]) -> None:
+        epoch, _, events, gap = result
         if not self._take(epoch, events, gap) and self._task is not None:
             self._task.cancel()  # the poll waiting on the old hub's offsets starts again, from the new one's first
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mise-event-feed")
@@ -162,6 +226,8 @@ class EventFeed:
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
                     self._hub = runtime.hub(namespace=self._namespace)
+                if self._channel is None or self._channel.closed:
+                    await self._connect()
                 continue
             self._take(epoch, events, gap)
 

@@ -8,16 +8,23 @@ import pickle
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+import websockets
 
 from actors import channel as local
 from actors import runtime
 from actors.host import FINISH_CONCURRENCY, CallHost
+from actors.hub import EventHub
 from actors.pump import AudioPump
+from api.metrics import Metrics
+from api.simulate import load_jsonl, with_fresh_sids
+from api.sse import EventFeed
 from engine.call import CallMeta
+from tests.support import API_KEY, Server, metric_delta, send_paced
 
 
 def serve(handler: Any) -> local.ChannelServer:
@@ -205,3 +212,82 @@ def test_the_channel_serves_pickled_pushes_of_the_host_itself(ray_address: str) 
     assert (ack.applied, ack.orphaned, ack.failed) == (3, 1, 0)
     assert [e["type"] for _, e in ack.events] == ["call.started"]
     ray.kill(host)
+
+
+# --- the event feed over the hub's channel ---------------------------------------------------------------------------
+
+
+def event(seq: int) -> tuple[str, dict[str, Any]]:
+    return ("acme", {"type": "t", "call_sid": "CA1", "stream_sid": "MZ1", "id": f"CA1:MZ1:{seq:08d}"})
+
+
+@pytest.mark.integration
+def test_events_go_over_the_hubs_channel_and_none_is_lost_or_reordered_when_it_closes(ray_address: str) -> None:
+    """A feed publishes to a real hub actor over its local socket; the socket is cut with three batches in flight
+    (the hub may have logged them; their replies are lost) and two more published meanwhile: the three go again
+    through Ray, the two after them, and the hub logs every event once, in order."""
+    hub: Any = ray.remote(EventHub).options(num_cpus=0).remote()
+
+    async def scenario() -> EventFeed:
+        feed = EventFeed(hub=hub, namespace="x", metrics=Metrics())
+        await feed.start()
+        assert feed._channel is not None, "the hub's channel connected"
+        for seq in range(0, 4):  # over the channel, answered
+            feed.publish([event(seq)])
+        await asyncio.sleep(0.5)
+        feed.publish([event(4), event(5)])
+        feed.publish([event(6)])
+        feed.publish([event(7)])
+        feed._channel.close()  # the three in flight lose their replies
+        feed.publish([event(8)])
+        feed.publish([event(9), event(10)])
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if feed._after >= 10:
+                break
+        await feed.stop()
+        return feed
+
+    feed = asyncio.run(scenario())
+    _, _, logged, gap = ray.get(hub.replay.remote("acme", "CA1", -1))
+    assert [e[2]["id"] for e in logged] == [event(seq)[1]["id"] for seq in range(11)] and not gap
+    assert feed._after == 10  # every event came back to the feed too (fanned out to its subscribers)
+    ray.kill(hub)
+
+
+# --- a real server, with and without the channels ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("channels", ["1", "0"])
+def test_a_server_streams_a_call_over_its_channels_or_through_ray_alone(
+    ray_address: str, tmp_path: Path, synthetic_capture: Path, channels: str
+) -> None:
+    """MISE_LOCAL_CHANNELS=1 (the default): the audio goes to the host over its socket; 0: every push is a Ray
+    call. Either way the call ends whole, its turns stored and its events on /v1/events' hub."""
+    messages = with_fresh_sids(load_jsonl(synthetic_capture), api_key=API_KEY)
+    sid = messages[1]["start"]["callSid"]
+    with Server.start(ray_address, tmp_path, MISE_LOCAL_CHANNELS=channels) as srv:
+        before = srv.metrics()
+
+        async def stream() -> None:
+            async with websockets.connect(srv.ws) as ws:
+                await send_paced(ws, messages, 8.0)
+                await asyncio.wait_for(ws.wait_closed(), 60)
+
+        asyncio.run(stream())
+        call = srv.wait_call(sid)
+        after = srv.metrics()
+        pushes = metric_delta(before, after, "mise_actor_pushes_total")
+        local_pushes = metric_delta(before, after, "mise_actor_pushes_local_total")
+        assert pushes > 20 and local_pushes == (pushes if channels == "1" else 0)
+        assert call["end_reason"] == "stop" and call["error"] is None and call["tracks"]["inbound"]["missing_ms"] == 0
+        turns = srv.get(f"/v1/calls/{sid}/turns").json()["turns"]
+        assert len(turns) > 5
+        hub: Any = ray.get_actor("mise-hub", namespace=srv.namespace)
+        for _ in range(100):  # the last events reach the hub within its hand-over interval
+            types = [e[2]["type"] for e in ray.get(hub.replay.remote("acme", sid, -1))[2]]
+            if "call.ended" in types:
+                break
+            time.sleep(0.1)
+        assert types[0] == "call.started" and "call.ended" in types and types.count("turn.ended") == len(turns)
