@@ -42,6 +42,7 @@ log = logging.getLogger("mise.channel")
 _LEN = struct.Struct(">I")
 MAX_FRAME = 256 << 20  # a push of ~10 s of 250 calls is ~100 MB pickled; anything larger is refused
 TOKEN_BYTES = 16
+TOKEN_WAIT_S = 10.0
 OK, FAILED = b"\x00", b"\x01"
 
 
@@ -98,7 +99,9 @@ class ChannelServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
+                conn.settimeout(TOKEN_WAIT_S)  # a client that never says its token holds no thread for long
                 token = _read_exact(conn, TOKEN_BYTES)
+                conn.settimeout(None)
             except (OSError, EOFError):
                 return
             if not hmac.compare_digest(token, self._token):

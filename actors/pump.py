@@ -205,7 +205,12 @@ class AudioPump:
     def _over_ray(lane: _Lane, batch: list[PushItem], poll: list[str]) -> asyncio.Future[PushAck]:
         # Pickled here, once: Ray's own serialiser is several times slower over a list of small tuples.
         packed = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        return asyncio.wrap_future(lane.handle.push.remote(packed, poll).future())
+        try:
+            return asyncio.wrap_future(lane.handle.push.remote(packed, poll).future())
+        except Exception as exc:  # not even submitted: a failed push (its frames are handed on, never dropped)
+            failed: asyncio.Future[PushAck] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
 
     @staticmethod
     def _over_channel(channel: local.HostChannel, batch: list[PushItem], poll: list[str]) -> asyncio.Future[PushAck]:
