@@ -12,8 +12,8 @@ Placement by load: a host is one process, so its calls' analysis shares one core
 directory reads each host's CPU use (``CallHost.cpu_s``). A new call goes to the least loaded host
 in service; once every host in service is busier than ``busy_share`` of a core, and fewer hosts are
 in service than the cluster has CPUs, it opens another (a spare): the analysis then runs on every
-core. Below that, calls share one host: each host costs a Ray call per push tick, so a lightly loaded
-machine is cheapest on few hosts.
+core. Below that, calls share one host: each host costs a push per tick, so a lightly loaded machine is
+cheapest on few hosts.
 """
 
 from __future__ import annotations

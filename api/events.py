@@ -4,10 +4,11 @@ Events come back with the replies to this process's audio pushes (and with ``fin
 they leave a call host. The router stores every ``turn.ended`` as a turn of its call (for
 ``GET /v1/calls/{sid}/turns``), counts events by type, and hands every event to the event hub
 (``actors/hub.py``, through this process's ``api.sse.EventFeed``), whence the SSE endpoints of every API
-process serve them: in one Ray call whose reply nothing waits for, so a slow or missing hub never holds up
+process serve them: in one hand-over whose reply nothing waits for, so a slow or missing hub never holds up
 audio, at most one every ``hub_interval_s`` (100 ms by default, ``MISE_EVENT_FLUSH_MS``): an event after a
-quiet spell leaves at once, and under load the events of that interval go together (a hub call costs ~1 ms
-of CPU, caller and hub together; docs/density.md). Store
+quiet spell leaves at once, and under load the events of that interval go together (a Ray call to the hub
+costs ~1 ms of CPU, caller and hub together; on the hub's node it goes over a local socket instead:
+docs/density.md). Store
 writes run in a worker thread, never on the event loop; ``drain`` waits for the writes of one call so
 that its record is complete before the call is marked ended.
 """

@@ -42,7 +42,7 @@ class Settings:
     silence_ms: int = AnalysisOptions.silence_ms
     measure_max_delay_s: float = 3.0  # a turn waiting longer to be measured goes out without features
     sse_heartbeat_s: float = 15.0
-    event_flush_ms: int = 100  # the most often this process hands events to the event hub (one Ray call each)
+    event_flush_ms: int = 100  # the most often this process hands events to the event hub (one call each)
     analyse: bool = True  # off: audio is received and stored, no turns or features (an ingest-only server)
     emotion: bool = True  # score every turn with the emotion model (in the call hosts, numpy: models/live.py)
     emotion_weights: str | None = None  # weights from `mise train`; default: the packaged ones
