@@ -20,14 +20,10 @@ from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.asr import ASR_NAME, AsrWorker
-from actors.directory import DIRECTORY_NAME, CallDirectory
+from actors.directory import AFFINITY_CPUS, DIRECTORY_NAME, CallDirectory
 from actors.hub import HUB_NAME, EventHub
 
 # Loopback only, no usage reporting, no token file under ~/.ray (ENVIRONMENT.md).
-# A shared actor asks for this sliver of a CPU: Ray places a zero-resource actor anywhere, soft node affinity
-# notwithstanding (measured on a two-node cluster: 3 of 6 landed on the other node; with 0.001 CPU, 6 of 6 on
-# the node asked for).
-AFFINITY_CPUS = 0.001
 _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
