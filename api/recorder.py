@@ -238,6 +238,11 @@ class Recorder:
     async def mute(self, tenant: str, call_sid: str, stream_sid: str, spans: dict[str, list[tuple[int, int]]]) -> int:
         """Silence ``spans`` (track -> [start, end) sample indexes) in the stored recording: a redacted card
         number is gone from the file itself, not only from what is played. Samples muted."""
+        live = self._live.get((tenant, call_sid))
+        if live is not None and live.stream_sid == stream_sid and not live.closed:
+            # What it still holds in memory reaches the file first, the span's audio with it: the mute covers
+            # it rather than being written over by a later flush. (One writer thread: flush, then mute.)
+            await self.flush([live])
         keys = {track: recording_key(tenant, call_sid, stream_sid, track) for track in spans}
         return await asyncio.get_running_loop().run_in_executor(
             self._io, self._mute, [(keys[t], spans[t]) for t in spans]

@@ -196,6 +196,14 @@ def test_stopping_the_server_finalizes_live_calls(ray_address: str, tmp_path: Pa
                 for msg in messages[:402]:  # connected, start, 200 frames per track
                     await ws.send(orjson.dumps(msg).decode())
                 await asyncio.to_thread(srv.wait_call, call_sid, live=True)
+                # Stopped once every frame is in the server: what still waits in the client's or the kernel's
+                # buffers was never accepted, and a stopping server cannot read it (one CI run stopped early and
+                # finalized 136 frames of 200).
+                for _ in range(300):
+                    received = await asyncio.to_thread(srv.metrics)
+                    if received.get('mise_frames_received_total{track="outbound"}', 0) >= 200:
+                        break
+                    await asyncio.sleep(0.05)
                 srv.process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(ws.wait_closed(), 30)
                 return ws.close_code
