@@ -67,28 +67,55 @@ def available() -> bool:
     return sys.platform.startswith("linux")  # abstract Unix sockets are Linux's
 
 
-class ChannelServer:
+class _Listening:
+    """What both servers share: the bound socket, its token, and turning a request into its reply frame."""
+
+    def __init__(self, handler: Callable[[bytes], bytes], *, node: str, name: str) -> None:
+        self._handler = handler
+        self._token = secrets.token_bytes(TOKEN_BYTES)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(b"\0" + f"{name}-{os.getpid()}-{secrets.token_hex(8)}".encode())  # abstract namespace
+        self.address = Address(node, self._sock.getsockname(), self._token)
+        self.connections = 0
+        self.refused = 0
+
+    def admits(self, token: bytes) -> bool:
+        """Whether a connection that opened with ``token`` is served (counted either way)."""
+        if not hmac.compare_digest(token, self._token):
+            self.refused += 1
+            log.warning("a connection to a local channel gave a wrong token: closed")
+            return False
+        self.connections += 1
+        return True
+
+    def answer(self, request: bytes) -> bytes:
+        """The reply frame to ``request``: the handler's result, or the error it raised (reported to the caller,
+        as Ray would; the actor's other work goes on)."""
+        try:
+            reply = OK + self._handler(request)
+        except Exception as exc:
+            log.exception("a request over a local channel failed")
+            reply = FAILED + f"{type(exc).__name__}: {exc}".encode()
+        return _LEN.pack(len(reply)) + reply
+
+
+class ChannelServer(_Listening):
     """Serves ``handler(request bytes) -> reply bytes`` on a node-local socket, one thread per connection."""
 
     def __init__(self, handler: Callable[[bytes], bytes], *, node: str, name: str = "mise-host") -> None:
-        self._handler = handler
-        self._token = secrets.token_bytes(TOKEN_BYTES)
-        self._listener = _bound(name)
-        self._listener.listen(16)
-        self.address = Address(node, self._listener.getsockname(), self._token)
+        super().__init__(handler, node=node, name=name)
+        self._sock.listen(16)
         self._closed = False
-        self.connections = 0
-        self.refused = 0
         threading.Thread(target=self._accept, name="mise-channel", daemon=True).start()
 
     def close(self) -> None:
         self._closed = True
-        self._listener.close()
+        self._sock.close()
 
     def _accept(self) -> None:
         while not self._closed:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = self._sock.accept()
             except OSError:
                 if self._closed:
                     return
@@ -104,11 +131,8 @@ class ChannelServer:
                 conn.settimeout(None)
             except (OSError, EOFError):
                 return
-            if not hmac.compare_digest(token, self._token):
-                self.refused += 1
-                log.warning("a connection to the push channel gave a wrong token: closed")
+            if not self.admits(token):
                 return
-            self.connections += 1
             while True:
                 try:
                     request = _read_frame(conn)
@@ -117,21 +141,9 @@ class ChannelServer:
                         log.warning("push channel connection dropped: %s", exc)
                     return
                 try:
-                    reply = OK + self._handler(request)
-                except Exception as exc:  # reported to the caller, as Ray would; the host goes on
-                    log.exception("a push over the channel failed")
-                    reply = FAILED + f"{type(exc).__name__}: {exc}".encode()
-                try:
-                    conn.sendall(_LEN.pack(len(reply)) + reply)
+                    conn.sendall(self.answer(request))
                 except OSError:
                     return
-
-
-def _bound(name: str) -> socket.socket:
-    """A Unix socket bound to a fresh name in the abstract namespace."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(b"\0" + f"{name}-{os.getpid()}-{secrets.token_hex(8)}".encode())
-    return sock
 
 
 def _read_exact(conn: socket.socket, n: int) -> bytes:
@@ -145,10 +157,15 @@ def _read_exact(conn: socket.socket, n: int) -> bytes:
 
 
 def _read_frame(conn: socket.socket) -> bytes:
-    (n,) = _LEN.unpack(_read_exact(conn, _LEN.size))
+    return _read_exact(conn, _length(_read_exact(conn, _LEN.size)))
+
+
+def _length(header: bytes | bytearray) -> int:
+    """A frame's announced length; ValueError over ``MAX_FRAME``."""
+    (n,) = _LEN.unpack_from(header)
     if n > MAX_FRAME:
         raise ValueError(f"frame of {n} bytes is over the limit")
-    return _read_exact(conn, n)
+    return int(n)
 
 
 class _Frames:
@@ -164,9 +181,7 @@ class _Frames:
         """Every whole frame received so far; ValueError for one announced over ``MAX_FRAME``."""
         out = []
         while len(self._buf) >= _LEN.size:
-            (n,) = _LEN.unpack_from(self._buf)
-            if n > MAX_FRAME:
-                raise ValueError(f"frame of {n} bytes is over the limit")
+            n = _length(self._buf)
             if len(self._buf) < _LEN.size + n:
                 break
             out.append(bytes(self._buf[_LEN.size : _LEN.size + n]))
@@ -182,18 +197,13 @@ class _Frames:
         return head
 
 
-class LoopServer:
+class LoopServer(_Listening):
     """``ChannelServer`` for an asyncio actor (the event hub): requests handled on its event loop, in order,
     by ``handler(request bytes) -> reply bytes`` (synchronous: nothing else of the actor runs meanwhile)."""
 
     def __init__(self, handler: Callable[[bytes], bytes], *, node: str, name: str) -> None:
-        self._handler = handler
-        self._token = secrets.token_bytes(TOKEN_BYTES)
-        self._sock = _bound(name)
-        self.address = Address(node, self._sock.getsockname(), self._token)
+        super().__init__(handler, node=node, name=name)
         self._server: asyncio.AbstractServer | None = None
-        self.connections = 0
-        self.refused = 0
 
     async def start(self) -> None:
         self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Served(self), sock=self._sock)
@@ -221,25 +231,17 @@ class _Served(asyncio.Protocol):
                 token = self._frames.take(TOKEN_BYTES)
                 if token is None:
                     return
-                if not hmac.compare_digest(token, self._server._token):
-                    self._server.refused += 1
-                    log.warning("a connection to the event channel gave a wrong token: closed")
+                if not self._server.admits(token):
                     self._transport.close()
                     return
                 self._trusted = True
-                self._server.connections += 1
             requests = self._frames.frames()
         except ValueError as exc:
             log.warning("event channel connection dropped: %s", exc)
             self._transport.close()
             return
         for request in requests:
-            try:
-                reply = OK + self._server._handler(request)
-            except Exception as exc:
-                log.exception("a request over the event channel failed")
-                reply = FAILED + f"{type(exc).__name__}: {exc}".encode()
-            self._transport.writelines((_LEN.pack(len(reply)), reply))
+            self._transport.write(self._server.answer(request))
 
 
 class HostChannel(asyncio.Protocol):

@@ -93,7 +93,8 @@ class EventFeed:
         # In order either way: the transport changes only with nothing in flight on the other one.
         self._local = channels  # may use the hub's local socket
         self._channel: local.HostChannel | None = None
-        self._in_flight = {True: 0, False: 0}  # publishes awaiting their reply, over the channel / through Ray
+        self._on_channel = 0  # publishes awaiting their reply over the channel
+        self._on_ray = 0  # and through Ray
         self._lost: list[Published] = []  # batches in flight when the channel closed, to go again through Ray
         self._held: list[Published] = []  # published meanwhile: they go after those
 
@@ -133,11 +134,11 @@ class EventFeed:
         if channel is not None and channel.closed:
             channel = self._channel = None
             log.warning("the event hub's local channel closed; events go through Ray")
-        if channel is None and self._in_flight[True]:
+        if channel is None and self._on_channel:
             self._held += events  # behind the lost channel's batches, which go again through Ray first
             return
-        if channel is not None and not self._in_flight[False]:
-            self._in_flight[True] += 1
+        if channel is not None and not self._on_ray:
+            self._on_channel += 1
             request = channel.request(pickle.dumps((events, self.publisher, self._after), pickle.HIGHEST_PROTOCOL))
             request.add_done_callback(lambda reply: self._over_channel(reply, events))
             return
@@ -147,11 +148,11 @@ class EventFeed:
             self._metrics.event_errors.inc()
             log.exception("could not hand %d events to the event hub", len(events))
             return
-        self._in_flight[False] += 1
+        self._on_ray += 1
         asyncio.wrap_future(reply.future()).add_done_callback(self._over_ray)
 
     def _over_channel(self, reply: asyncio.Future[bytes], events: list[Published]) -> None:
-        self._in_flight[True] -= 1
+        self._on_channel -= 1
         error = None if reply.cancelled() else reply.exception()
         if isinstance(error, local.ChannelClosed):
             # Taken or not, the batch goes again through Ray: the hub drops what it has already (by sequence).
@@ -162,13 +163,13 @@ class EventFeed:
             self._failed(error)
         else:
             self._published(pickle.loads(reply.result()))  # from our own hub, found through Ray
-        if not self._in_flight[True] and (self._lost or self._held):
+        if not self._on_channel and (self._lost or self._held):
             log.warning("the event hub's local channel closed; %d events go again through Ray", len(self._lost))
             again, self._lost, self._held = self._lost + self._held, [], []
             self.publish(again)
 
     def _over_ray(self, reply: asyncio.Future[Any]) -> None:
-        self._in_flight[False] -= 1
+        self._on_ray -= 1
         error = None if reply.cancelled() else reply.exception()
         if reply.cancelled() or error is not None:
             self._failed(error)
